@@ -1,0 +1,223 @@
+//! The blocking HTTP client the worker and the CLI share.
+//!
+//! It turns every way a request can fail into a [`ClientError`] that says
+//! whether the server was unreachable or failing (exit 3) or refused the
+//! input (exit 2), with the server's own message.
+
+use std::io::Read;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::wire::ErrorBody;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// No answer at all: connection refused, DNS, timeout.
+    Unreachable { url: String, detail: String },
+    /// The server answered 4xx: the input was refused.
+    Refused {
+        status: u16,
+        url: String,
+        message: String,
+    },
+    /// The server answered 5xx or something that was not its protocol.
+    Failing {
+        status: u16,
+        url: String,
+        message: String,
+    },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Unreachable { .. } => None,
+            ClientError::Refused { status, .. } | ClientError::Failing { status, .. } => {
+                Some(*status)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unreachable { url, detail } => {
+                write!(f, "cannot reach the testbot server ({url}): {detail}")
+            }
+            ClientError::Refused {
+                status,
+                url,
+                message,
+            } => write!(
+                f,
+                "the server refused the request ({status}, {url}): {message}"
+            ),
+            ClientError::Failing {
+                status,
+                url,
+                message,
+            } => write!(f, "the server failed ({status}, {url}): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one testbot server.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+/// A response body that may be absent (204).
+pub enum Maybe<T> {
+    Some(T),
+    NoContent,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(5))
+            .timeout_read(Duration::from_secs(60))
+            .timeout_write(Duration::from_secs(60))
+            .build();
+        Client {
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            agent,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut req = self.agent.request(method, &self.url(path));
+        if let Some(token) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {token}"));
+        }
+        req
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        let resp = self.request("GET", path).call();
+        decode(&url, resp)
+    }
+
+    /// GET whose body the caller reads itself (logs, possibly followed).
+    pub fn get_raw(&self, path: &str, timeout: Duration) -> Result<ureq::Response> {
+        let url = self.url(path);
+        self.request("GET", path)
+            .timeout(timeout)
+            .call()
+            .map_err(|e| classify(&url, e))
+    }
+
+    pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        match self.post_maybe(path, body, Duration::from_secs(60))? {
+            Maybe::Some(t) => Ok(t),
+            Maybe::NoContent => Err(ClientError::Failing {
+                status: 204,
+                url: self.url(path),
+                message: "the server sent no body".into(),
+            }),
+        }
+    }
+
+    /// POST that may legitimately answer 204 (a claim that got no job).
+    pub fn post_maybe<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<Maybe<T>> {
+        let url = self.url(path);
+        let resp = self.request("POST", path).timeout(timeout).send_json(body);
+        match resp {
+            Ok(r) if r.status() == 204 => Ok(Maybe::NoContent),
+            other => decode(&url, other).map(Maybe::Some),
+        }
+    }
+
+    pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T> {
+        let url = self.url(path);
+        let resp = self
+            .request("POST", path)
+            .set("Content-Type", "application/octet-stream")
+            .send_bytes(bytes);
+        decode(&url, resp)
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    url: &str,
+    resp: std::result::Result<ureq::Response, ureq::Error>,
+) -> Result<T> {
+    let resp = resp.map_err(|e| classify(url, e))?;
+    let status = resp.status();
+    let mut body = String::new();
+    resp.into_reader()
+        .take(256 << 20)
+        .read_to_string(&mut body)
+        .map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            detail: format!("reading the answer: {e}"),
+        })?;
+    serde_json::from_str(&body).map_err(|e| ClientError::Failing {
+        status,
+        url: url.to_string(),
+        message: format!("unexpected answer ({e}): {}", snippet(&body)),
+    })
+}
+
+fn classify(url: &str, err: ureq::Error) -> ClientError {
+    match err {
+        ureq::Error::Status(status, resp) => {
+            let body = resp.into_string().unwrap_or_default();
+            let message = serde_json::from_str::<ErrorBody>(&body)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| snippet(&body));
+            if (400..500).contains(&status) {
+                ClientError::Refused {
+                    status,
+                    url: url.to_string(),
+                    message,
+                }
+            } else {
+                ClientError::Failing {
+                    status,
+                    url: url.to_string(),
+                    message,
+                }
+            }
+        }
+        ureq::Error::Transport(t) => ClientError::Unreachable {
+            url: url.to_string(),
+            detail: t.to_string(),
+        },
+    }
+}
+
+fn snippet(body: &str) -> String {
+    let t = body.trim();
+    if t.is_empty() {
+        return "(empty body)".into();
+    }
+    t.chars().take(200).collect()
+}

@@ -1,0 +1,333 @@
+//! `testbot submit`: queue jobs (or a build of them), optionally wait for
+//! them and exit by their outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{key_value, Exit, Globals};
+use crate::client::{Client, ClientError};
+use crate::wire::{parse_duration, Build, BuildSpec, Job, JobSpec, JobState, Props, Worker};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The jobtypes to run, one job each.
+    #[arg(required = true, value_name = "JOBTYPE")]
+    jobtypes: Vec<String>,
+    /// A platform requirement; `*` matches any run of characters.
+    #[arg(short = 'p', long = "platform", value_name = "KEY=PATTERN", value_parser = key_value)]
+    platform: Vec<(String, String)>,
+    /// A param, given to the command as $TESTBOT_PARAM_KEY.
+    #[arg(short = 'P', long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
+    params: Vec<(String, String)>,
+    /// Put the jobs in a new build with this name.
+    #[arg(long, value_name = "NAME")]
+    build: Option<String>,
+    /// Build metadata (revision, branch, URL...).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    meta: Vec<(String, String)>,
+    /// Higher runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i64,
+    /// Kill the job after this long (e.g. 90s, 10m, 1h30m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Runs allowed when workers are lost under the job.
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// One job per distinct platform among the workers with the jobtype.
+    #[arg(long)]
+    each_platform: bool,
+    /// With --each-platform: the properties that make platforms distinct
+    /// (default: all but hostname).
+    #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
+    platform_keys: Vec<String>,
+    /// Split each jobtype into N jobs with TESTBOT_SHARD_INDEX/TOTAL.
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+    /// Wait until every job ends; exit 0 only if all passed.
+    #[arg(long)]
+    wait: bool,
+    /// Wait and stream the jobs' logs.
+    #[arg(long)]
+    follow: bool,
+    /// Print the jobs as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
+    let client = g.client();
+    let specs = make_specs(&client, &a)?;
+    let jobs: Vec<Job> = match &a.build {
+        Some(name) => {
+            let spec = BuildSpec {
+                name: name.clone(),
+                meta: a
+                    .meta
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                    .collect(),
+                jobs: specs,
+                extra: Default::default(),
+            };
+            let build: Build = client.post("/api/v1/builds", &spec)?;
+            if !a.json {
+                eprintln!("build {} ({}) queued", build.id, build.name);
+            }
+            build.jobs
+        }
+        None => client.post("/api/v1/jobs", &specs)?,
+    };
+    for j in &jobs {
+        if let Some(w) = &j.warning {
+            eprintln!("warning: job {} ({}): {w}", j.id, j.jobtype);
+        }
+    }
+    if !(a.wait || a.follow) {
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&jobs)?);
+        } else {
+            for j in &jobs {
+                println!("{}", j.id);
+            }
+        }
+        return Ok(0);
+    }
+    let followers = if a.follow {
+        follow_logs(&client, &jobs)
+    } else {
+        Vec::new()
+    };
+    let done = wait_for(&client, &jobs, !a.json)?;
+    for f in followers {
+        let _ = f.join();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    }
+    Ok(if done.iter().all(|j| j.state == JobState::Passed) {
+        0
+    } else {
+        1
+    })
+}
+
+fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {
+    let requirements: Props = a.platform.iter().cloned().collect();
+    let params: Props = a.params.iter().cloned().collect();
+    if a.shards == Some(0) {
+        return Err(Exit(2, "--shards must be at least 1".into()).into());
+    }
+    let workers: Vec<Worker> = if a.each_platform {
+        client.get("/api/v1/workers")?
+    } else {
+        Vec::new()
+    };
+    let mut specs = Vec::new();
+    for jobtype in &a.jobtypes {
+        let platforms: Vec<Props> = if a.each_platform {
+            let found = distinct_platforms(&workers, jobtype, &requirements, &a.platform_keys);
+            if found.is_empty() {
+                return Err(Exit(
+                    2,
+                    format!("--each-platform: no registered worker has the jobtype {jobtype:?} with a fitting platform"),
+                )
+                .into());
+            }
+            found
+        } else {
+            vec![requirements.clone()]
+        };
+        for platform in platforms {
+            let shards = a.shards.unwrap_or(1);
+            for i in 0..shards {
+                specs.push(JobSpec {
+                    jobtype: jobtype.clone(),
+                    platform: platform.clone(),
+                    params: params.clone(),
+                    priority: a.priority,
+                    timeout: a.timeout,
+                    max_attempts: a.max_attempts,
+                    shard_index: a.shards.map(|_| i),
+                    shard_total: a.shards,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    Ok(specs)
+}
+
+/// The distinct platforms, by the properties that count, of the workers
+/// that have `jobtype` and fit `requirements`; each returned as exact
+/// requirements.
+fn distinct_platforms(
+    workers: &[Worker],
+    jobtype: &str,
+    requirements: &Props,
+    keys: &[String],
+) -> Vec<Props> {
+    let mut seen = BTreeSet::new();
+    for w in workers
+        .iter()
+        .filter(|w| w.jobtypes.iter().any(|t| t == jobtype))
+    {
+        for p in &w.platforms {
+            if !crate::matching::platform_matches(requirements, p) {
+                continue;
+            }
+            let distinct: Props = p
+                .iter()
+                .filter(|(k, _)| {
+                    if keys.is_empty() {
+                        k.as_str() != "hostname"
+                    } else {
+                        keys.contains(k)
+                    }
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            seen.insert(distinct);
+        }
+    }
+    seen.into_iter()
+        .map(|mut p| {
+            for (k, v) in requirements {
+                p.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            p
+        })
+        .collect()
+}
+
+/// Polls until every job has ended, printing one line per job as it ends.
+fn wait_for(client: &Client, jobs: &[Job], print: bool) -> anyhow::Result<Vec<Job>> {
+    let mut pending: BTreeMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
+    let mut done: BTreeMap<i64, Job> = BTreeMap::new();
+    let mut outage: Option<Instant> = None;
+    let mut delay = Duration::from_millis(50);
+    while !pending.is_empty() {
+        let ids: Vec<String> = pending.keys().take(500).map(|i| i.to_string()).collect();
+        let path = format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len());
+        match client.get::<Vec<Job>>(&path) {
+            Ok(list) => {
+                if outage.take().is_some() {
+                    eprintln!("testbot: the server answers again");
+                }
+                for j in list {
+                    if j.state.is_final() {
+                        pending.remove(&j.id);
+                        if print {
+                            println!("{}", line(&j));
+                            let _ = std::io::stdout().flush();
+                        }
+                        done.insert(j.id, j);
+                    }
+                }
+            }
+            Err(e @ (ClientError::Unreachable { .. } | ClientError::Failing { .. })) => {
+                let since = *outage.get_or_insert_with(|| {
+                    eprintln!("testbot: {e}; still waiting");
+                    Instant::now()
+                });
+                if since.elapsed() > Duration::from_secs(300) {
+                    return Err(e).context("gave up waiting after 5 minutes without the server");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if !pending.is_empty() {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+    Ok(done.into_values().collect())
+}
+
+/// `12  unit  passed  worker-1  1.2s`, plus the reason when it did not pass.
+pub fn line(j: &Job) -> String {
+    let duration = j
+        .result
+        .as_ref()
+        .and_then(|r| r.get("duration_ms"))
+        .and_then(|d| d.as_u64())
+        .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+        .unwrap_or_else(|| "-".into());
+    let mut s = format!(
+        "{}  {}  {}  {}  {}",
+        j.id,
+        j.jobtype,
+        j.state,
+        j.worker.as_deref().unwrap_or("-"),
+        duration
+    );
+    if j.state != JobState::Passed {
+        if let Some(r) = &j.reason {
+            s.push_str(&format!("  ({r})"));
+        }
+    }
+    s
+}
+
+/// One thread per job streaming its log to stdout, each line prefixed by
+/// the job when there are several.
+fn follow_logs(client: &Client, jobs: &[Job]) -> Vec<std::thread::JoinHandle<()>> {
+    let prefix = jobs.len() > 1;
+    let out = Arc::new(std::sync::Mutex::new(()));
+    jobs.iter()
+        .map(|j| {
+            let client = client.clone();
+            let id = j.id;
+            let out = out.clone();
+            std::thread::spawn(move || follow_one(&client, id, prefix, &out))
+        })
+        .collect()
+}
+
+fn follow_one(client: &Client, id: i64, prefix: bool, out: &std::sync::Mutex<()>) {
+    // Wait for the job to start (or end without starting).
+    let attempt = loop {
+        match client.get::<Job>(&format!("/api/v1/jobs/{id}")) {
+            Ok(j) if j.attempt > 0 => break j.attempt,
+            Ok(j) if j.state.is_final() => return,
+            Ok(_) => {}
+            Err(ClientError::Refused { .. }) => return,
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let path = format!("/api/v1/jobs/{id}/log?follow=true&attempt={attempt}");
+    let Ok(resp) = client.get_raw(&path, Duration::from_secs(7 * 24 * 3600)) else {
+        return;
+    };
+    let mut reader = resp.into_reader();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let emit = |line: &[u8]| {
+        let _guard = out.lock().unwrap();
+        let mut stdout = std::io::stdout().lock();
+        if prefix {
+            let _ = write!(stdout, "[{id}] ");
+        }
+        let _ = stdout.write_all(line);
+        let _ = stdout.flush();
+    };
+    while let Ok(n) = reader.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            emit(&line);
+        }
+    }
+    if !pending.is_empty() {
+        pending.push(b'\n');
+        emit(&pending);
+    }
+}

@@ -1,0 +1,426 @@
+//! The REST API under `/api/v1`: one handler per path, each validating its
+//! input, making one store call and answering JSON.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Body, Path, Query};
+use super::store::JobFilter;
+use super::AppState;
+use crate::time::now_ms;
+use crate::wire::*;
+
+/// The longest a claim may wait for a job.
+const MAX_CLAIM_WAIT: f64 = 60.0;
+/// The most jobs one list answer holds.
+const MAX_LIST: usize = 10_000;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/workers", post(register).get(list_workers))
+        .route("/api/v1/workers/{name}", get(get_worker))
+        .route("/api/v1/workers/{name}/heartbeat", post(heartbeat))
+        .route("/api/v1/workers/{name}/claim", post(claim))
+        .route("/api/v1/jobs", post(submit).get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/jobs/{id}/log", post(append_log).get(read_log))
+        .route("/api/v1/jobs/{id}/result", post(finish))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel))
+        .route("/api/v1/builds", post(submit_build).get(list_builds))
+        .route("/api/v1/builds/{id}", get(get_build))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such path: {}", uri.path()))
+}
+
+async fn health() -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
+async fn status(State(st): State<AppState>) -> ApiResult<Json<Summary>> {
+    st.db(|s| s.summary(now_ms())).await.map(Json)
+}
+
+/// Names of workers, jobtypes and platform properties: letters, digits and
+/// `._-`, so they are safe in paths, environment names and pages.
+pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(ApiError::bad(format!(
+            "{what} must be 1 to 128 characters, got {}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ApiError::bad(format!(
+            "{what} {name:?} has the character {c:?}; use letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_spec(spec: &JobSpec) -> ApiResult<()> {
+    check_name("jobtype", &spec.jobtype)?;
+    if spec.max_attempts == Some(0) {
+        return Err(ApiError::bad("max_attempts must be at least 1"));
+    }
+    if let (Some(i), Some(n)) = (spec.shard_index, spec.shard_total) {
+        if i >= n {
+            return Err(ApiError::bad(format!(
+                "shard_index {i} must be below shard_total {n}"
+            )));
+        }
+    }
+    for key in spec.params.keys() {
+        if key.is_empty() {
+            return Err(ApiError::bad("params: a key is empty"));
+        }
+    }
+    Ok(())
+}
+
+async fn register(
+    State(st): State<AppState>,
+    Body(reg): Body<Registration>,
+) -> ApiResult<Json<Registered>> {
+    check_name("worker name", &reg.name)?;
+    for t in &reg.jobtypes {
+        check_name("jobtype", t)?;
+    }
+    if reg.heartbeat_interval_ms == 0 {
+        return Err(ApiError::bad("heartbeat_interval_ms must be positive"));
+    }
+    let name = reg.name.clone();
+    let out = st.db(move |s| s.register(&reg, now_ms())).await?;
+    tracing::info!(worker = %name, requeued = out.requeued, "worker registered");
+    if out.requeued > 0 {
+        st.wake_claims();
+    }
+    Ok(Json(Registered {
+        name,
+        lease_ms: out.lease_ms,
+    }))
+}
+
+async fn list_workers(State(st): State<AppState>) -> ApiResult<Json<Vec<Worker>>> {
+    st.db(|s| s.workers(now_ms())).await.map(Json)
+}
+
+async fn get_worker(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Worker>> {
+    st.db(move |s| s.worker(&name, now_ms())).await.map(Json)
+}
+
+async fn heartbeat(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Body(hb): Body<Heartbeat>,
+) -> ApiResult<Json<HeartbeatReply>> {
+    st.db(move |s| s.heartbeat(&name, &hb, now_ms()))
+        .await
+        .map(Json)
+}
+
+/// Long-poll: answers with a job as soon as one the worker can run is
+/// queued, or 204 after `wait` seconds.
+async fn claim(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Body(req): Body<ClaimRequest>,
+) -> ApiResult<Response> {
+    if !req.wait.is_finite() || req.wait < 0.0 {
+        return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
+    }
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs_f64(req.wait.min(MAX_CLAIM_WAIT));
+    let mut queue = st.queue.subscribe();
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        queue.borrow_and_update();
+        let n = name.clone();
+        if let Some(job) = st.db(move |s| s.claim(&n, now_ms())).await? {
+            tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
+            return Ok(Json(job).into_response());
+        }
+        tokio::select! {
+            changed = queue.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn parse_list<T: std::str::FromStr>(what: &str, s: &str) -> ApiResult<Vec<T>> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| ApiError::bad(format!("{what}: {p:?} is not valid")))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<JobSpec>),
+    One(Box<JobSpec>),
+}
+
+/// `POST /api/v1/jobs`: one job (the answer is the job) or a list (the
+/// answer is the list).
+async fn submit(
+    State(st): State<AppState>,
+    Body(body): Body<serde_json::Value>,
+) -> ApiResult<Response> {
+    let (specs, many) = match serde_json::from_value::<OneOrMany>(body.clone()) {
+        Ok(OneOrMany::Many(v)) => (v, true),
+        Ok(OneOrMany::One(s)) => (vec![*s], false),
+        Err(_) => {
+            // Re-parse as one job for a precise message naming the field.
+            let e = serde_json::from_value::<JobSpec>(body).err();
+            return Err(ApiError::bad(format!(
+                "invalid job: {}",
+                e.map(|e| e.to_string())
+                    .unwrap_or_else(|| "expected a job object or a list of them".into())
+            )));
+        }
+    };
+    if specs.is_empty() {
+        return Err(ApiError::bad("no jobs to submit"));
+    }
+    for spec in &specs {
+        check_spec(spec)?;
+    }
+    let (_, jobs) = st.db(move |s| s.submit(None, specs, now_ms())).await?;
+    st.wake_claims();
+    tracing::info!(jobs = jobs.len(), first = jobs[0].id, "jobs queued");
+    Ok(if many {
+        (StatusCode::CREATED, Json(jobs)).into_response()
+    } else {
+        (StatusCode::CREATED, Json(&jobs[0])).into_response()
+    })
+}
+
+async fn submit_build(
+    State(st): State<AppState>,
+    Body(spec): Body<BuildSpec>,
+) -> ApiResult<Response> {
+    if spec.name.trim().is_empty() || spec.name.len() > 200 {
+        return Err(ApiError::bad("a build needs a name of 1 to 200 characters"));
+    }
+    if spec.jobs.is_empty() {
+        return Err(ApiError::bad("a build needs at least one job"));
+    }
+    for job in &spec.jobs {
+        check_spec(job)?;
+    }
+    let BuildSpec {
+        name,
+        meta,
+        jobs,
+        extra,
+    } = spec;
+    let (id, jobs) = st
+        .db(move |s| s.submit(Some((name, meta, extra)), jobs, now_ms()))
+        .await?;
+    st.wake_claims();
+    let id = id.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("build not created")))?;
+    let mut build = st.db(move |s| s.build(id)).await?;
+    // Carry the submit-time warnings over to the build's jobs.
+    for (b, j) in build.jobs.iter_mut().zip(jobs) {
+        b.warning = j.warning;
+    }
+    Ok((StatusCode::CREATED, Json(build)).into_response())
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+    ids: Option<String>,
+    build: Option<i64>,
+    worker: Option<String>,
+}
+
+async fn list_jobs(
+    State(st): State<AppState>,
+    Query(q): Query<JobsQuery>,
+) -> ApiResult<Json<Vec<Job>>> {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::bad(format!(
+                "unknown state {s:?}; states are queued, running, passed, failed, timed_out, canceled, error"
+            ))
+        })?),
+    };
+    let filter = JobFilter {
+        state,
+        ids: q
+            .ids
+            .as_deref()
+            .map(|s| parse_list("ids", s))
+            .transpose()?
+            .unwrap_or_default(),
+        build: q.build,
+        worker: q.worker,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_LIST),
+    };
+    st.db(move |s| s.jobs(&filter)).await.map(Json)
+}
+
+async fn get_job(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
+    st.db(move |s| s.job(id)).await.map(Json)
+}
+
+async fn cancel(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
+    let job = st.db(move |s| s.cancel(id, now_ms())).await?;
+    tracing::info!(job = id, state = %job.state, "cancel requested");
+    st.wake_followers();
+    Ok(Json(job))
+}
+
+async fn append_log(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+    bytes: Bytes,
+) -> ApiResult<Json<LogReply>> {
+    let reply = st
+        .db(move |s| s.append_log(id, &q, &bytes, now_ms()))
+        .await?;
+    st.wake_followers();
+    Ok(Json(reply))
+}
+
+#[derive(Deserialize)]
+struct ReadLogQuery {
+    attempt: Option<u32>,
+    #[serde(default)]
+    offset: u64,
+    /// Keep the response open and stream the log until the attempt ends.
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn read_log(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<ReadLogQuery>,
+) -> ApiResult<Response> {
+    let attempt = q.attempt;
+    let first = st.db(move |s| s.read_log(id, attempt, q.offset)).await?;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            "text/plain; charset=utf-8".to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-testbot-attempt"),
+            first.attempt.to_string(),
+        ),
+    ];
+    if !q.follow {
+        return Ok((headers, first.data).into_response());
+    }
+    // Follow: send what is there, then each new piece as it is stored, and
+    // end when the attempt is over (or the server shuts down).
+    let attempt = first.attempt;
+    let start = (st, q.offset, Some(first));
+    let stream = futures_util::stream::unfold(start, move |(st, mut offset, mut pending)| {
+        let attempt = Some(attempt);
+        async move {
+            let mut events = st.events.subscribe();
+            let mut shutdown = st.shutdown.clone();
+            loop {
+                let slice = match pending.take() {
+                    Some(s) => s,
+                    None => {
+                        events.borrow_and_update();
+                        match st.db(move |s| s.read_log(id, attempt, offset)).await {
+                            Ok(s) => s,
+                            Err(_) => return None,
+                        }
+                    }
+                };
+                if !slice.data.is_empty() {
+                    offset += slice.data.len() as u64;
+                    let chunk: Result<Bytes, std::io::Error> = Ok(Bytes::from(slice.data));
+                    return Some((chunk, (st, offset, None)));
+                }
+                if !slice.live || *shutdown.borrow() {
+                    return None;
+                }
+                tokio::select! {
+                    _ = events.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.wait_for(|s| *s) => {}
+                }
+            }
+        }
+    });
+    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+}
+
+async fn finish(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    Body(outcome): Body<Outcome>,
+) -> ApiResult<Json<Job>> {
+    let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
+    tracing::info!(job = id, attempt = job.attempt, state = %job.state, "result recorded");
+    if job.state == JobState::Queued {
+        st.wake_claims();
+    }
+    st.wake_followers();
+    Ok(Json(job))
+}
+
+#[derive(Deserialize)]
+struct BuildsQuery {
+    limit: Option<usize>,
+}
+
+async fn list_builds(
+    State(st): State<AppState>,
+    Query(q): Query<BuildsQuery>,
+) -> ApiResult<Json<Vec<Build>>> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    st.db(move |s| s.builds(limit)).await.map(Json)
+}
+
+async fn get_build(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Build>> {
+    st.db(move |s| s.build(id)).await.map(Json)
+}

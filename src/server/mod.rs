@@ -1,0 +1,188 @@
+//! `testbot serve`: the HTTP server, its background tasks and its shutdown.
+//!
+//! The server owns no state of its own beyond wake-up signals: everything a
+//! client was told lives in the [`store`]. Handlers are async; every store
+//! call runs on tokio's blocking pool so SQLite never stalls the runtime.
+
+pub mod api;
+pub mod error;
+mod extract;
+pub mod pages;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use self::error::{ApiError, ApiResult};
+use self::store::{SqliteStore, Store};
+use crate::time::now_ms;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Bumped whenever a job may have become claimable (submitted, put
+    /// back in the queue), waking the claim long-polls.
+    pub queue: Arc<watch::Sender<u64>>,
+    /// Bumped whenever a log grows or a job ends, waking log followers.
+    pub events: Arc<watch::Sender<u64>>,
+    /// Becomes true once, when the server starts shutting down, so that
+    /// long-polls and log followers end instead of holding shutdown up.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Runs one store operation on the blocking pool.
+    pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> ApiResult<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?
+    }
+
+    pub fn wake_claims(&self) {
+        self.queue.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn wake_followers(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+pub struct ServeOptions {
+    pub listen: String,
+    pub db: PathBuf,
+    /// Worker configs to run inside this process against this server.
+    pub workers: Vec<PathBuf>,
+    pub token: Option<String>,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    // Check the embedded workers' configs before anything listens, so a
+    // broken config is reported like `testbot worker` would (exit 2).
+    let worker_configs = opts
+        .workers
+        .iter()
+        .map(|p| crate::worker::config::Config::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = SqliteStore::open(&opts.db)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(opts, store, worker_configs))
+}
+
+async fn run(
+    opts: ServeOptions,
+    store: SqliteStore,
+    worker_configs: Vec<crate::worker::config::Config>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = AppState {
+        store: Arc::new(store),
+        queue: Arc::new(watch::channel(0).0),
+        events: Arc::new(watch::channel(0).0),
+        shutdown: shutdown_rx,
+    };
+    // Workers that kept running while the server was down get a full lease
+    // to reconnect before any of their jobs counts as lost.
+    state.db(|s| s.renew_all_leases(now_ms())).await?;
+
+    let url = format!("http://{addr}");
+    println!("testbot listening on {url}");
+    use std::io::Write;
+    std::io::stdout().flush().ok();
+    tracing::info!(%addr, db = %opts.db.display(), "serving");
+
+    tokio::spawn(reap_leases(state.clone()));
+
+    let local_url = if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
+    } else {
+        url.clone()
+    };
+    for config in worker_configs {
+        let url = local_url.clone();
+        let token = opts.token.clone();
+        std::thread::spawn(move || {
+            let opts = crate::worker::WorkerOptions {
+                config,
+                server: Some(url),
+                token,
+                name: None,
+                slots: None,
+                once: false,
+                handle_signals: false,
+            };
+            if let Err(e) = crate::worker::run(opts) {
+                tracing::error!("embedded worker stopped: {e:#}");
+            }
+        });
+    }
+
+    let app = api::router(state.clone()).merge(pages::router(state.clone()));
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown_tx.send(true).ok();
+    };
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    let mut stopped = state.shutdown.clone();
+    tokio::select! {
+        res = server => res.context("server failed")?,
+        _ = async {
+            let _ = stopped.wait_for(|s| *s).await;
+            // Requests in flight get a moment to finish; then we go.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => tracing::warn!("requests still open after 5s; stopping anyway"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Once a second, jobs whose lease ran out go back to the queue (or end).
+async fn reap_leases(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        match state.db(|s| s.expire_leases(now_ms())).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(jobs = n, "leases expired; jobs queued again");
+                state.wake_claims();
+                state.wake_followers();
+            }
+            Err(e) => tracing::error!("expiring leases: {e:?}"),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Server-rendered HTML pages and `/metrics`.
+//!
+//! Pages read well without JavaScript; a running job's page reloads itself
+//! every few seconds. Everything users or workers sent passes through
+//! [`esc`] before it reaches a page.
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use super::error::ApiResult;
+use super::extract::Path;
+use super::store::JobFilter;
+use super::AppState;
+use crate::time::now_ms;
+use crate::wire::*;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/jobs/{id}", get(job_page))
+        .route("/workers", get(workers_page))
+        .route("/workers/{name}", get(worker_page))
+        .route("/builds", get(builds_page))
+        .route("/builds/{id}", get(build_page))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// HTML-escapes text from users or workers.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}\
+.passed{color:#1a7f37}.failed,.error,.timed_out{color:#c62828;font-weight:bold}.running{color:#1565c0}\
+.canceled,.offline{color:#777}pre{background:#f6f8fa;padding:.8em;overflow:auto;max-height:70vh}\
+nav a{margin-right:1em}";
+
+fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
+    let meta = if refresh {
+        "<meta http-equiv=\"refresh\" content=\"3\">"
+    } else {
+        ""
+    };
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{} - testbot</title>{meta}\
+         <style>{STYLE}</style></head><body><nav><a href=\"/\">testbot</a><a href=\"/workers\">workers</a>\
+         <a href=\"/builds\">builds</a></nav><h1>{}</h1>{body}</body></html>",
+        esc(title),
+        esc(title)
+    ))
+}
+
+fn state_span(state: &str) -> String {
+    format!("<span class=\"{0}\">{0}</span>", esc(state))
+}
+
+fn jobs_table(jobs: &[Job]) -> String {
+    let mut t = String::from(
+        "<table><tr><th>job</th><th>jobtype</th><th>state</th><th>worker</th><th>created</th></tr>",
+    );
+    for j in jobs {
+        let _ = write!(
+            t,
+            "<tr><td><a href=\"/jobs/{0}\">#{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
+            j.id,
+            esc(&j.jobtype),
+            state_span(j.state.as_str()),
+            j.worker
+                .as_deref()
+                .map(|w| format!("<a href=\"/workers/{0}\">{0}</a>", esc(w)))
+                .unwrap_or_default(),
+            esc(&j.created_at)
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
+fn props(p: &Props) -> String {
+    p.iter()
+        .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn workers_table(workers: &[Worker]) -> String {
+    let mut t = String::from(
+        "<table><tr><th>worker</th><th>status</th><th>jobtypes</th><th>platform</th><th>jobs</th><th>last seen</th></tr>",
+    );
+    for w in workers {
+        let jobs: Vec<String> = w
+            .jobs
+            .iter()
+            .map(|j| format!("<a href=\"/jobs/{0}\">#{0}</a>", j.id))
+            .collect();
+        let _ = write!(
+            t,
+            "<tr><td><a href=\"/workers/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
+            esc(&w.name),
+            state_span(&w.status),
+            esc(&w.jobtypes.join(", ")),
+            w.platforms.iter().map(props).collect::<Vec<_>>().join("<br>"),
+            jobs.join(" "),
+            esc(&w.last_seen)
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
+fn builds_table(builds: &[Build]) -> String {
+    let mut t = String::from(
+        "<table><tr><th>build</th><th>name</th><th>state</th><th>jobs</th><th>created</th></tr>",
+    );
+    for b in builds {
+        let counts: Vec<String> = b.counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ = write!(
+            t,
+            "<tr><td><a href=\"/builds/{0}\">#{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
+            b.id,
+            esc(&b.name),
+            state_span(&b.state),
+            esc(&counts.join(", ")),
+            esc(&b.created_at)
+        );
+    }
+    t.push_str("</table>");
+    t
+}
+
+async fn index(State(st): State<AppState>) -> ApiResult<Html<String>> {
+    let summary = st.db(|s| s.summary(now_ms())).await?;
+    let workers = st.db(|s| s.workers(now_ms())).await?;
+    let jobs = st
+        .db(|s| {
+            s.jobs(&JobFilter {
+                limit: 50,
+                ..Default::default()
+            })
+        })
+        .await?;
+    let mut body = String::from("<h2>Queue</h2><table><tr>");
+    for (state, n) in &summary.jobs {
+        let _ = write!(body, "<th>{}</th>", esc(state));
+        let _ = n;
+    }
+    body.push_str("</tr><tr>");
+    for n in summary.jobs.values() {
+        let _ = write!(body, "<td>{n}</td>");
+    }
+    body.push_str("</tr></table>");
+    let _ = write!(
+        body,
+        "<h2>Workers</h2><p>{} online ({} busy), {} offline</p>{}",
+        summary.workers.online,
+        summary.workers.busy,
+        summary.workers.offline,
+        workers_table(&workers)
+    );
+    let _ = write!(
+        body,
+        "<h2>Latest builds</h2>{}<h2>Latest jobs</h2>{}",
+        builds_table(&summary.builds),
+        jobs_table(&jobs)
+    );
+    Ok(page("testbot", false, &body))
+}
+
+async fn job_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Html<String>> {
+    let job = st.db(move |s| s.job(id)).await?;
+    let log = st.db(move |s| s.read_log(id, None, 0)).await?;
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<table><tr><th>state</th><td>{}</td></tr><tr><th>jobtype</th><td>{}</td></tr>\
+         <tr><th>attempt</th><td>{} of {}</td></tr><tr><th>worker</th><td>{}</td></tr>\
+         <tr><th>requirements</th><td>{}</td></tr><tr><th>platform</th><td>{}</td></tr>\
+         <tr><th>params</th><td>{}</td></tr><tr><th>build</th><td>{}</td></tr>\
+         <tr><th>created</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
+         <tr><th>finished</th><td>{}</td></tr><tr><th>reason</th><td>{}</td></tr></table>",
+        state_span(job.state.as_str()),
+        esc(&job.jobtype),
+        job.attempt,
+        job.max_attempts,
+        job.worker
+            .as_deref()
+            .map(|w| format!("<a href=\"/workers/{0}\">{0}</a>", esc(w)))
+            .unwrap_or_default(),
+        props(&job.platform),
+        job.matched_platform.as_ref().map(props).unwrap_or_default(),
+        props(&job.params),
+        job.build
+            .map(|b| format!("<a href=\"/builds/{b}\">#{b}</a>"))
+            .unwrap_or_default(),
+        esc(&job.created_at),
+        esc(job.started_at.as_deref().unwrap_or("")),
+        esc(job.finished_at.as_deref().unwrap_or("")),
+        esc(job.reason.as_deref().unwrap_or("")),
+    );
+    if let Some(result) = &job.result {
+        let _ = write!(
+            body,
+            "<h2>Result</h2><pre>{}</pre>",
+            esc(&serde_json::to_string_pretty(result).unwrap_or_default())
+        );
+    }
+    let _ = write!(
+        body,
+        "<h2>Log (attempt {})</h2><pre id=\"log\">{}</pre>",
+        log.attempt,
+        esc(&String::from_utf8_lossy(&log.data))
+    );
+    Ok(page(&format!("job #{id}"), !job.state.is_final(), &body))
+}
+
+async fn workers_page(State(st): State<AppState>) -> ApiResult<Html<String>> {
+    let workers = st.db(|s| s.workers(now_ms())).await?;
+    Ok(page("workers", false, &workers_table(&workers)))
+}
+
+async fn worker_page(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Html<String>> {
+    let n = name.clone();
+    let w = st.db(move |s| s.worker(&n, now_ms())).await?;
+    let n = name.clone();
+    let recent = st
+        .db(move |s| {
+            s.jobs(&JobFilter {
+                worker: Some(n),
+                limit: 50,
+                ..Default::default()
+            })
+        })
+        .await?;
+    let mut body = workers_table(std::slice::from_ref(&w));
+    let _ = write!(
+        body,
+        "<h2>Info</h2><pre>{}</pre><h2>Running</h2><pre>{}</pre><h2>Recent jobs</h2>{}",
+        esc(&serde_json::to_string_pretty(&w.info).unwrap_or_default()),
+        esc(&serde_json::to_string_pretty(&w.jobs).unwrap_or_default()),
+        jobs_table(&recent)
+    );
+    Ok(page(&format!("worker {name}"), false, &body))
+}
+
+async fn builds_page(State(st): State<AppState>) -> ApiResult<Html<String>> {
+    let builds = st.db(|s| s.builds(100)).await?;
+    Ok(page("builds", false, &builds_table(&builds)))
+}
+
+async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Html<String>> {
+    let b = st.db(move |s| s.build(id)).await?;
+    let mut body = builds_table(std::slice::from_ref(&b));
+    let _ = write!(
+        body,
+        "<h2>Metadata</h2><pre>{}</pre><h2>Jobs</h2>{}",
+        esc(&serde_json::to_string_pretty(&b.meta).unwrap_or_default()),
+        jobs_table(&b.jobs)
+    );
+    Ok(page(
+        &format!("build #{id} {}", b.name),
+        b.state == "queued" || b.state == "running",
+        &body,
+    ))
+}
+
+async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
+    let s = st.db(|s| s.summary(now_ms())).await?;
+    let mut out = String::new();
+    out.push_str("# HELP testbot_jobs Jobs by state.\n# TYPE testbot_jobs gauge\n");
+    for (state, n) in &s.jobs {
+        let _ = writeln!(out, "testbot_jobs{{state=\"{state}\"}} {n}");
+    }
+    out.push_str("# HELP testbot_workers Workers by status.\n# TYPE testbot_workers gauge\n");
+    for (status, n) in [
+        ("idle", s.workers.idle),
+        ("busy", s.workers.busy),
+        ("offline", s.workers.offline),
+    ] {
+        let _ = writeln!(out, "testbot_workers{{status=\"{status}\"}} {n}");
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}

@@ -1,0 +1,1000 @@
+//! The server's state, and the only file that writes SQL.
+//!
+//! [`Store`] is the narrow interface the handlers use: each method is one
+//! whole operation (submit, claim, finish...) carried out in one
+//! transaction, so a second backend (PostgreSQL) can be added beside
+//! [`SqliteStore`] without touching a handler. Its methods block: callers on
+//! the async runtime go through `spawn_blocking`.
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller so
+//! that lease logic is testable and one operation sees one clock.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use crate::matching;
+use crate::time::rfc3339;
+use crate::wire::*;
+
+/// Jobs retried after a lost worker at most this often, unless the job says.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The shortest lease, whatever the worker's heartbeat interval.
+pub const MIN_LEASE_MS: u64 = 5_000;
+
+/// How long a claimed job stays leased without a heartbeat: three missed
+/// heartbeats, and never less than [`MIN_LEASE_MS`]. A worker is shown
+/// offline after the same time without a word from it.
+pub fn lease_ms(heartbeat_interval_ms: u64) -> u64 {
+    heartbeat_interval_ms.saturating_mul(3).max(MIN_LEASE_MS)
+}
+
+/// What a list of jobs is filtered by.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub ids: Vec<i64>,
+    pub build: Option<i64>,
+    pub worker: Option<String>,
+    pub limit: usize,
+}
+
+/// A slice of one attempt's log.
+#[derive(Debug, Clone)]
+pub struct LogSlice {
+    pub attempt: u32,
+    pub data: Vec<u8>,
+    /// The attempt's whole size, so a follower knows where to go on.
+    pub size: u64,
+    pub state: JobState,
+    /// Whether the attempt still runs, i.e. more may come.
+    pub live: bool,
+}
+
+/// What registration did.
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    pub lease_ms: u64,
+    /// Jobs the server had running there that the worker no longer runs.
+    pub requeued: usize,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Queues jobs, in a new build when `build` is given, in one transaction.
+    fn submit(
+        &self,
+        build: Option<(String, Extra, Extra)>,
+        jobs: Vec<JobSpec>,
+        now: i64,
+    ) -> ApiResult<(Option<i64>, Vec<Job>)>;
+    fn job(&self, id: i64) -> ApiResult<Job>;
+    fn jobs(&self, filter: &JobFilter) -> ApiResult<Vec<Job>>;
+    /// Cancels a queued job at once; marks a running one for its worker.
+    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job>;
+    fn register(&self, reg: &Registration, now: i64) -> ApiResult<RegisterOutcome>;
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
+    /// Gives the worker the best job it can run, if any: highest priority,
+    /// then oldest, matched to its first fitting platform.
+    fn claim(&self, name: &str, now: i64) -> ApiResult<Option<Job>>;
+    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
+    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
+    /// Records how an attempt ended; refuses an attempt that is not current.
+    fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> ApiResult<Job>;
+    /// Puts jobs whose lease ran out back in the queue (or ends them);
+    /// returns how many leases ran out.
+    fn expire_leases(&self, now: i64) -> ApiResult<usize>;
+    /// Gives every running job a fresh lease: after a server restart, so
+    /// workers that kept running have time to reconnect.
+    fn renew_all_leases(&self, now: i64) -> ApiResult<()>;
+    fn workers(&self, now: i64) -> ApiResult<Vec<Worker>>;
+    fn worker(&self, name: &str, now: i64) -> ApiResult<Worker>;
+    fn summary(&self, now: i64) -> ApiResult<Summary>;
+    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>>;
+    fn build(&self, id: i64) -> ApiResult<Build>;
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+/// Schema versions, applied in order; `PRAGMA user_version` says how many
+/// have run. Never edit one that has shipped: add the next.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE workers (
+    name          TEXT PRIMARY KEY,
+    jobtypes      TEXT NOT NULL,
+    platforms     TEXT NOT NULL,
+    info          TEXT NOT NULL DEFAULT '{}',
+    extra         TEXT NOT NULL DEFAULT '{}',
+    slots         INTEGER NOT NULL,
+    heartbeat_ms  INTEGER NOT NULL,
+    lease_ms      INTEGER NOT NULL,
+    version       TEXT NOT NULL DEFAULT '',
+    registered_at INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL
+);
+CREATE TABLE builds (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    meta       TEXT NOT NULL,
+    extra      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    jobtype          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    platform         TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    timeout_ms       INTEGER,
+    max_attempts     INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    worker           TEXT,
+    platform_index   INTEGER,
+    matched_platform TEXT,
+    build_id         INTEGER REFERENCES builds(id),
+    shard_index      INTEGER,
+    shard_total      INTEGER,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    lease_expires    INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    reason           TEXT,
+    result           TEXT,
+    info             TEXT,
+    extra            TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX jobs_queue ON jobs(state, jobtype, priority DESC, id);
+CREATE INDEX jobs_build ON jobs(build_id);
+CREATE INDEX jobs_worker ON jobs(worker, state);
+CREATE TABLE attempts (
+    job_id         INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    worker         TEXT NOT NULL,
+    platform_index INTEGER,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    state          TEXT,
+    reason         TEXT,
+    log_size       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE TABLE log_chunks (
+    job_id  INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    pos     INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, pos)
+);
+"#];
+
+const JOB_COLS: &str = "id, jobtype, state, priority, platform, params, timeout_ms, max_attempts, \
+     attempt, worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
+     created_at, started_at, finished_at, cancel_requested, reason, result, info, extra";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to
+    /// date.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        // WAL with synchronous=NORMAL: a transaction that returned survives a
+        // crash of this process; readers never block the writer.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(|| format!("cannot use the database {}", path.display()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.lock().unwrap();
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the database has schema version {version}, newer than this testbot knows ({}); \
+                 use a newer testbot",
+                MIGRATIONS.len()
+            );
+        }
+        let tx = conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("schema migration {}", i + 1))?;
+        }
+        tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> ApiResult<T>) -> ApiResult<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn)
+    }
+}
+
+fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
+    let state: String = row.get(2)?;
+    Ok(Job {
+        id: row.get(0)?,
+        jobtype: row.get(1)?,
+        state: JobState::parse(&state).unwrap_or(JobState::Error),
+        priority: row.get(3)?,
+        platform: json_or(row.get(4)?),
+        params: json_or(row.get(5)?),
+        timeout: row
+            .get::<_, Option<i64>>(6)?
+            .map(|ms| Duration::from_millis(ms as u64)),
+        max_attempts: row.get(7)?,
+        attempt: row.get(8)?,
+        worker: row.get(9)?,
+        platform_index: row.get::<_, Option<i64>>(10)?.map(|i| i as usize),
+        matched_platform: row
+            .get::<_, Option<String>>(11)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        build: row.get(12)?,
+        shard_index: row.get(13)?,
+        shard_total: row.get(14)?,
+        created_at: rfc3339(row.get(15)?),
+        started_at: row.get::<_, Option<i64>>(16)?.map(rfc3339),
+        finished_at: row.get::<_, Option<i64>>(17)?.map(rfc3339),
+        cancel_requested: row.get::<_, i64>(18)? != 0,
+        reason: row.get(19)?,
+        result: row
+            .get::<_, Option<String>>(20)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        info: row
+            .get::<_, Option<String>>(21)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        warning: None,
+        extra: json_or(row.get(22)?),
+    })
+}
+
+fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+        [id],
+        job_from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// A registered worker's capabilities, as the matching rule needs them.
+struct Capabilities {
+    name: String,
+    jobtypes: Vec<String>,
+    platforms: Vec<Props>,
+    lease_ms: u64,
+}
+
+fn load_capabilities(conn: &Connection, name: Option<&str>) -> ApiResult<Vec<Capabilities>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, jobtypes, platforms, lease_ms FROM workers WHERE ?1 IS NULL OR name = ?1",
+    )?;
+    let rows = stmt.query_map([name], |r| {
+        Ok(Capabilities {
+            name: r.get(0)?,
+            jobtypes: json_or(r.get(1)?),
+            platforms: json_or(r.get(2)?),
+            lease_ms: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Why no registered worker could ever run a job, if none could.
+fn unrunnable_reason(spec: &JobSpec, workers: &[Capabilities]) -> Option<String> {
+    let with_type: Vec<&Capabilities> = workers
+        .iter()
+        .filter(|w| w.jobtypes.iter().any(|t| t == &spec.jobtype))
+        .collect();
+    if with_type.is_empty() {
+        return Some(format!(
+            "no registered worker has the jobtype {:?}; the job stays queued until one does",
+            spec.jobtype
+        ));
+    }
+    if with_type
+        .iter()
+        .any(|w| matching::first_match(&spec.platform, &w.platforms).is_some())
+    {
+        return None;
+    }
+    let nearest: Vec<String> = with_type
+        .iter()
+        .take(3)
+        .map(|w| {
+            match w.platforms.first().and_then(|p| {
+                matching::first_failed(&spec.platform, p).map(|(k, pat)| (k, pat, p.get(k)))
+            }) {
+                Some((k, pat, Some(v))) => format!("{} has {k}={v}, not {pat}", w.name),
+                Some((k, _, None)) => format!("{} has no {k}", w.name),
+                None => w.name.clone(),
+            }
+        })
+        .collect();
+    Some(format!(
+        "no registered worker with the jobtype {:?} has a fitting platform ({}); the job stays queued until one does",
+        spec.jobtype,
+        nearest.join("; ")
+    ))
+}
+
+/// Ends or requeues a running job whose worker is gone.
+fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
+    let (attempt, max_attempts, cancel): (u32, u32, bool) = tx.query_row(
+        "SELECT attempt, max_attempts, cancel_requested FROM jobs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
+    )?;
+    tx.execute(
+        "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
+         WHERE job_id = ?1 AND attempt = ?2",
+        params![id, attempt, now, why],
+    )?;
+    let requeue = !cancel && attempt < max_attempts;
+    if requeue {
+        tx.execute(
+            "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
+             matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 WHERE id = ?1",
+            params![id, format!("{why} (attempt {attempt}); queued again")],
+        )?;
+    } else {
+        let (state, reason) = if cancel {
+            ("canceled", format!("canceled; {why}"))
+        } else if attempt > 1 {
+            ("error", format!("{why} (after {attempt} attempts)"))
+        } else {
+            ("error", why.to_string())
+        };
+        tx.execute(
+            "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, reason = ?4 \
+             WHERE id = ?1",
+            params![id, state, now, reason],
+        )?;
+    }
+    Ok(requeue)
+}
+
+fn build_state(counts: &BTreeMap<String, u64>) -> String {
+    let n = |s: JobState| counts.get(s.as_str()).copied().unwrap_or(0);
+    let total: u64 = counts.values().sum();
+    let (queued, running) = (n(JobState::Queued), n(JobState::Running));
+    let state = if running > 0 || (queued > 0 && queued < total) {
+        "running"
+    } else if queued > 0 {
+        "queued"
+    } else if n(JobState::Passed) == total {
+        "passed"
+    } else if n(JobState::Canceled) == total {
+        "canceled"
+    } else {
+        "failed"
+    };
+    state.to_string()
+}
+
+fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
+    let (name, meta, extra, created): (String, String, String, i64) = conn
+        .query_row(
+            "SELECT name, meta, extra, created_at FROM builds WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let mut counts = BTreeMap::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT state, count(*) FROM jobs WHERE build_id = ?1 GROUP BY state")?;
+    for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))? {
+        let (state, n) = row?;
+        counts.insert(state, n);
+    }
+    let jobs = if with_jobs {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE build_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([id], job_from_row)?;
+        rows.collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Build {
+        id,
+        name,
+        meta: serde_json::from_str(&meta)?,
+        state: build_state(&counts),
+        created_at: rfc3339(created),
+        counts,
+        jobs,
+        extra: serde_json::from_str(&extra)?,
+    })
+}
+
+fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> {
+    let name: String = row.get(0)?;
+    let last_seen: i64 = row.get(9)?;
+    let lease: i64 = row.get(6)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, attempt, info FROM jobs WHERE worker = ?1 AND state = 'running' ORDER BY id",
+    )?;
+    let jobs: Vec<RunningJob> = stmt
+        .query_map([&name], |r| {
+            Ok(RunningJob {
+                id: r.get(0)?,
+                attempt: r.get(1)?,
+                info: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let status = if now - last_seen > lease {
+        "offline"
+    } else if jobs.is_empty() {
+        "idle"
+    } else {
+        "busy"
+    };
+    Ok(Worker {
+        name,
+        status: status.to_string(),
+        jobtypes: json_or(row.get(1)?),
+        platforms: json_or(row.get(2)?),
+        info: json_or(row.get(3)?),
+        slots: row.get(4)?,
+        heartbeat_interval_ms: row.get::<_, i64>(5)? as u64,
+        version: row.get(7)?,
+        registered_at: rfc3339(row.get(8)?),
+        last_seen: rfc3339(last_seen),
+        jobs,
+        extra: json_or(row.get(10)?),
+    })
+}
+
+const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
+     version, registered_at, last_seen, extra";
+
+fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
+    let job = load_job(tx, id)?;
+    if job.state != JobState::Running
+        || job.attempt != attempt
+        || job.worker.as_deref() != Some(worker)
+    {
+        return Err(ApiError::conflict(format!(
+            "attempt {attempt} of job {id} on worker {worker:?} is not current \
+             (the job is {} at attempt {}{})",
+            job.state,
+            job.attempt,
+            job.worker
+                .as_deref()
+                .map(|w| format!(" on {w:?}"))
+                .unwrap_or_default()
+        )));
+    }
+    Ok(job)
+}
+
+impl Store for SqliteStore {
+    fn submit(
+        &self,
+        build: Option<(String, Extra, Extra)>,
+        jobs: Vec<JobSpec>,
+        now: i64,
+    ) -> ApiResult<(Option<i64>, Vec<Job>)> {
+        self.with_tx(|tx| {
+            let build_id = match build {
+                Some((name, meta, extra)) => {
+                    tx.execute(
+                        "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            name,
+                            serde_json::to_string(&meta)?,
+                            serde_json::to_string(&extra)?,
+                            now
+                        ],
+                    )?;
+                    Some(tx.last_insert_rowid())
+                }
+                None => None,
+            };
+            let workers = load_capabilities(tx, None)?;
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (jobtype, state, priority, platform, params, timeout_ms, \
+                 max_attempts, build_id, shard_index, shard_total, created_at, extra) \
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for spec in jobs {
+                let job_build = match (&spec.build, build_id) {
+                    (_, Some(b)) => Some(b),
+                    (Some(BuildRef::Id(b)), None) => {
+                        load_build(tx, *b, false)?;
+                        Some(*b)
+                    }
+                    (Some(BuildRef::Name(name)), None) => {
+                        tx.execute(
+                            "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, '{}', '{}', ?2)",
+                            params![name, now],
+                        )?;
+                        Some(tx.last_insert_rowid())
+                    }
+                    (None, None) => None,
+                };
+                insert.execute(params![
+                    spec.jobtype,
+                    spec.priority,
+                    serde_json::to_string(&spec.platform)?,
+                    serde_json::to_string(&spec.params)?,
+                    spec.timeout.map(|d| d.as_millis() as i64),
+                    spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                    job_build,
+                    spec.shard_index,
+                    spec.shard_total,
+                    now,
+                    serde_json::to_string(&spec.extra)?,
+                ])?;
+                let mut job = load_job(tx, tx.last_insert_rowid())?;
+                job.warning = unrunnable_reason(&spec, &workers);
+                out.push(job);
+            }
+            Ok((build_id, out))
+        })
+    }
+
+    fn job(&self, id: i64) -> ApiResult<Job> {
+        self.with_conn(|c| load_job(c, id))
+    }
+
+    fn jobs(&self, f: &JobFilter) -> ApiResult<Vec<Job>> {
+        self.with_conn(|c| {
+            let ids = if f.ids.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&f.ids)?)
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLS} FROM jobs \
+                 WHERE (?1 IS NULL OR state = ?1) \
+                   AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
+                   AND (?3 IS NULL OR build_id = ?3) \
+                   AND (?4 IS NULL OR worker = ?4) \
+                 ORDER BY id DESC LIMIT ?5"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    f.state.map(|s| s.as_str()),
+                    ids,
+                    f.build,
+                    f.worker,
+                    f.limit as i64
+                ],
+                job_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job> {
+        self.with_tx(|tx| {
+            let job = load_job(tx, id)?;
+            match job.state {
+                JobState::Queued => {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'canceled', cancel_requested = 1, finished_at = ?2, \
+                         reason = 'canceled before it ran' WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                }
+                JobState::Running => {
+                    tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+                }
+                _ => {}
+            }
+            load_job(tx, id)
+        })
+    }
+
+    fn register(&self, reg: &Registration, now: i64) -> ApiResult<RegisterOutcome> {
+        let lease = lease_ms(reg.heartbeat_interval_ms);
+        self.with_tx(|tx| {
+            tx.execute(
+                "INSERT INTO workers (name, jobtypes, platforms, info, extra, slots, heartbeat_ms, \
+                 lease_ms, version, registered_at, last_seen) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                 ON CONFLICT(name) DO UPDATE SET jobtypes = ?2, platforms = ?3, info = ?4, \
+                 extra = ?5, slots = ?6, heartbeat_ms = ?7, lease_ms = ?8, version = ?9, \
+                 registered_at = ?10, last_seen = ?10",
+                params![
+                    reg.name,
+                    serde_json::to_string(&reg.jobtypes)?,
+                    serde_json::to_string(&reg.platforms)?,
+                    serde_json::to_string(&reg.info)?,
+                    serde_json::to_string(&reg.extra)?,
+                    reg.slots,
+                    reg.heartbeat_interval_ms as i64,
+                    lease as i64,
+                    reg.version,
+                    now
+                ],
+            )?;
+            // Jobs the server believes run there but the worker does not
+            // list were lost with its previous process.
+            let running: Vec<(i64, u32)> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, attempt FROM jobs WHERE worker = ?1 AND state = 'running'",
+                )?;
+                let rows = stmt.query_map([&reg.name], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut requeued = 0;
+            for (id, attempt) in running {
+                if reg
+                    .running
+                    .iter()
+                    .any(|j| j.id == id && j.attempt == attempt)
+                {
+                    tx.execute(
+                        "UPDATE jobs SET lease_expires = ?2 WHERE id = ?1",
+                        params![id, now + lease as i64],
+                    )?;
+                } else if lose_job(tx, id, "worker restarted", now)? {
+                    requeued += 1;
+                }
+            }
+            Ok(RegisterOutcome {
+                lease_ms: lease,
+                requeued,
+            })
+        })
+    }
+
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply> {
+        self.with_tx(|tx| {
+            let lease: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_ms FROM workers WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(lease) = lease else {
+                return Err(ApiError::not_found(format!(
+                    "unknown worker {name:?}; register first"
+                )));
+            };
+            tx.execute(
+                "UPDATE workers SET last_seen = ?2, info = ?3 WHERE name = ?1",
+                params![name, now, serde_json::to_string(&hb.info)?],
+            )?;
+            let mut renew = tx.prepare_cached(
+                "UPDATE jobs SET lease_expires = ?4, info = coalesce(?5, info) \
+                 WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
+            )?;
+            for j in &hb.jobs {
+                let info = j.info.as_ref().map(|v| v.to_string());
+                renew.execute(params![j.id, j.attempt, name, now + lease, info])?;
+            }
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' AND cancel_requested = 1",
+            )?;
+            let cancel = stmt
+                .query_map([name], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            Ok(HeartbeatReply { cancel })
+        })
+    }
+
+    fn claim(&self, name: &str, now: i64) -> ApiResult<Option<Job>> {
+        self.with_tx(|tx| {
+            let caps = load_capabilities(tx, Some(name))?;
+            let Some(w) = caps.into_iter().next() else {
+                return Err(ApiError::not_found(format!(
+                    "unknown worker {name:?}; register first"
+                )));
+            };
+            tx.execute(
+                "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
+                params![name, now],
+            )?;
+            if w.jobtypes.is_empty() {
+                return Ok(None);
+            }
+            let types = serde_json::to_string(&w.jobtypes)?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, platform FROM jobs \
+                 WHERE state = 'queued' AND jobtype IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY priority DESC, id ASC",
+            )?;
+            let mut rows = stmt.query([types])?;
+            let mut chosen = None;
+            while let Some(row) = rows.next()? {
+                let reqs: Props = json_or(row.get(1)?);
+                if let Some(index) = matching::first_match(&reqs, &w.platforms) {
+                    chosen = Some((row.get::<_, i64>(0)?, index));
+                    break;
+                }
+            }
+            drop(rows);
+            let Some((id, index)) = chosen else {
+                return Ok(None);
+            };
+            let matched = serde_json::to_string(&w.platforms[index])?;
+            tx.execute(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
+                 platform_index = ?3, matched_platform = ?4, started_at = ?5, lease_expires = ?6, \
+                 info = NULL WHERE id = ?1",
+                params![id, name, index as i64, matched, now, now + w.lease_ms as i64],
+            )?;
+            tx.execute(
+                "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
+                 SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
+                [id],
+            )?;
+            load_job(tx, id).map(Some)
+        })
+    }
+
+    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> ApiResult<LogReply> {
+        self.with_tx(|tx| {
+            let job = check_current(tx, id, &q.worker, q.attempt)?;
+            let size: u64 = tx.query_row(
+                "SELECT log_size FROM attempts WHERE job_id = ?1 AND attempt = ?2",
+                params![id, q.attempt],
+                |r| r.get::<_, i64>(0).map(|n| n as u64),
+            )?;
+            if q.offset > size {
+                return Err(ApiError::bad(format!(
+                    "log offset {} is past the {size} bytes stored for attempt {}",
+                    q.offset, q.attempt
+                )));
+            }
+            let skip = (size - q.offset) as usize;
+            if skip < bytes.len() {
+                let new = &bytes[skip..];
+                tx.execute(
+                    "INSERT INTO log_chunks (job_id, attempt, pos, data) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, q.attempt, size as i64, new],
+                )?;
+                tx.execute(
+                    "UPDATE attempts SET log_size = log_size + ?3 WHERE job_id = ?1 AND attempt = ?2",
+                    params![id, q.attempt, new.len() as i64],
+                )?;
+            }
+            Ok(LogReply {
+                size: size.max(q.offset + bytes.len() as u64),
+                cancel: job.cancel_requested,
+            })
+        })
+    }
+
+    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice> {
+        self.with_conn(|c| {
+            let job = load_job(c, id)?;
+            let attempt = attempt.unwrap_or(job.attempt);
+            let size: u64 = c
+                .query_row(
+                    "SELECT log_size FROM attempts WHERE job_id = ?1 AND attempt = ?2",
+                    params![id, attempt],
+                    |r| r.get::<_, i64>(0).map(|n| n as u64),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let mut data = Vec::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT pos, data FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 \
+                 AND pos + length(data) > ?3 ORDER BY pos",
+            )?;
+            let mut rows = stmt.query(params![id, attempt, from as i64])?;
+            while let Some(row) = rows.next()? {
+                let pos: i64 = row.get(0)?;
+                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                let skip = (from as i64 - pos).max(0) as usize;
+                data.extend_from_slice(&chunk[skip.min(chunk.len())..]);
+            }
+            Ok(LogSlice {
+                attempt,
+                data,
+                size,
+                state: job.state,
+                live: job.state == JobState::Running && job.attempt == attempt,
+            })
+        })
+    }
+
+    fn finish(&self, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
+        if !o.state.is_final() {
+            return Err(ApiError::bad(format!(
+                "a result's state must be final, not {}",
+                o.state
+            )));
+        }
+        self.with_tx(|tx| {
+            let job = check_current(tx, id, &o.worker, o.attempt)?;
+            let mut result = o.data.clone();
+            let core = serde_json::json!({
+                "passed": o.state == JobState::Passed,
+                "state": o.state,
+                "exit_code": o.exit_code,
+                "duration_ms": o.duration_ms,
+                "started_at": o.started_at,
+                "finished_at": o.finished_at,
+                "worker": o.worker,
+                "attempt": o.attempt,
+                "reason": o.reason,
+            });
+            if let Value::Object(core) = core {
+                result.extend(core);
+            }
+            let reason = o.reason.as_deref().unwrap_or("");
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?3, state = ?4, reason = ?5 \
+                 WHERE job_id = ?1 AND attempt = ?2",
+                params![id, o.attempt, now, o.state.as_str(), o.reason],
+            )?;
+            if o.retry && !job.cancel_requested && job.attempt < job.max_attempts {
+                tx.execute(
+                    "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
+                     matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 \
+                     WHERE id = ?1",
+                    params![
+                        id,
+                        format!("{reason} (attempt {}); queued again", o.attempt)
+                    ],
+                )?;
+            } else {
+                let state = if job.cancel_requested && o.state != JobState::Passed {
+                    JobState::Canceled
+                } else {
+                    o.state
+                };
+                tx.execute(
+                    "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
+                     reason = ?4, result = ?5 WHERE id = ?1",
+                    params![
+                        id,
+                        state.as_str(),
+                        now,
+                        o.reason,
+                        Value::Object(result).to_string()
+                    ],
+                )?;
+            }
+            load_job(tx, id)
+        })
+    }
+
+    fn expire_leases(&self, now: i64) -> ApiResult<usize> {
+        self.with_tx(|tx| {
+            let expired: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ?1",
+                )?;
+                let rows = stmt.query_map([now], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            for &id in &expired {
+                lose_job(tx, id, "worker lost", now)?;
+            }
+            Ok(expired.len())
+        })
+    }
+
+    fn renew_all_leases(&self, now: i64) -> ApiResult<()> {
+        self.with_tx(|tx| {
+            tx.execute(
+                "UPDATE jobs SET lease_expires = max(coalesce(lease_expires, 0), ?1 + \
+                 coalesce((SELECT lease_ms FROM workers WHERE workers.name = jobs.worker), ?2)) \
+                 WHERE state = 'running'",
+                params![now, MIN_LEASE_MS as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn workers(&self, now: i64) -> ApiResult<Vec<Worker>> {
+        self.with_conn(|c| {
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers ORDER BY name"))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(worker_from_row(c, row, now)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn worker(&self, name: &str, now: i64) -> ApiResult<Worker> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {WORKER_COLS} FROM workers WHERE name = ?1"
+            ))?;
+            let mut rows = stmt.query([name])?;
+            match rows.next()? {
+                Some(row) => worker_from_row(c, row, now),
+                None => Err(ApiError::not_found(format!("no worker {name:?}"))),
+            }
+        })
+    }
+
+    fn summary(&self, now: i64) -> ApiResult<Summary> {
+        let workers = self.workers(now)?;
+        let mut counts = WorkerCounts::default();
+        for w in &workers {
+            match w.status.as_str() {
+                "offline" => counts.offline += 1,
+                "busy" => {
+                    counts.online += 1;
+                    counts.busy += 1
+                }
+                _ => {
+                    counts.online += 1;
+                    counts.idle += 1
+                }
+            }
+        }
+        let jobs = self.with_conn(|c| {
+            let mut jobs: BTreeMap<String, u64> = JobState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_string(), 0))
+                .collect();
+            let mut stmt = c.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))? {
+                let (s, n) = row?;
+                jobs.insert(s, n);
+            }
+            Ok(jobs)
+        })?;
+        Ok(Summary {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            workers: counts,
+            jobs,
+            builds: self.builds(5)?,
+        })
+    }
+
+    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>> {
+        self.with_conn(|c| {
+            let ids: Vec<i64> = {
+                let mut stmt =
+                    c.prepare_cached("SELECT id FROM builds ORDER BY id DESC LIMIT ?1")?;
+                let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            ids.into_iter().map(|id| load_build(c, id, false)).collect()
+        })
+    }
+
+    fn build(&self, id: i64) -> ApiResult<Build> {
+        self.with_conn(|c| load_build(c, id, true))
+    }
+}

@@ -1,0 +1,426 @@
+//! The protocol: every JSON body that crosses the wire between the server,
+//! the workers and the CLI, in one place so it can be read on one screen.
+//!
+//! Both sides (de)serialize these types; nothing else defines a body.
+//! Bodies are extensible: fields a client sends that testbot does not know
+//! land in `extra` and are stored and returned unchanged.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+/// Platform properties (`os.family = linux`) or requirements
+/// (`os.family = lin*`): string keys and string values.
+pub type Props = BTreeMap<String, String>;
+/// Fields testbot does not interpret, kept as the client sent them.
+pub type Extra = serde_json::Map<String, Value>;
+
+/// The states of a job. `queued` and `running` are the live ones; the rest
+/// are final and never change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Passed,
+    Failed,
+    TimedOut,
+    Canceled,
+    Error,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Passed,
+        JobState::Failed,
+        JobState::TimedOut,
+        JobState::Canceled,
+        JobState::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Passed => "passed",
+            JobState::Failed => "failed",
+            JobState::TimedOut => "timed_out",
+            JobState::Canceled => "canceled",
+            JobState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A job as a client submits it (`POST /api/v1/jobs`, or each of a build's
+/// `jobs`). Only `jobtype` is required.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub jobtype: String,
+    /// Requirements: property -> pattern (`*` matches any run of characters).
+    #[serde(default)]
+    pub platform: Props,
+    #[serde(default)]
+    pub params: Props,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// A build id to join, or a name for a new build holding just this job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_total: Option<u32>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BuildRef {
+    Id(i64),
+    Name(String),
+}
+
+/// A job as the server returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub jobtype: String,
+    pub state: JobState,
+    /// The requirements the job was submitted with.
+    pub platform: Props,
+    pub params: Props,
+    pub priority: i64,
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<Duration>,
+    pub max_attempts: u32,
+    /// Claims so far; the current attempt while running.
+    pub attempt: u32,
+    pub worker: Option<String>,
+    /// Index into the worker's platforms of the one that matched.
+    pub platform_index: Option<usize>,
+    /// The properties of the platform the job was matched to.
+    pub matched_platform: Option<Props>,
+    pub build: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_total: Option<u32>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub cancel_requested: bool,
+    /// Why the job ended as it did, when that is not just its exit code.
+    pub reason: Option<String>,
+    pub result: Option<Value>,
+    /// What the command last wrote to `$TESTBOT_INFO_FILE`.
+    pub info: Option<Value>,
+    /// Present only in a submit answer: why this job may never run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `POST /api/v1/builds`: a build and its jobs in one request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BuildSpec {
+    pub name: String,
+    #[serde(default)]
+    pub meta: Extra,
+    pub jobs: Vec<JobSpec>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Build {
+    pub id: i64,
+    pub name: String,
+    pub meta: Extra,
+    /// Derived from the jobs: queued, running, passed, failed or canceled.
+    pub state: String,
+    pub created_at: String,
+    /// Jobs per state.
+    pub counts: BTreeMap<String, u64>,
+    /// The jobs, in `GET /api/v1/builds/{id}`; left out of lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<Job>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A job a worker is running, as it reports it in heartbeats.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningJob {
+    pub id: i64,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Value>,
+}
+
+/// `POST /api/v1/workers`: register, or reconnect under the same name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub jobtypes: Vec<String>,
+    pub platforms: Vec<Props>,
+    #[serde(default)]
+    pub info: Extra,
+    #[serde(default = "one")]
+    pub slots: u32,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    #[serde(default)]
+    pub version: String,
+    /// Jobs this worker process still runs (after a reconnect); any other
+    /// job the server thinks runs there is lost and goes back to the queue.
+    #[serde(default)]
+    pub running: Vec<RunningJob>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registered {
+    pub name: String,
+    /// How long a claimed job stays leased without a heartbeat.
+    pub lease_ms: u64,
+}
+
+/// `POST /api/v1/workers/{name}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// `idle` or `busy`.
+    pub status: String,
+    #[serde(default)]
+    pub info: Extra,
+    #[serde(default)]
+    pub jobs: Vec<RunningJob>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Running jobs of this worker that were canceled: kill them.
+    pub cancel: Vec<i64>,
+}
+
+/// `POST /api/v1/workers/{name}/claim`: wait up to `wait` seconds for a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    #[serde(default = "default_wait")]
+    pub wait: f64,
+}
+
+/// Query of `POST /api/v1/jobs/{id}/log`; the body is the raw bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub worker: String,
+    pub attempt: u32,
+    /// Where in the attempt's log these bytes start; a retried upload of
+    /// bytes already stored is skipped, never stored twice.
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogReply {
+    /// Bytes stored for the attempt so far.
+    pub size: u64,
+    /// The job was canceled: stop it.
+    pub cancel: bool,
+}
+
+/// `POST /api/v1/jobs/{id}/result`: how an attempt ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub worker: String,
+    pub attempt: u32,
+    pub state: JobState,
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub reason: Option<String>,
+    /// An infrastructure failure (the worker shut down under the job): the
+    /// job goes back to the queue while attempts remain.
+    #[serde(default)]
+    pub retry: bool,
+    /// The JSON object the command wrote to `$TESTBOT_RESULT_FILE`.
+    #[serde(default)]
+    pub data: Extra,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub version: String,
+    pub workers: WorkerCounts,
+    pub jobs: BTreeMap<String, u64>,
+    pub builds: Vec<Build>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerCounts {
+    pub online: u64,
+    pub busy: u64,
+    pub idle: u64,
+    pub offline: u64,
+}
+
+/// A worker as the server returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    pub name: String,
+    /// `idle`, `busy` or `offline`.
+    pub status: String,
+    pub jobtypes: Vec<String>,
+    pub platforms: Vec<Props>,
+    pub info: Extra,
+    pub slots: u32,
+    pub heartbeat_interval_ms: u64,
+    pub version: String,
+    pub registered_at: String,
+    pub last_seen: String,
+    /// The jobs it runs now, each with the info its command last wrote.
+    pub jobs: Vec<RunningJob>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_heartbeat_ms() -> u64 {
+    60_000
+}
+fn default_wait() -> f64 {
+    30.0
+}
+
+/// Parses a duration as users write it: `90s`, `10m`, `1h30m`; a bare
+/// number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {s:?} ({e}); write it like 90s, 10m or 1h30m"))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+}
+
+/// Timeouts travel as duration strings (`"30m"`) and are read back from a
+/// string or a number of seconds.
+pub mod opt_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Secs(0)) => Err(serde::de::Error::custom("timeout must be positive")),
+            Some(Raw::Secs(s)) => Ok(Some(Duration::from_secs(s))),
+            Some(Raw::Text(t)) => match parse_duration(&t) {
+                Ok(d) if d.is_zero() => Err(serde::de::Error::custom("timeout must be positive")),
+                Ok(d) => Ok(Some(d)),
+                Err(e) => Err(serde::de::Error::custom(e)),
+            },
+        }
+    }
+}
+
+/// The name of the environment variable that carries param `key`:
+/// upper-cased, every non-alphanumeric character as `_`.
+pub fn param_env_name(key: &str) -> String {
+    let mut name = String::from("TESTBOT_PARAM_");
+    name.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_users_write_them() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert!(parse_duration("3x").unwrap_err().contains("3x"));
+    }
+
+    #[test]
+    fn param_names_are_sanitized() {
+        assert_eq!(param_env_name("dir"), "TESTBOT_PARAM_DIR");
+        assert_eq!(param_env_name("test.name-1"), "TESTBOT_PARAM_TEST_NAME_1");
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"jobtype":"unit","ticket":"T-1","timeout":"5m"}"#).unwrap();
+        assert_eq!(spec.extra["ticket"], "T-1");
+        assert_eq!(spec.timeout, Some(Duration::from_secs(300)));
+        let back = serde_json::to_value(&spec).unwrap();
+        assert_eq!(back["ticket"], "T-1");
+        assert_eq!(back["timeout"], "5m");
+    }
+}

@@ -1,0 +1,444 @@
+//! The worker's TOML config: parsed strictly, so a typo is an error that
+//! names the file, the line and the key instead of a setting silently
+//! ignored. Nothing here talks to a server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::platform;
+use crate::wire::{parse_duration, Props};
+
+/// The original testbot's heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+/// A job's timeout when neither the job nor its jobtype sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Time between SIGTERM and SIGKILL when a job is stopped.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// A config that was read and checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: Option<String>,
+    pub name: String,
+    pub heartbeat_interval: Duration,
+    pub slots: u32,
+    pub work_dir: PathBuf,
+    pub token: Option<String>,
+    pub info: serde_json::Map<String, serde_json::Value>,
+    pub jobtypes: BTreeMap<String, Jobtype>,
+    /// In config order: the first that fits a job wins.
+    pub platforms: Vec<Platform>,
+    pub kill_grace: Duration,
+    pub keep_job_dirs: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Jobtype {
+    pub command: String,
+    pub timeout: Option<Duration>,
+    pub junit: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Platform {
+    pub properties: Props,
+    pub env: BTreeMap<String, String>,
+}
+
+/// A config error: which file, where, which key, and what is wrong.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config error in {}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: Option<String>,
+    name: Option<String>,
+    heartbeat_interval: Option<DurationValue>,
+    slots: Option<u32>,
+    work_dir: Option<PathBuf>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    info: toml::Table,
+    #[serde(default)]
+    platform: BTreeMap<String, PropValue>,
+    #[serde(default)]
+    jobtypes: BTreeMap<String, RawJobtype>,
+    #[serde(default)]
+    platforms: Vec<RawPlatform>,
+    kill_grace: Option<DurationValue>,
+    keep_job_dirs: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobtype {
+    command: String,
+    timeout: Option<DurationValue>,
+    junit: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlatform {
+    #[serde(default)]
+    properties: BTreeMap<String, PropValue>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// A duration written as `"90s"`, `"1h30m"` or a number of seconds.
+struct DurationValue(Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        let d = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a duration like \"90s\", \"10m\" or \"1h30m\"")
+        })? {
+            Raw::Secs(s) => Duration::from_secs(s),
+            Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom)?,
+        };
+        if d.is_zero() {
+            return Err(serde::de::Error::custom("a duration must be positive"));
+        }
+        Ok(DurationValue(d))
+    }
+}
+
+/// A property value: a string, or a number or boolean taken as text.
+struct PropValue(String);
+
+impl<'de> Deserialize<'de> for PropValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(PropValue(s)),
+            toml::Value::Integer(i) => Ok(PropValue(i.to_string())),
+            toml::Value::Float(f) => Ok(PropValue(f.to_string())),
+            toml::Value::Boolean(b) => Ok(PropValue(b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "a platform property must be a string, not a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+fn props(raw: BTreeMap<String, PropValue>) -> Props {
+    raw.into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            key: None,
+            message: format!("cannot read it: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is for messages and relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let err = |line: Option<usize>, key: Option<&str>, message: String| ConfigError {
+            path: path.to_path_buf(),
+            line,
+            key: key.map(str::to_string),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let message = e.message().trim().to_string();
+            let key = backticked(&message).or_else(|| line.and_then(|l| key_on_line(text, l)));
+            err(line, key.as_deref(), message)
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let detected = platform::detect();
+        let name = raw
+            .name
+            .unwrap_or_else(|| detected.get("hostname").cloned().unwrap_or_default());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(err(
+                find_line(text, "name"),
+                Some("name"),
+                format!("worker name {name:?} must be letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        if raw.jobtypes.is_empty() {
+            return Err(err(
+                None,
+                Some("jobtypes"),
+                "no jobtypes: add a [jobtypes.NAME] table with a command".into(),
+            ));
+        }
+        let mut jobtypes = BTreeMap::new();
+        for (jt, raw_jt) in raw.jobtypes {
+            let header = format!("jobtypes.{jt}");
+            if jt.is_empty()
+                || !jt
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(err(
+                    find_line(text, &header),
+                    Some(&header),
+                    "a jobtype name must be letters, digits, '.', '_' or '-'".into(),
+                ));
+            }
+            if raw_jt.command.trim().is_empty() {
+                return Err(err(
+                    find_line(text, &header),
+                    Some(&format!("{header}.command")),
+                    "the command is empty".into(),
+                ));
+            }
+            jobtypes.insert(
+                jt,
+                Jobtype {
+                    command: raw_jt.command,
+                    timeout: raw_jt.timeout.map(|d| d.0),
+                    junit: raw_jt.junit,
+                },
+            );
+        }
+        let slots = raw.slots.unwrap_or(1);
+        if slots == 0 {
+            return Err(err(
+                find_line(text, "slots"),
+                Some("slots"),
+                "slots must be at least 1".into(),
+            ));
+        }
+        let token = match (raw.token, raw.token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(f)) => {
+                let f = base.join(f);
+                let t = std::fs::read_to_string(&f).map_err(|e| {
+                    err(
+                        find_line(text, "token_file"),
+                        Some("token_file"),
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                Some(t.trim().to_string())
+            }
+            (None, None) => None,
+        };
+        let mut base_props = detected;
+        base_props.extend(props(raw.platform));
+        let platforms = if raw.platforms.is_empty() {
+            vec![Platform {
+                properties: base_props,
+                env: BTreeMap::new(),
+            }]
+        } else {
+            raw.platforms
+                .into_iter()
+                .map(|p| {
+                    let mut properties = base_props.clone();
+                    properties.extend(props(p.properties));
+                    Platform {
+                        properties,
+                        env: p.env,
+                    }
+                })
+                .collect()
+        };
+        let info = serde_json::to_value(raw.info)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default();
+        Ok(Config {
+            path: path.to_path_buf(),
+            server: raw.server,
+            name,
+            heartbeat_interval: raw
+                .heartbeat_interval
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_HEARTBEAT),
+            slots,
+            work_dir: raw
+                .work_dir
+                .map(|d| base.join(d))
+                .unwrap_or_else(|| std::env::temp_dir().join("testbot")),
+            token,
+            info,
+            jobtypes,
+            platforms,
+            kill_grace: raw.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE),
+            keep_job_dirs: raw.keep_job_dirs.unwrap_or(false),
+        })
+    }
+
+    /// What `--check` prints: the capabilities the worker would register.
+    pub fn capabilities_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "server": self.server,
+            "jobtypes": self.jobtypes.keys().collect::<Vec<_>>(),
+            "platforms": self.platforms,
+            "slots": self.slots,
+            "heartbeat_interval": crate::wire::format_duration(self.heartbeat_interval),
+            "work_dir": self.work_dir,
+            "info": self.info,
+        })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The first name in backticks in a message (toml names unknown and
+/// missing fields that way).
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+/// The key assigned on a line (`key = value`), or the table it opens.
+fn key_on_line(text: &str, line: usize) -> Option<String> {
+    let l = text.lines().nth(line - 1)?.trim();
+    if let Some(header) = l.strip_prefix('[') {
+        return Some(
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
+    }
+    let key = l.split('=').next()?.trim();
+    (!key.is_empty()).then(|| key.trim_matches('"').to_string())
+}
+
+/// The line where `key` is set or the table `[key]` opens.
+fn find_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            l.trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .eq(key)
+                || l.split('=').next().map(str::trim) == Some(key)
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("w.toml"), text)
+    }
+
+    #[test]
+    fn a_full_config() {
+        let c = parse(
+            r#"
+server = "http://127.0.0.1:1"
+name = "box-1"
+heartbeat_interval = "2s"
+slots = 2
+[info]
+rack = "3"
+[platform]
+device = "N900"
+[jobtypes.unit]
+command = "make check"
+timeout = "30m"
+[[platforms]]
+properties = { "python.version" = "3.11" }
+env = { PYTHON = "python3.11" }
+[[platforms]]
+properties = { "python.version" = 3.12 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.name, "box-1");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.jobtypes["unit"].timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(c.platforms.len(), 2);
+        assert_eq!(c.platforms[0].properties["device"], "N900");
+        assert_eq!(c.platforms[1].properties["python.version"], "3.12");
+        assert!(c.platforms[0].properties.contains_key("os.family"));
+        assert_eq!(c.platforms[0].env["PYTHON"], "python3.11");
+        assert_eq!(c.info["rack"], "3");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = parse("name = \"a\"\nbogus = 1\n[jobtypes.u]\ncommand = \"true\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert_eq!(e.key.as_deref(), Some("bogus"));
+        assert!(e.to_string().contains("w.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_line_and_key() {
+        let e =
+            parse("[jobtypes.u]\ncommand = \"true\"\ntimeout = \"3 fortnights\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert_eq!(e.key.as_deref(), Some("timeout"));
+        assert!(e.message.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn jobtype_without_command() {
+        let e = parse("[jobtypes.unit]\ntimeout = \"1m\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("command"));
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn bad_toml() {
+        let e = parse("[jobtypes.unit\ncommand = 1\n").unwrap_err();
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn no_jobtypes() {
+        assert!(parse("name = \"a\"\n")
+            .unwrap_err()
+            .message
+            .contains("no jobtypes"));
+    }
+}

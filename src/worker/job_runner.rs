@@ -1,0 +1,333 @@
+//! One job from start to outcome: a fresh directory, the command its
+//! jobtype names run with `sh -c` in its own process group, its output
+//! streamed, its timeout and cancel enforced on the whole group, and its
+//! result file read.
+//!
+//! Params reach the command only as environment variables; nothing that
+//! came from the server is ever pasted into the command text.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::time::{now_ms, rfc3339};
+use crate::wire::{param_env_name, Extra, Job, JobState, Outcome};
+
+use super::config::DEFAULT_TIMEOUT;
+use super::log_streamer::LogStreamer;
+use super::{Control, Running, Shared};
+
+/// Environment variables a job never inherits from the worker.
+const SECRET_ENV: &[&str] = &["TESTBOT_TOKEN"];
+
+/// The files testbot shares with one job's command, beside its directory.
+struct JobFiles {
+    dir: PathBuf,
+    meta: PathBuf,
+}
+
+impl JobFiles {
+    fn create(work_dir: &Path, job: &Job) -> std::io::Result<JobFiles> {
+        let stem = format!("job-{}-{}", job.id, job.attempt);
+        let files = JobFiles {
+            dir: work_dir.join(&stem),
+            meta: work_dir.join(format!("{stem}.testbot")),
+        };
+        files.remove();
+        let mut b = std::fs::DirBuilder::new();
+        b.mode(0o700);
+        b.create(&files.dir)?;
+        b.create(&files.meta)?;
+        b.create(files.junit_dir())?;
+        std::fs::write(
+            files.job_file(),
+            serde_json::to_vec_pretty(job).unwrap_or_default(),
+        )?;
+        Ok(files)
+    }
+
+    fn job_file(&self) -> PathBuf {
+        self.meta.join("job.json")
+    }
+    fn result_file(&self) -> PathBuf {
+        self.meta.join("result.json")
+    }
+    fn info_file(&self) -> PathBuf {
+        self.meta.join("info.json")
+    }
+    fn junit_dir(&self) -> PathBuf {
+        self.meta.join("junit")
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.meta);
+    }
+}
+
+/// Runs the job and returns how it ended. Never fails: every way a job can
+/// go wrong is an outcome with a reason.
+pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
+    let started_ms = now_ms();
+    let t0 = Instant::now();
+    let ended =
+        |state: JobState, exit_code: Option<i32>, reason: Option<String>, data: Extra| Outcome {
+            worker: shared.config.name.clone(),
+            attempt: job.attempt,
+            state,
+            exit_code,
+            duration_ms: t0.elapsed().as_millis() as u64,
+            started_at: rfc3339(started_ms),
+            finished_at: rfc3339(now_ms()),
+            reason,
+            retry: false,
+            data,
+        };
+    let config = &shared.config;
+    let Some(jobtype) = config.jobtypes.get(&job.jobtype) else {
+        return ended(
+            JobState::Error,
+            None,
+            Some(format!(
+                "worker {:?} has no jobtype {:?} in its config",
+                config.name, job.jobtype
+            )),
+            Extra::new(),
+        );
+    };
+    let platform = job
+        .platform_index
+        .and_then(|i| config.platforms.get(i))
+        .unwrap_or(&config.platforms[0]);
+    let files = match JobFiles::create(&config.work_dir, &job) {
+        Ok(f) => f,
+        Err(e) => {
+            return ended(
+                JobState::Error,
+                None,
+                Some(format!(
+                    "cannot create the job directory below {}: {e}",
+                    config.work_dir.display()
+                )),
+                Extra::new(),
+            )
+        }
+    };
+    let (control_tx, control_rx) = mpsc::channel();
+    shared.running.lock().unwrap().insert(
+        job.id,
+        Running {
+            attempt: job.attempt,
+            info_file: files.info_file(),
+            control: control_tx.clone(),
+        },
+    );
+    shared.poke();
+
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("TESTBOT_JOB_ID".into(), job.id.to_string());
+    env.insert("TESTBOT_JOBTYPE".into(), job.jobtype.clone());
+    env.insert("TESTBOT_ATTEMPT".into(), job.attempt.to_string());
+    if let Some(b) = job.build {
+        env.insert("TESTBOT_BUILD_ID".into(), b.to_string());
+    }
+    if let (Some(i), Some(n)) = (job.shard_index, job.shard_total) {
+        env.insert("TESTBOT_SHARD_INDEX".into(), i.to_string());
+        env.insert("TESTBOT_SHARD_TOTAL".into(), n.to_string());
+    }
+    for (k, v) in &job.params {
+        env.insert(param_env_name(k), v.clone());
+    }
+    let path_env = |p: PathBuf| p.to_string_lossy().into_owned();
+    env.insert("TESTBOT_JOB_FILE".into(), path_env(files.job_file()));
+    env.insert("TESTBOT_RESULT_FILE".into(), path_env(files.result_file()));
+    env.insert("TESTBOT_INFO_FILE".into(), path_env(files.info_file()));
+    env.insert("TESTBOT_JUNIT_DIR".into(), path_env(files.junit_dir()));
+    env.insert("TESTBOT_SERVER".into(), shared.client.base().to_string());
+    env.insert("TESTBOT_WORKER".into(), config.name.clone());
+    for (k, v) in &platform.env {
+        env.insert(k.clone(), v.clone());
+    }
+
+    let timeout = job.timeout.or(jobtype.timeout).unwrap_or(DEFAULT_TIMEOUT);
+    let streamer = LogStreamer::start(shared.clone(), job.id, job.attempt, control_tx.clone());
+    let spawned = spawn(&jobtype.command, &files.dir, &env);
+    let (child, reader) = match spawned {
+        Ok(pair) => pair,
+        Err(e) => {
+            streamer.finish();
+            files.remove();
+            return ended(
+                JobState::Error,
+                None,
+                Some(format!("cannot start the command: {e}")),
+                Extra::new(),
+            );
+        }
+    };
+    let pgid = child.id() as i32;
+    let pump = streamer.pump(reader);
+    {
+        let tx = control_tx;
+        let mut child = child;
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(Control::Exited(status));
+            }
+        });
+    }
+
+    let (status, stopped) = supervise(&control_rx, pgid, timeout, config.kill_grace);
+    // Whatever the command left running in its group goes with it.
+    signal_group(pgid, libc::SIGKILL);
+    // The pump ends at EOF; a process that left the group may still hold
+    // the pipe, so do not wait for it forever.
+    let _ = pump.recv_timeout(Duration::from_secs(2));
+    streamer.finish();
+
+    let mut data = Extra::new();
+    match std::fs::read(files.result_file()) {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(serde_json::Value::Object(map)) => data = map,
+            Ok(_) => {
+                data.insert(
+                    "result_file_error".into(),
+                    "the result file does not hold a JSON object".into(),
+                );
+            }
+            Err(e) => {
+                data.insert(
+                    "result_file_error".into(),
+                    format!("the result file is not valid JSON: {e}").into(),
+                );
+            }
+        },
+        Err(_) => {}
+    }
+    if !config.keep_job_dirs {
+        files.remove();
+    }
+
+    let exit_code = status.and_then(|s| s.code());
+    let mut outcome = match stopped {
+        Some((state, reason)) => ended(state, exit_code, Some(reason), data),
+        None => {
+            let (state, reason) = classify(status);
+            ended(state, exit_code, reason, data)
+        }
+    };
+    if outcome.reason.as_deref() == Some(SHUT_DOWN) {
+        outcome.retry = true;
+    }
+    outcome
+}
+
+const SHUT_DOWN: &str = "worker shut down";
+
+/// Passed on exit 0; `error` when the shell could not find or run the
+/// command; `failed` otherwise.
+fn classify(status: Option<ExitStatus>) -> (JobState, Option<String>) {
+    let Some(status) = status else {
+        return (JobState::Error, Some("lost track of the command".into()));
+    };
+    match (status.code(), status.signal()) {
+        (Some(0), _) => (JobState::Passed, None),
+        (Some(127), _) => (
+            JobState::Error,
+            Some("command not found (the shell exited 127)".into()),
+        ),
+        (Some(126), _) => (
+            JobState::Error,
+            Some("command not executable (the shell exited 126)".into()),
+        ),
+        (Some(code), _) => (JobState::Failed, Some(format!("exit code {code}"))),
+        (None, Some(sig)) => (JobState::Failed, Some(format!("killed by signal {sig}"))),
+        (None, None) => (JobState::Failed, None),
+    }
+}
+
+/// Waits for the command to exit, stopping its group on timeout, cancel or
+/// abort: SIGTERM, then SIGKILL after the grace period. Returns the exit
+/// status and, when testbot stopped it, the state and reason.
+fn supervise(
+    rx: &mpsc::Receiver<Control>,
+    pgid: i32,
+    timeout: Duration,
+    grace: Duration,
+) -> (Option<ExitStatus>, Option<(JobState, String)>) {
+    let deadline = Instant::now() + timeout;
+    let mut stopped: Option<(JobState, String)> = None;
+    let mut kill_at: Option<Instant> = None;
+    loop {
+        let wake = match (kill_at, &stopped) {
+            (Some(k), _) => k,
+            (None, Some(_)) => Instant::now() + Duration::from_secs(3600),
+            (None, None) => deadline,
+        };
+        let why = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+            Ok(Control::Exited(status)) => return (Some(status), stopped),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return (None, stopped),
+            Ok(Control::Cancel) => (JobState::Canceled, "canceled".to_string()),
+            // An abort overrides a cancel or timeout under way: the job is
+            // to be retried elsewhere.
+            Ok(Control::Abort) => {
+                stopped = None;
+                (JobState::Error, SHUT_DOWN.to_string())
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if kill_at.take().is_some() {
+                    signal_group(pgid, libc::SIGKILL);
+                    continue;
+                }
+                let limit = crate::wire::format_duration(timeout);
+                (JobState::TimedOut, format!("timed out after {limit}"))
+            }
+        };
+        if stopped.is_none() {
+            stopped = Some(why);
+            signal_group(pgid, libc::SIGTERM);
+            kill_at = Some(Instant::now() + grace);
+        }
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // job's shell leads; it touches no memory.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Starts `sh -c COMMAND` in its own process group with stdout and stderr
+/// on one pipe, so the log interleaves them as they were written.
+fn spawn(
+    command: &str,
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+) -> std::io::Result<(std::process::Child, std::io::PipeReader)> {
+    let (reader, writer) = std::io::pipe()?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
+        .process_group(0);
+    for k in SECRET_ENV {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env);
+    let child = cmd.spawn()?;
+    // `cmd` holds the parent's copies of the pipe's write end: drop them so
+    // the reader sees EOF when the command's side closes.
+    drop(cmd);
+    Ok((child, reader))
+}

@@ -1,0 +1,295 @@
+//! `testbot worker`: the agent on a test machine.
+//!
+//! Read it in this order: [`config`] (what the machine offers) ->
+//! [`platform`] (what it detects) -> [`claim_loop`] (one thread per slot
+//! asking for work) -> [`job_runner`] (one job from start to report) ->
+//! [`log_streamer`] (output to the server while it runs) -> [`report`]
+//! (results that survive a server away). [`heartbeat`] runs beside them.
+//!
+//! The worker is plain threads and blocking HTTP: it never runs a command
+//! its own config does not name, and it never exits because the server is
+//! away for a while.
+
+pub mod backoff;
+pub mod claim_loop;
+pub mod config;
+pub mod heartbeat;
+pub mod job_runner;
+pub mod log_streamer;
+pub mod platform;
+pub mod report;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::client::{Client, ClientError, DEFAULT_SERVER};
+use crate::wire::{Registered, Registration, RunningJob};
+use backoff::Backoff;
+use config::Config;
+
+pub struct WorkerOptions {
+    pub config: Config,
+    /// `--server` / `TESTBOT_SERVER`, over the config's `server`.
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub name: Option<String>,
+    pub slots: Option<u32>,
+    /// Run one job, then exit by its outcome.
+    pub once: bool,
+    /// Drain on the first SIGINT/SIGTERM, abort on the second. Off when the
+    /// worker runs inside `testbot serve`, which owns the signals.
+    pub handle_signals: bool,
+}
+
+/// What a running job's controller can be told.
+pub enum Control {
+    /// The child process exited (sent by the waiter thread).
+    Exited(std::process::ExitStatus),
+    /// The job was canceled on the server.
+    Cancel,
+    /// The worker is shutting down hard.
+    Abort,
+}
+
+/// A job this process runs now.
+pub struct Running {
+    pub attempt: u32,
+    pub info_file: PathBuf,
+    pub control: mpsc::Sender<Control>,
+}
+
+/// How far the worker is in shutting down.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+#[repr(u8)]
+pub enum Phase {
+    Run = 0,
+    /// First signal: claim nothing new, finish what runs.
+    Drain = 1,
+    /// Second signal: kill what runs and report it for retry elsewhere.
+    Abort = 2,
+}
+
+/// What the worker's threads share.
+pub struct Shared {
+    pub client: Client,
+    pub config: Config,
+    pub running: Mutex<HashMap<i64, Running>>,
+    phase: AtomicU8,
+    /// Set to wake the heartbeat thread at once (a job started or ended).
+    poke: (Mutex<bool>, Condvar),
+    /// Whether the last request reached the server, to log once per outage.
+    reachable: AtomicBool,
+    /// Every slot has ended: the heartbeat thread sends its last and ends.
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Run,
+            1 => Phase::Drain,
+            _ => Phase::Abort,
+        }
+    }
+
+    pub fn set_phase(&self, p: Phase) {
+        self.phase.fetch_max(p as u8, Ordering::SeqCst);
+        self.poke();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Wakes the heartbeat thread to report status now.
+    pub fn poke(&self) {
+        *self.poke.0.lock().unwrap() = true;
+        self.poke.1.notify_all();
+    }
+
+    /// Waits up to `timeout` for a poke; says whether one came.
+    pub fn wait_poke(&self, timeout: Duration) -> bool {
+        let guard = self.poke.0.lock().unwrap();
+        let (mut guard, _) = self
+            .poke
+            .1
+            .wait_timeout_while(guard, timeout, |poked| !*poked)
+            .unwrap();
+        std::mem::replace(&mut *guard, false)
+    }
+
+    pub fn running_jobs(&self) -> Vec<RunningJob> {
+        let running = self.running.lock().unwrap();
+        let mut jobs: Vec<RunningJob> = running
+            .iter()
+            .map(|(&id, r)| RunningJob {
+                id,
+                attempt: r.attempt,
+                info: std::fs::read(&r.info_file)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .filter(|v| v.is_object()),
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.id);
+        jobs
+    }
+
+    /// Logs the first failure of an outage and the recovery, not each retry.
+    pub fn note_unreachable(&self, err: &ClientError) {
+        if self.reachable.swap(false, Ordering::SeqCst) {
+            tracing::warn!("{err}; retrying with backoff until it answers");
+        }
+    }
+
+    pub fn note_reachable(&self) {
+        if !self.reachable.swap(true, Ordering::SeqCst) {
+            tracing::info!("the server answers again");
+        }
+    }
+
+    pub fn registration(&self) -> Registration {
+        Registration {
+            name: self.config.name.clone(),
+            jobtypes: self.config.jobtypes.keys().cloned().collect(),
+            platforms: self
+                .config
+                .platforms
+                .iter()
+                .map(|p| p.properties.clone())
+                .collect(),
+            info: self.config.info.clone(),
+            slots: self.config.slots,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            running: self.running_jobs(),
+            extra: Default::default(),
+        }
+    }
+
+    /// Registers, retrying while the server is away. Fails only when the
+    /// server refuses the registration outright, or the worker aborts.
+    pub fn register(&self) -> anyhow::Result<Registered> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self
+                .client
+                .post::<_, Registered>("/api/v1/workers", &self.registration())
+            {
+                Ok(r) => {
+                    self.note_reachable();
+                    return Ok(r);
+                }
+                Err(e @ ClientError::Refused { .. }) => {
+                    return Err(e).context("the server refused this worker's registration")
+                }
+                Err(e) => {
+                    self.note_unreachable(&e);
+                    if self.phase() == Phase::Abort {
+                        return Err(e.into());
+                    }
+                    std::thread::sleep(backoff.next_delay());
+                }
+            }
+        }
+    }
+}
+
+/// Runs the worker until it is told to stop; returns the exit code.
+pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
+    let mut config = opts.config;
+    if let Some(name) = opts.name {
+        config.name = name;
+    }
+    if let Some(slots) = opts.slots {
+        config.slots = slots.max(1);
+    }
+    if opts.once {
+        config.slots = 1;
+    }
+    let server = opts
+        .server
+        .or_else(|| config.server.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_string());
+    let token = config.token.clone().or(opts.token);
+    std::fs::create_dir_all(&config.work_dir)
+        .with_context(|| format!("cannot create the work_dir {}", config.work_dir.display()))?;
+    let shared = Arc::new(Shared {
+        client: Client::new(&server, token),
+        config,
+        running: Mutex::new(HashMap::new()),
+        phase: AtomicU8::new(Phase::Run as u8),
+        poke: (Mutex::new(false), Condvar::new()),
+        reachable: AtomicBool::new(true),
+        stopped: AtomicBool::new(false),
+    });
+    if opts.handle_signals {
+        handle_signals(shared.clone())?;
+    }
+    let reg = shared.register()?;
+    tracing::info!(
+        worker = %shared.config.name,
+        server = %server,
+        lease_ms = reg.lease_ms,
+        jobtypes = ?shared.config.jobtypes.keys().collect::<Vec<_>>(),
+        "registered"
+    );
+    // Results a previous run could not deliver go first.
+    report::deliver_outbox(&shared);
+
+    let hb = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || heartbeat::run(&shared))?
+    };
+    let slots: Vec<_> = (0..shared.config.slots)
+        .map(|i| {
+            let shared = shared.clone();
+            let once = opts.once;
+            std::thread::Builder::new()
+                .name(format!("slot-{i}"))
+                .spawn(move || claim_loop::run(&shared, once))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut all_passed = true;
+    for s in slots {
+        all_passed &= s.join().unwrap_or(false);
+    }
+    shared.stopped.store(true, Ordering::SeqCst);
+    shared.poke();
+    let _ = hb.join();
+    Ok(if opts.once && !all_passed { 1 } else { 0 })
+}
+
+/// Installs SIGINT/SIGTERM handling for a standalone worker: the first
+/// signal drains, the second aborts the running jobs.
+pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if shared.phase() == Phase::Run {
+                    tracing::info!(
+                        "draining: finishing running jobs, claiming no new ones (signal again to abort them)"
+                    );
+                    shared.set_phase(Phase::Drain);
+                } else {
+                    tracing::warn!("aborting running jobs; they will be retried elsewhere");
+                    shared.set_phase(Phase::Abort);
+                    for r in shared.running.lock().unwrap().values() {
+                        let _ = r.control.send(Control::Abort);
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
