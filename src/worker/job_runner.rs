@@ -190,8 +190,8 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
     streamer.finish();
 
     let mut data = Extra::new();
-    match std::fs::read(files.result_file()) {
-        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+    if let Ok(bytes) = std::fs::read(files.result_file()) {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(serde_json::Value::Object(map)) => data = map,
             Ok(_) => {
                 data.insert(
@@ -205,8 +205,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
                     format!("the result file is not valid JSON: {e}").into(),
                 );
             }
-        },
-        Err(_) => {}
+        }
     }
     if !config.keep_job_dirs {
         files.remove();

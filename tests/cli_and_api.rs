@@ -1,0 +1,280 @@
+//! What users see at the edges: config errors, exit codes, `--check`, and
+//! the HTTP API's answers to good and bad input.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn worker_check(config_text: &str) -> std::process::Output {
+    let dir = tempdir();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config_text).unwrap();
+    // A server address nobody listens on: a config error must come first.
+    Command::new(BIN)
+        .args(["worker", "--server", "http://127.0.0.1:9", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_configs_exit_2_naming_file_line_and_key() {
+    let cases = [
+        (
+            "name = \"w\"\nslotz = 2\n[jobtypes.unit]\ncommand = \"true\"\n",
+            "line 2",
+            "slotz",
+        ),
+        (
+            "[jobtypes.unit]\ncommand = \"true\"\ntimeout = \"ten minutes\"\n",
+            "line 3",
+            "timeout",
+        ),
+        (
+            "heartbeat_interval = \"5 parsecs\"\n[jobtypes.unit]\ncommand = \"true\"\n",
+            "line 1",
+            "heartbeat_interval",
+        ),
+        ("[jobtypes.unit]\ntimeout = \"1m\"\n", "line 1", "command"),
+        ("[jobtypes.unit\ncommand = \"true\"\n", "line 1", "bad.toml"),
+        (
+            "[jobtypes.unit]\ncommand = \"true\"\n[[platforms]]\nproperties = { a = \"1\" }\nenvv = {}\n",
+            "line 5",
+            "envv",
+        ),
+    ];
+    for (config, line, key) in cases {
+        let out = worker_check(config);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{config}\n{}", text(&out));
+        assert!(err.contains("bad.toml"), "{err}");
+        assert!(err.contains(line), "{config}\n{err}");
+        assert!(err.contains(key), "{config}\n{err}");
+        assert!(!err.contains("cannot reach"), "contacted a server: {err}");
+    }
+}
+
+#[test]
+fn check_prints_the_capabilities_as_json() {
+    let dir = tempdir();
+    let path = dir.path().join("w.toml");
+    std::fs::write(
+        &path,
+        "name = \"checker\"\n[platform]\ndevice = \"N900\"\n[jobtypes.unit]\ncommand = \"true\"\n[jobtypes.lint]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["worker", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let caps: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(caps["name"], "checker");
+    assert_eq!(caps["jobtypes"], serde_json::json!(["lint", "unit"]));
+    let p = &caps["platforms"][0]["properties"];
+    assert_eq!(p["device"], "N900");
+    assert_eq!(p["os.family"], std::env::consts::OS);
+    assert_eq!(p["os.arch"], std::env::consts::ARCH);
+    for key in ["os.name", "os.version", "hostname"] {
+        assert!(p[key].is_string(), "{key} missing in {p}");
+    }
+}
+
+#[test]
+fn exit_codes_for_a_dead_server_and_refused_input() {
+    // Nothing listens on port 9 of loopback.
+    let out = cli("http://127.0.0.1:9", &["submit", "unit"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(stderr(&out).contains("cannot reach"), "{}", text(&out));
+    let out = cli("http://127.0.0.1:9", &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let out = server.cli(&["submit", "bad jobtype!"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("jobtype"), "{}", text(&out));
+    let out = server.cli(&["status", "999999"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("no job 999999"));
+    let out = server.cli(&["submit", "unit", "--timeout", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = server.cli(&["submit", "unit", "-p", "novalue"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = server.cli(&["status", "--jobs", "--state", "sleeping"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // --server beats TESTBOT_SERVER.
+    let out = Command::new(BIN)
+        .args(["--server", &server.url, "status", "--json"])
+        .env("TESTBOT_SERVER", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn the_api_keeps_unknown_fields_and_answers_bad_input_with_json_errors() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+
+    let (status, job) = post(base, "/api/v1/jobs", r#"{"jobtype": "unit"}"#);
+    assert_eq!(status, 201);
+    assert!(job["id"].as_i64().unwrap() > 0);
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["max_attempts"], 3);
+
+    let (status, job) = post(
+        base,
+        "/api/v1/jobs",
+        r#"{"jobtype": "unit", "ticket": {"id": "T-9"}, "priority": 4, "timeout": "5m", "params": {"k": "v"}}"#,
+    );
+    assert_eq!(status, 201);
+    let id = job["id"].as_i64().unwrap();
+    let again = server.job(id);
+    assert_eq!(again["ticket"]["id"], "T-9");
+    assert_eq!(again["timeout"], "5m");
+    assert_eq!(again["params"]["k"], "v");
+
+    for (body, needle) in [
+        (r#"{"jobtype": "unit""#, "invalid"),
+        (r#"{"jobtype": 5}"#, "invalid"),
+        (r#"{"priority": 1}"#, "jobtype"),
+        (r#"{"jobtype": "a b"}"#, "jobtype"),
+        (
+            r#"{"jobtype": "unit", "timeout": "eventually"}"#,
+            "duration",
+        ),
+        (r#"{"jobtype": "unit", "max_attempts": 0}"#, "max_attempts"),
+        (r#"[]"#, "no jobs"),
+    ] {
+        let (status, err) = post(base, "/api/v1/jobs", body);
+        assert_eq!(status, 400, "{body} -> {err}");
+        let msg = err["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body} -> {err}"));
+        assert!(msg.contains(needle), "{body} -> {msg}");
+    }
+    let (status, err) = post(base, "/api/v1/jobs/abc/cancel", "{}");
+    assert_eq!(status, 400);
+    assert!(err["error"].is_string());
+    let (status, _) = post(base, "/api/v1/jobs/424242/cancel", "{}");
+    assert_eq!(status, 404);
+    let (status, err) = post(base, "/api/v1/nowhere", "{}");
+    assert_eq!(status, 404);
+    assert!(err["error"].as_str().unwrap().contains("/api/v1/nowhere"));
+
+    // After all that, the server still serves and lost nothing.
+    assert_eq!(server.job(id)["ticket"]["id"], "T-9");
+    let health = server.get("/api/v1/health");
+    assert_eq!(health["ok"], true);
+}
+
+#[test]
+fn list_endpoints_filter_and_limit() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    for _ in 0..5 {
+        server.submit(&["unit"]);
+    }
+    let ids = server.submit(&["other"]);
+    server.cli(&["cancel", &ids[0].to_string()]);
+    let jobs = server.get("/api/v1/jobs?state=queued&limit=3");
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(jobs.iter().all(|j| j["state"] == "queued"));
+    // Newest first.
+    assert!(jobs[0]["id"].as_i64() > jobs[1]["id"].as_i64());
+    let canceled = server.get("/api/v1/jobs?state=canceled");
+    assert_eq!(canceled[0]["id"], ids[0]);
+    let status = server.get("/api/v1/status");
+    assert_eq!(status["jobs"]["queued"], 5);
+    assert_eq!(status["jobs"]["canceled"], 1);
+    let all = server.get("/api/v1/jobs?limit=1000");
+    assert_eq!(all.as_array().unwrap().len(), 6);
+
+    let out = server.cli(&["status"]);
+    assert!(stdout(&out).contains("5 queued"), "{}", text(&out));
+}
+
+#[test]
+fn builds_group_jobs_and_derive_their_state() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "b1",
+        "[jobtypes.ok]\ncommand = \"echo build=$TESTBOT_BUILD_ID\"\n[jobtypes.bad]\ncommand = \"exit 1\"\n",
+    );
+    wait_online(&server, "b1");
+    let out = server.cli(&[
+        "submit",
+        "--build",
+        "nightly",
+        "--meta",
+        "revision=abc123",
+        "--wait",
+        "ok",
+        "bad",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let builds: Value =
+        serde_json::from_str(&stdout(&server.cli(&["status", "--builds", "--json"]))).unwrap();
+    let b = &builds[0];
+    assert_eq!(b["name"], "nightly");
+    assert_eq!(b["state"], "failed");
+    assert_eq!(b["meta"]["revision"], "abc123");
+    let id = b["id"].as_i64().unwrap();
+    let full: Value = serde_json::from_str(&stdout(&server.cli(&[
+        "status",
+        "--build",
+        &id.to_string(),
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(full["jobs"].as_array().unwrap().len(), 2);
+    let ok = full["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["jobtype"] == "ok")
+        .unwrap();
+    let log = server.log_of(ok["id"].as_i64().unwrap());
+    assert!(log.contains(&format!("build={id}")), "{log}");
+
+    let out = server.cli(&["submit", "--build", "green", "--wait", "ok"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let builds = server.get("/api/v1/builds");
+    assert_eq!(builds[0]["state"], "passed");
+}
+
+#[test]
+fn pages_render_and_escape_what_users_sent() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let ids = server.submit(&["unit", "-P", "x=<script>alert(1)</script>"]);
+    for path in [
+        "/",
+        "/workers",
+        "/builds",
+        &format!("/jobs/{}", ids[0]),
+        "/metrics",
+    ] {
+        let resp = ureq::get(&format!("{}{path}", server.url)).call().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body = resp.into_string().unwrap();
+        assert!(!body.contains("<script>alert"), "{path} is not escaped");
+    }
+    let page = ureq::get(&format!("{}/jobs/{}", server.url, ids[0]))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+}

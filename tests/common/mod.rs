@@ -1,0 +1,383 @@
+//! Test harness: the real `testbot` binary as server, workers and CLI, on
+//! loopback, with temporary databases and configs. Every process a test
+//! starts is ended by PID when its handle drops.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_testbot");
+
+/// A temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("testbot-test-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub db: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on a free loopback port with a database in `dir`.
+    pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, "127.0.0.1:0", &[])
+    }
+
+    pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        let db = dir.join("testbot.db");
+        let log = dir.join(format!("server-{}.log", unique()));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", listen, "--db"])
+            .arg(&db)
+            .args(extra)
+            .env_remove("TESTBOT_SERVER")
+            .env_remove("TESTBOT_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().expect("start testbot serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the server never blocks on stdout.
+            for _ in lines {}
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server printed no first line; its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let url = first
+            .strip_prefix("testbot listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_string();
+        let addr = url.trim_start_matches("http://").to_string();
+        Server {
+            child: Some(child),
+            url,
+            addr,
+            db,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal and waits for the exit, returning its status.
+    pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, sig);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.url, args)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        get(&self.url, path)
+    }
+
+    pub fn job(&self, id: i64) -> Value {
+        self.get(&format!("/api/v1/jobs/{id}"))
+    }
+
+    /// Submits through the CLI and returns the new job ids.
+    pub fn submit(&self, args: &[&str]) -> Vec<i64> {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(out.status.success(), "submit failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().parse().expect("a job id"))
+            .collect()
+    }
+
+    /// Waits until the job is in a final state and returns it.
+    pub fn wait_final(&self, id: i64, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(timeout, || {
+            last = self.job(id);
+            !matches!(last["state"].as_str(), Some("queued") | Some("running"))
+        });
+        assert!(ok, "job {id} did not end in {timeout:?}: {last}");
+        last
+    }
+
+    pub fn wait_state(&self, id: i64, state: &str, timeout: Duration) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(timeout, || {
+            last = self.job(id);
+            last["state"] == state
+        });
+        assert!(ok, "job {id} never became {state} in {timeout:?}: {last}");
+        last
+    }
+
+    pub fn log_of(&self, id: i64) -> String {
+        ureq::get(&format!("{}/api/v1/jobs/{id}/log", self.url))
+            .call()
+            .expect("log")
+            .into_string()
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Worker {
+    child: Option<Child>,
+    pub name: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Writes a worker config: `server`, `name`, a 1 s heartbeat and a work_dir
+/// in `dir`, then `body` (jobtypes, platforms...).
+pub fn worker_config(dir: &Path, server: &str, name: &str, body: &str) -> PathBuf {
+    let work = dir.join(format!("work-{name}"));
+    let path = dir.join(format!("{name}.toml"));
+    let heartbeat = if body.contains("heartbeat_interval") {
+        ""
+    } else {
+        "heartbeat_interval = \"1s\"\n"
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "server = \"{server}\"\nname = \"{name}\"\n{heartbeat}work_dir = \"{}\"\nkill_grace = \"1s\"\n{body}\n",
+            work.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+impl Worker {
+    pub fn start(dir: &Path, server: &str, name: &str, body: &str) -> Worker {
+        let config = worker_config(dir, server, name, body);
+        Worker::start_config(dir, name, &config, &[])
+    }
+
+    pub fn start_config(dir: &Path, name: &str, config: &Path, extra: &[&str]) -> Worker {
+        let log = dir.join(format!("worker-{name}-{}.log", unique()));
+        let child = Command::new(BIN)
+            .args(["worker", "--config"])
+            .arg(config)
+            .args(extra)
+            .env_remove("TESTBOT_SERVER")
+            .env_remove("TESTBOT_TOKEN")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .expect("start testbot worker");
+        Worker {
+            child: Some(child),
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Waits for the worker to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let c = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits until the server lists the worker as online.
+pub fn wait_online(server: &Server, name: &str) {
+    let ok = wait_until(Duration::from_secs(20), || {
+        ureq::get(&format!("{}/api/v1/workers/{name}", server.url))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json::<Value>().ok())
+            .is_some_and(|w| w["status"] != "offline")
+    });
+    assert!(ok, "worker {name} never came online");
+}
+
+pub fn cli(server: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("TESTBOT_SERVER", server)
+        .env_remove("TESTBOT_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run testbot")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn get(base: &str, path: &str) -> Value {
+    ureq::get(&format!("{base}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .into_json()
+        .unwrap()
+}
+
+/// POSTs JSON; returns the status and the parsed body (or Null).
+pub fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let resp = ureq::post(&format!("{base}{path}"))
+        .set("Content-Type", "application/json")
+        .send_string(body);
+    let (status, text) = match resp {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {path}: {e}"),
+    };
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes whose command line contains `needle`, by PID.
+pub fn processes_with(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(needle) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// A number unique within this test process, for names and markers.
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    (std::process::id() as u64) * 1000 + n
+}
