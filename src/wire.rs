@@ -183,6 +183,13 @@ pub struct RunningJob {
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Value>,
+    /// The worker is already stopping it after a cancel.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub canceling: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// `POST /api/v1/workers`: register, or reconnect under the same name.
@@ -217,8 +224,12 @@ pub struct Registered {
 /// `POST /api/v1/workers/{name}/heartbeat`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// `idle` or `busy`.
+    /// `idle`, `busy` or `draining` (finishing its jobs, claiming none).
     pub status: String,
+    /// Hold the answer up to this many seconds until one of the worker's
+    /// jobs is canceled: how a busy worker learns of a cancel at once.
+    #[serde(default)]
+    pub wait: f64,
     #[serde(default)]
     pub info: Extra,
     #[serde(default)]
@@ -290,6 +301,7 @@ pub struct WorkerCounts {
     pub online: u64,
     pub busy: u64,
     pub idle: u64,
+    pub draining: u64,
     pub offline: u64,
 }
 
@@ -297,7 +309,7 @@ pub struct WorkerCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Worker {
     pub name: String,
-    /// `idle`, `busy` or `offline`.
+    /// `idle`, `busy`, `draining` or `offline`.
     pub status: String,
     pub jobtypes: Vec<String>,
     pub platforms: Vec<Props>,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query};
-use super::store::JobFilter;
+use super::store::{Claim, JobFilter};
 use super::AppState;
 use crate::time::now_ms;
 use crate::wire::*;
@@ -140,14 +140,51 @@ async fn get_worker(
     st.db(move |s| s.worker(&name, now_ms())).await.map(Json)
 }
 
+/// Records the heartbeat (renewing leases) at once; then, when the worker
+/// asks to `wait`, holds the answer until one of its jobs is canceled.
 async fn heartbeat(
     State(st): State<AppState>,
     Path(name): Path<String>,
     Body(hb): Body<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatReply>> {
-    st.db(move |s| s.heartbeat(&name, &hb, now_ms()))
-        .await
-        .map(Json)
+    if !hb.wait.is_finite() || hb.wait < 0.0 {
+        return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
+    }
+    let known: Vec<i64> = hb
+        .jobs
+        .iter()
+        .filter(|j| j.canceling)
+        .map(|j| j.id)
+        .collect();
+    let wait = Duration::from_secs_f64(hb.wait.min(MAX_CLAIM_WAIT));
+    let mut cancels = st.cancels.subscribe();
+    cancels.borrow_and_update();
+    let draining = hb.status == "draining";
+    let n = name.clone();
+    let mut reply = st.db(move |s| s.heartbeat(&n, &hb, now_ms())).await?;
+    if draining {
+        // Its open claims end now instead of at their timeout.
+        st.wake_claims();
+    }
+    let news = |r: &HeartbeatReply| r.cancel.iter().any(|id| !known.contains(id));
+    if wait.is_zero() || news(&reply) {
+        return Ok(Json(reply));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        tokio::select! {
+            changed = cancels.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        let n = name.clone();
+        reply.cancel = st.db(move |s| s.pending_cancels(&n)).await?;
+        if news(&reply) {
+            break;
+        }
+    }
+    Ok(Json(reply))
 }
 
 /// Long-poll: answers with a job as soon as one the worker can run is
@@ -167,9 +204,13 @@ async fn claim(
     loop {
         queue.borrow_and_update();
         let n = name.clone();
-        if let Some(job) = st.db(move |s| s.claim(&n, now_ms())).await? {
-            tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
-            return Ok(Json(job).into_response());
+        match st.db(move |s| s.claim(&n, now_ms())).await? {
+            Claim::Job(job) => {
+                tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
+                return Ok(Json(job).into_response());
+            }
+            Claim::Draining => break,
+            Claim::Nothing => {}
         }
         tokio::select! {
             changed = queue.changed() => if changed.is_err() { break },
@@ -308,6 +349,7 @@ async fn get_job(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<J
 async fn cancel(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
     let job = st.db(move |s| s.cancel(id, now_ms())).await?;
     tracing::info!(job = id, state = %job.state, "cancel requested");
+    st.cancels.send_modify(|n| *n = n.wrapping_add(1));
     st.wake_followers();
     Ok(Json(job))
 }

@@ -31,6 +31,9 @@ pub struct AppState {
     pub queue: Arc<watch::Sender<u64>>,
     /// Bumped whenever a log grows or a job ends, waking log followers.
     pub events: Arc<watch::Sender<u64>>,
+    /// Bumped whenever a running job is canceled, waking heartbeats held
+    /// open by busy workers.
+    pub cancels: Arc<watch::Sender<u64>>,
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
     pub shutdown: watch::Receiver<bool>,
@@ -97,6 +100,7 @@ async fn run(
         store: Arc::new(store),
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),
+        cancels: Arc::new(watch::channel(0).0),
         shutdown: shutdown_rx,
     };
     // Workers that kept running while the server was down get a full lease

@@ -57,6 +57,16 @@ pub struct LogSlice {
     pub live: bool,
 }
 
+/// What a claim got.
+#[derive(Debug)]
+pub enum Claim {
+    Job(Box<Job>),
+    /// Nothing the worker can run is queued.
+    Nothing,
+    /// The worker is draining: it gets nothing, and should stop asking.
+    Draining,
+}
+
 /// What registration did.
 #[derive(Debug, Clone)]
 pub struct RegisterOutcome {
@@ -81,7 +91,9 @@ pub trait Store: Send + Sync + 'static {
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
     /// Gives the worker the best job it can run, if any: highest priority,
     /// then oldest, matched to its first fitting platform.
-    fn claim(&self, name: &str, now: i64) -> ApiResult<Option<Job>>;
+    fn claim(&self, name: &str, now: i64) -> ApiResult<Claim>;
+    /// The worker's running jobs that were canceled.
+    fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
     fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
     /// Records how an attempt ended; refuses an attempt that is not current.
@@ -116,6 +128,7 @@ CREATE TABLE workers (
     heartbeat_ms  INTEGER NOT NULL,
     lease_ms      INTEGER NOT NULL,
     version       TEXT NOT NULL DEFAULT '',
+    status        TEXT NOT NULL DEFAULT 'idle',
     registered_at INTEGER NOT NULL,
     last_seen     INTEGER NOT NULL
 );
@@ -439,6 +452,16 @@ fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
     })
 }
 
+fn cancels_of(conn: &Connection, worker: &str) -> ApiResult<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' AND cancel_requested = 1",
+    )?;
+    let ids = stmt
+        .query_map([worker], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
 fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> {
     let name: String = row.get(0)?;
     let last_seen: i64 = row.get(9)?;
@@ -454,11 +477,15 @@ fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> 
                 info: r
                     .get::<_, Option<String>>(2)?
                     .and_then(|s| serde_json::from_str(&s).ok()),
+                canceling: false,
             })
         })?
         .collect::<Result<_, _>>()?;
+    let reported: String = row.get(11)?;
     let status = if now - last_seen > lease {
         "offline"
+    } else if reported == "draining" {
+        "draining"
     } else if jobs.is_empty() {
         "idle"
     } else {
@@ -481,7 +508,7 @@ fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> 
 }
 
 const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
-     version, registered_at, last_seen, extra";
+     version, registered_at, last_seen, extra, status";
 
 fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
     let job = load_job(tx, id)?;
@@ -632,7 +659,7 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
                  ON CONFLICT(name) DO UPDATE SET jobtypes = ?2, platforms = ?3, info = ?4, \
                  extra = ?5, slots = ?6, heartbeat_ms = ?7, lease_ms = ?8, version = ?9, \
-                 registered_at = ?10, last_seen = ?10",
+                 registered_at = ?10, last_seen = ?10, status = 'idle'",
                 params![
                     reg.name,
                     serde_json::to_string(&reg.jobtypes)?,
@@ -691,9 +718,14 @@ impl Store for SqliteStore {
                     "unknown worker {name:?}; register first"
                 )));
             };
+            let status = if hb.status == "draining" {
+                "draining"
+            } else {
+                "idle"
+            };
             tx.execute(
-                "UPDATE workers SET last_seen = ?2, info = ?3 WHERE name = ?1",
-                params![name, now, serde_json::to_string(&hb.info)?],
+                "UPDATE workers SET last_seen = ?2, info = ?3, status = ?4 WHERE name = ?1",
+                params![name, now, serde_json::to_string(&hb.info)?, status],
             )?;
             let mut renew = tx.prepare_cached(
                 "UPDATE jobs SET lease_expires = ?4, info = coalesce(?5, info) \
@@ -703,17 +735,17 @@ impl Store for SqliteStore {
                 let info = j.info.as_ref().map(|v| v.to_string());
                 renew.execute(params![j.id, j.attempt, name, now + lease, info])?;
             }
-            let mut stmt = tx.prepare_cached(
-                "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' AND cancel_requested = 1",
-            )?;
-            let cancel = stmt
-                .query_map([name], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(HeartbeatReply { cancel })
+            Ok(HeartbeatReply {
+                cancel: cancels_of(tx, name)?,
+            })
         })
     }
 
-    fn claim(&self, name: &str, now: i64) -> ApiResult<Option<Job>> {
+    fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>> {
+        self.with_conn(|c| cancels_of(c, name))
+    }
+
+    fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
         self.with_tx(|tx| {
             let caps = load_capabilities(tx, Some(name))?;
             let Some(w) = caps.into_iter().next() else {
@@ -721,12 +753,16 @@ impl Store for SqliteStore {
                     "unknown worker {name:?}; register first"
                 )));
             };
-            tx.execute(
-                "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
+            let status: String = tx.query_row(
+                "UPDATE workers SET last_seen = ?2 WHERE name = ?1 RETURNING status",
                 params![name, now],
+                |r| r.get(0),
             )?;
+            if status == "draining" {
+                return Ok(Claim::Draining);
+            }
             if w.jobtypes.is_empty() {
-                return Ok(None);
+                return Ok(Claim::Nothing);
             }
             let types = serde_json::to_string(&w.jobtypes)?;
             let mut stmt = tx.prepare_cached(
@@ -745,7 +781,7 @@ impl Store for SqliteStore {
             }
             drop(rows);
             let Some((id, index)) = chosen else {
-                return Ok(None);
+                return Ok(Claim::Nothing);
             };
             let matched = serde_json::to_string(&w.platforms[index])?;
             tx.execute(
@@ -759,7 +795,7 @@ impl Store for SqliteStore {
                  SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
                 [id],
             )?;
-            load_job(tx, id).map(Some)
+            load_job(tx, id).map(|j| Claim::Job(Box::new(j)))
         })
     }
 
@@ -952,6 +988,10 @@ impl Store for SqliteStore {
         for w in &workers {
             match w.status.as_str() {
                 "offline" => counts.offline += 1,
+                "draining" => {
+                    counts.online += 1;
+                    counts.draining += 1
+                }
                 "busy" => {
                     counts.online += 1;
                     counts.busy += 1

@@ -32,10 +32,11 @@ pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
                 backoff = Backoff::new();
                 let (id, attempt) = (job.id, job.attempt);
                 tracing::info!(job = id, attempt, jobtype = %job.jobtype, "job claimed");
-                let outcome = job_runner::run(shared, job);
-                tracing::info!(job = id, attempt, state = %outcome.state, "job ended");
-                all_passed &= outcome.state == JobState::Passed;
-                report::deliver(shared, id, &outcome);
+                let finished = job_runner::run(shared, job);
+                let state = finished.outcome.state;
+                tracing::info!(job = id, attempt, %state, "job ended");
+                all_passed &= state == JobState::Passed;
+                report::deliver(shared, id, finished);
                 shared.running.lock().unwrap().remove(&id);
                 shared.poke();
                 if once {

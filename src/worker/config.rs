@@ -284,6 +284,7 @@ impl Config {
             .ok()
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
+        let default_work_dir = std::env::temp_dir().join(format!("testbot-{name}"));
         Ok(Config {
             path: path.to_path_buf(),
             server: raw.server,
@@ -296,7 +297,7 @@ impl Config {
             work_dir: raw
                 .work_dir
                 .map(|d| base.join(d))
-                .unwrap_or_else(|| std::env::temp_dir().join("testbot")),
+                .unwrap_or(default_work_dir),
             token,
             info,
             jobtypes,

@@ -1,59 +1,93 @@
-//! The heartbeat thread: every `heartbeat_interval`, and at once when a job
-//! starts or ends, it tells the server the worker's status, its `[info]`
-//! and what each running job last wrote to `$TESTBOT_INFO_FILE`. The answer
-//! renews the running jobs' leases and names the ones to cancel.
+//! The heartbeat thread: every `heartbeat_interval` it tells the server the
+//! worker's status, its `[info]` and what each running job last wrote to
+//! `$TESTBOT_INFO_FILE`. That renews the running jobs' leases.
+//!
+//! While jobs run, each heartbeat is held open by the server for up to the
+//! interval and answered early when one of them is canceled, so a cancel
+//! reaches the worker at once rather than at the next beat.
+
+use std::time::{Duration, Instant};
 
 use crate::client::ClientError;
 use crate::wire::{Heartbeat, HeartbeatReply};
 
-use super::{Control, Shared};
+use super::{Control, Phase, Shared};
+
+/// The longest the server holds a heartbeat open.
+const MAX_HOLD: Duration = Duration::from_secs(30);
 
 pub fn run(shared: &Shared) {
-    let path = format!("/api/v1/workers/{}/heartbeat", shared.config.name);
+    let interval = shared.config.heartbeat_interval;
     loop {
-        let jobs = shared.running_jobs();
-        let hb = Heartbeat {
-            status: if jobs.is_empty() { "idle" } else { "busy" }.to_string(),
-            info: shared.config.info.clone(),
-            jobs,
+        let busy = !shared.running.lock().unwrap().is_empty();
+        let hold = if busy {
+            interval.min(MAX_HOLD)
+        } else {
+            Duration::ZERO
         };
-        match shared.client.post::<_, HeartbeatReply>(&path, &hb) {
-            Ok(reply) => {
-                shared.note_reachable();
-                let running = shared.running.lock().unwrap();
-                for id in reply.cancel {
-                    if let Some(r) = running.get(&id) {
+        let started = Instant::now();
+        send(shared, hold.as_secs_f64());
+        if shared.is_stopped() {
+            return;
+        }
+        // Beat once per interval whether the server held the answer or not.
+        let left = interval.saturating_sub(started.elapsed());
+        if !left.is_zero() {
+            shared.wait_poke(left);
+        }
+        if shared.is_stopped() {
+            return;
+        }
+    }
+}
+
+/// Sends one heartbeat (held up to `wait` seconds) and acts on the answer.
+pub fn send(shared: &Shared, wait: f64) {
+    let path = format!("/api/v1/workers/{}/heartbeat", shared.config.name);
+    let jobs = shared.running_jobs();
+    let status = if shared.phase() >= Phase::Drain && !shared.is_stopped() {
+        "draining"
+    } else if jobs.is_empty() {
+        "idle"
+    } else {
+        "busy"
+    };
+    let hb = Heartbeat {
+        status: status.to_string(),
+        wait,
+        info: shared.config.info.clone(),
+        jobs,
+    };
+    let timeout = Duration::from_secs_f64(wait) + Duration::from_secs(30);
+    match shared
+        .client
+        .post_maybe::<_, HeartbeatReply>(&path, &hb, timeout)
+    {
+        Ok(crate::client::Maybe::Some(reply)) => {
+            shared.note_reachable();
+            let mut running = shared.running.lock().unwrap();
+            for id in reply.cancel {
+                if let Some(r) = running.get_mut(&id) {
+                    if !r.canceling {
                         tracing::info!(
                             job = id,
                             attempt = r.attempt,
                             "canceled on the server; stopping it"
                         );
+                        r.canceling = true;
                         let _ = r.control.send(Control::Cancel);
                     }
                 }
             }
-            // The server forgot us (a new database): introduce ourselves again.
-            Err(ClientError::Refused { status: 404, .. }) => {
-                if let Err(e) = shared.register() {
-                    tracing::error!("re-registering: {e:#}");
-                }
+        }
+        Ok(crate::client::Maybe::NoContent) => shared.note_reachable(),
+        // The server forgot us (a new database): introduce ourselves again.
+        Err(ClientError::Refused { status: 404, .. }) => {
+            if let Err(e) = shared.register() {
+                tracing::error!("re-registering: {e:#}");
             }
-            Err(e @ ClientError::Refused { .. }) => tracing::error!("heartbeat refused: {e}"),
-            Err(e) => shared.note_unreachable(&e),
         }
-        if shared.is_stopped() {
-            return;
-        }
-        shared.wait_poke(shared.config.heartbeat_interval);
-        if shared.is_stopped() {
-            // One last heartbeat says the worker is idle now.
-            let hb = Heartbeat {
-                status: "idle".into(),
-                info: shared.config.info.clone(),
-                jobs: Vec::new(),
-            };
-            let _ = shared.client.post::<_, HeartbeatReply>(&path, &hb);
-            return;
-        }
+        Err(e @ ClientError::Refused { .. }) => tracing::error!("heartbeat refused: {e}"),
+        Err(e) => shared.note_unreachable(&e),
     }
 }

@@ -18,7 +18,7 @@ use crate::time::{now_ms, rfc3339};
 use crate::wire::{param_env_name, Extra, Job, JobState, Outcome};
 
 use super::config::DEFAULT_TIMEOUT;
-use super::log_streamer::LogStreamer;
+use super::log_streamer::{LogStreamer, Sent};
 use super::{Control, Running, Shared};
 
 /// Environment variables a job never inherits from the worker.
@@ -69,9 +69,17 @@ impl JobFiles {
     }
 }
 
+/// A job that has ended, with its log possibly still on its way.
+pub struct Finished {
+    pub outcome: Outcome,
+    /// The log upload under way.
+    pub log: Option<Sent>,
+}
+
 /// Runs the job and returns how it ended. Never fails: every way a job can
 /// go wrong is an outcome with a reason.
-pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
+pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
+    let no_log = |outcome| Finished { outcome, log: None };
     let started_ms = now_ms();
     let t0 = Instant::now();
     let ended =
@@ -89,7 +97,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
         };
     let config = &shared.config;
     let Some(jobtype) = config.jobtypes.get(&job.jobtype) else {
-        return ended(
+        return no_log(ended(
             JobState::Error,
             None,
             Some(format!(
@@ -97,7 +105,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
                 config.name, job.jobtype
             )),
             Extra::new(),
-        );
+        ));
     };
     let platform = job
         .platform_index
@@ -106,7 +114,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
     let files = match JobFiles::create(&config.work_dir, &job) {
         Ok(f) => f,
         Err(e) => {
-            return ended(
+            return no_log(ended(
                 JobState::Error,
                 None,
                 Some(format!(
@@ -114,7 +122,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
                     config.work_dir.display()
                 )),
                 Extra::new(),
-            )
+            ))
         }
     };
     let (control_tx, control_rx) = mpsc::channel();
@@ -124,6 +132,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
             attempt: job.attempt,
             info_file: files.info_file(),
             control: control_tx.clone(),
+            canceling: false,
         },
     );
     shared.poke();
@@ -154,19 +163,41 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
     }
 
     let timeout = job.timeout.or(jobtype.timeout).unwrap_or(DEFAULT_TIMEOUT);
-    let streamer = LogStreamer::start(shared.clone(), job.id, job.attempt, control_tx.clone());
-    let spawned = spawn(&jobtype.command, &files.dir, &env);
-    let (child, reader) = match spawned {
-        Ok(pair) => pair,
+    let spool = super::report::spool_path(shared, job.id, job.attempt);
+    let streamer = match LogStreamer::start(
+        shared.clone(),
+        job.id,
+        job.attempt,
+        spool.clone(),
+        control_tx.clone(),
+    ) {
+        Ok(s) => s,
         Err(e) => {
-            streamer.finish();
             files.remove();
-            return ended(
+            return no_log(ended(
                 JobState::Error,
                 None,
-                Some(format!("cannot start the command: {e}")),
+                Some(format!(
+                    "cannot create the log spool {}: {e}",
+                    spool.display()
+                )),
                 Extra::new(),
-            );
+            ));
+        }
+    };
+    let (child, reader) = match spawn(&jobtype.command, &files.dir, &env) {
+        Ok(pair) => pair,
+        Err(e) => {
+            files.remove();
+            return Finished {
+                outcome: ended(
+                    JobState::Error,
+                    None,
+                    Some(format!("cannot start the command: {e}")),
+                    Extra::new(),
+                ),
+                log: Some(streamer.close()),
+            };
         }
     };
     let pgid = child.id() as i32;
@@ -187,7 +218,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
     // The pump ends at EOF; a process that left the group may still hold
     // the pipe, so do not wait for it forever.
     let _ = pump.recv_timeout(Duration::from_secs(2));
-    streamer.finish();
+    let sent = streamer.close();
 
     let mut data = Extra::new();
     if let Ok(bytes) = std::fs::read(files.result_file()) {
@@ -222,7 +253,10 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Outcome {
     if outcome.reason.as_deref() == Some(SHUT_DOWN) {
         outcome.retry = true;
     }
-    outcome
+    Finished {
+        outcome,
+        log: Some(sent),
+    }
 }
 
 const SHUT_DOWN: &str = "worker shut down";

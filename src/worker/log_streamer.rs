@@ -1,13 +1,16 @@
 //! Streams a running command's output to the server.
 //!
-//! A reader thread moves bytes from the command's pipe into a bounded
-//! buffer; a sender thread uploads what has gathered at least every 200 ms
-//! (sooner when 64 KiB are waiting), each upload tagged with its offset so
-//! a retry after a lost answer is never stored twice. When the buffer is
-//! full the reader waits, so the worker's memory stays bounded whatever
-//! the command prints.
+//! A pump thread appends everything the command writes to a spool file in
+//! the worker's outbox; a sender thread uploads from that file what has
+//! gathered, at least every 200 ms (sooner when 64 KiB are waiting), each
+//! upload tagged with its offset so a retry after a lost answer is never
+//! stored twice. The command is never slowed by the network, the worker's
+//! memory stays bounded whatever it prints, and output the server has not
+//! taken survives a server outage and a worker restart on disk.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -20,28 +23,37 @@ use super::backoff::Backoff;
 use super::{Control, Phase, Shared};
 
 /// Upload at once when this much is waiting.
-const EAGER_BYTES: usize = 64 << 10;
+const EAGER_BYTES: u64 = 64 << 10;
 /// The most one upload carries.
-const MAX_CHUNK: usize = 1 << 20;
-/// The reader waits while this much is unsent.
-const MAX_BUFFER: usize = 8 << 20;
+pub const MAX_CHUNK: u64 = 1 << 20;
 /// How long output gathers before an upload.
 const GATHER: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
-struct Buffer {
-    data: Vec<u8>,
+struct Progress {
+    /// Bytes in the spool file.
+    written: u64,
     /// The command's output ended: send what is left, then stop.
     closed: bool,
-    /// The server no longer takes this attempt's log: drop everything.
-    stale: bool,
 }
 
-type SharedBuffer = Arc<(Mutex<Buffer>, Condvar)>;
+type SharedProgress = Arc<(Mutex<Progress>, Condvar)>;
 
 pub struct LogStreamer {
-    buf: SharedBuffer,
-    sender: JoinHandle<()>,
+    progress: SharedProgress,
+    spool: PathBuf,
+    sender: JoinHandle<bool>,
+}
+
+/// How the upload of a log ended.
+pub struct Sent(JoinHandle<bool>);
+
+impl Sent {
+    /// Waits for the sender; true when the server has the whole log (or
+    /// refused it as stale), false when it gave up with bytes unsent.
+    pub fn wait(self) -> bool {
+        self.0.join().unwrap_or(false)
+    }
 }
 
 impl LogStreamer {
@@ -49,26 +61,38 @@ impl LogStreamer {
         shared: Arc<Shared>,
         job_id: i64,
         attempt: u32,
+        spool: PathBuf,
         control: Sender<Control>,
-    ) -> LogStreamer {
-        let buf: SharedBuffer = Arc::default();
+    ) -> std::io::Result<LogStreamer> {
+        File::create(&spool)?;
+        let progress: SharedProgress = Arc::default();
         let sender = {
-            let buf = buf.clone();
+            let progress = progress.clone();
+            let spool = spool.clone();
             std::thread::Builder::new()
                 .name(format!("log-{job_id}"))
-                .spawn(move || send_loop(&shared, job_id, attempt, &buf, &control))
-                .expect("spawning the log sender")
+                .spawn(move || {
+                    send_loop(&shared, job_id, attempt, &spool, &progress, Some(&control))
+                })?
         };
-        LogStreamer { buf, sender }
+        Ok(LogStreamer {
+            progress,
+            spool,
+            sender,
+        })
     }
 
-    /// Starts a thread that copies `source` into the stream until EOF; the
+    /// Starts a thread that copies `source` into the spool until EOF; the
     /// returned receiver disconnects when the source ends.
     pub fn pump(&self, mut source: impl Read + Send + 'static) -> mpsc::Receiver<()> {
-        let buf = self.buf.clone();
+        let progress = self.progress.clone();
+        let spool = self.spool.clone();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             let _done = done_tx;
+            let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&spool) else {
+                return;
+            };
             let mut chunk = vec![0u8; 64 << 10];
             loop {
                 let n = match source.read(&mut chunk) {
@@ -77,87 +101,127 @@ impl LogStreamer {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
-                let (lock, cond) = &*buf;
-                let mut b = lock.lock().unwrap();
-                b = cond
-                    .wait_while(b, |b| b.data.len() >= MAX_BUFFER && !b.stale && !b.closed)
-                    .unwrap();
-                if b.stale || b.closed {
-                    // Nobody takes it any more; keep draining the pipe so
-                    // the command is not blocked writing.
+                if file.write_all(&chunk[..n]).is_err() {
+                    // The disk is full: keep draining the pipe so the
+                    // command is not blocked; the log loses this part.
                     continue;
                 }
-                let was_empty = b.data.is_empty();
-                b.data.extend_from_slice(&chunk[..n]);
-                if was_empty || b.data.len() >= EAGER_BYTES {
-                    cond.notify_all();
+                let (lock, cond) = &*progress;
+                let mut p = lock.lock().unwrap();
+                if p.closed {
+                    continue;
                 }
+                p.written += n as u64;
+                cond.notify_all();
             }
         });
         done_rx
     }
 
-    /// Sends what is left and waits until it is delivered (or refused).
-    pub fn finish(self) {
-        {
-            let (lock, cond) = &*self.buf;
-            lock.lock().unwrap().closed = true;
-            cond.notify_all();
-        }
-        let _ = self.sender.join();
+    /// Marks the output complete; the sender goes on until the server has
+    /// all of it. Wait on the returned handle for that.
+    pub fn close(self) -> Sent {
+        let (lock, cond) = &*self.progress;
+        lock.lock().unwrap().closed = true;
+        cond.notify_all();
+        Sent(self.sender)
     }
+}
+
+/// Uploads what an earlier run spooled but could not send. True when the
+/// server has it all (or refused it as stale).
+pub fn resend(shared: &Shared, job_id: i64, attempt: u32, spool: &Path) -> bool {
+    let written = std::fs::metadata(spool).map(|m| m.len()).unwrap_or(0);
+    let progress: SharedProgress = Arc::new((
+        Mutex::new(Progress {
+            written,
+            closed: true,
+        }),
+        Condvar::new(),
+    ));
+    send_loop(shared, job_id, attempt, spool, &progress, None)
 }
 
 fn send_loop(
     shared: &Shared,
     job_id: i64,
     attempt: u32,
-    buf: &SharedBuffer,
-    control: &Sender<Control>,
-) {
-    let (lock, cond) = &**buf;
-    let mut offset: u64 = 0;
+    spool: &Path,
+    progress: &SharedProgress,
+    control: Option<&Sender<Control>>,
+) -> bool {
+    let (lock, cond) = &**progress;
+    let Ok(mut file) = File::open(spool) else {
+        return true;
+    };
+    // Where the server's copy ends: 0 for a new attempt; asked for when
+    // resending after a restart.
+    let mut sent: u64 = if control.is_none() {
+        match upload(shared, job_id, attempt, 0, &[], None) {
+            Upload::Stored(size) => size,
+            Upload::Refused => return true,
+            Upload::GaveUp => return false,
+        }
+    } else {
+        0
+    };
+    let mut buf = Vec::new();
     loop {
-        let chunk = {
-            let mut b = lock.lock().unwrap();
-            b = cond
-                .wait_while(b, |b| b.data.is_empty() && !b.closed)
+        let (written, closed) = {
+            let mut p = lock.lock().unwrap();
+            p = cond
+                .wait_while(p, |p| p.written <= sent && !p.closed)
                 .unwrap();
-            if !b.closed && b.data.len() < EAGER_BYTES {
-                b = cond
-                    .wait_timeout_while(b, GATHER, |b| !b.closed && b.data.len() < EAGER_BYTES)
+            if !p.closed && p.written - sent < EAGER_BYTES {
+                p = cond
+                    .wait_timeout_while(p, GATHER, |p| !p.closed && p.written - sent < EAGER_BYTES)
                     .unwrap()
                     .0;
             }
-            if b.data.is_empty() && b.closed {
-                return;
-            }
-            let n = b.data.len().min(MAX_CHUNK);
-            let chunk: Vec<u8> = b.data.drain(..n).collect();
-            cond.notify_all();
-            chunk
+            (p.written, p.closed)
         };
-        if !upload(shared, job_id, attempt, offset, &chunk, control) {
-            let mut b = lock.lock().unwrap();
-            b.stale = true;
-            b.data = Vec::new();
-            cond.notify_all();
-            return;
+        if written <= sent {
+            if closed {
+                return true;
+            }
+            continue;
         }
-        offset += chunk.len() as u64;
+        let n = (written - sent).min(MAX_CHUNK);
+        buf.resize(n as usize, 0);
+        if file.seek(SeekFrom::Start(sent)).is_err() || file.read_exact(&mut buf).is_err() {
+            tracing::warn!(
+                job = job_id,
+                attempt,
+                "cannot read the log spool; the rest of the log is lost"
+            );
+            return true;
+        }
+        match upload(shared, job_id, attempt, sent, &buf, control) {
+            Upload::Stored(_) => sent += n,
+            Upload::Refused => return true,
+            Upload::GaveUp => return false,
+        }
     }
 }
 
-/// Uploads one chunk, retrying while the server is away. Returns false
-/// when the server refuses the attempt's log (it is no longer current).
+enum Upload {
+    /// Stored; the server now has this many bytes of the attempt's log.
+    Stored(u64),
+    /// The server does not take this attempt's log any more.
+    Refused,
+    /// The worker is aborting and the server is away.
+    GaveUp,
+}
+
+/// Uploads one chunk, retrying while the server is away.
 fn upload(
     shared: &Shared,
     job_id: i64,
     attempt: u32,
     offset: u64,
     chunk: &[u8],
-    control: &Sender<Control>,
-) -> bool {
+    control: Option<&Sender<Control>>,
+) -> Upload {
     let path = format!(
         "/api/v1/jobs/{job_id}/log?worker={}&attempt={attempt}&offset={offset}",
         shared.config.name
@@ -168,18 +232,20 @@ fn upload(
             Ok(reply) => {
                 shared.note_reachable();
                 if reply.cancel {
-                    let _ = control.send(Control::Cancel);
+                    if let Some(c) = control {
+                        let _ = c.send(Control::Cancel);
+                    }
                 }
-                return true;
+                return Upload::Stored(reply.size);
             }
             Err(e @ ClientError::Refused { .. }) => {
                 tracing::warn!(job = job_id, attempt, "log refused, dropping the rest: {e}");
-                return false;
+                return Upload::Refused;
             }
             Err(e) => {
                 shared.note_unreachable(&e);
                 if shared.phase() == Phase::Abort {
-                    return false;
+                    return Upload::GaveUp;
                 }
                 std::thread::sleep(backoff.next_delay());
             }

@@ -61,6 +61,8 @@ pub struct Running {
     pub attempt: u32,
     pub info_file: PathBuf,
     pub control: mpsc::Sender<Control>,
+    /// A cancel came and the job is being stopped.
+    pub canceling: bool,
 }
 
 /// How far the worker is in shutting down.
@@ -134,6 +136,7 @@ impl Shared {
                     .ok()
                     .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                     .filter(|v| v.is_object()),
+                canceling: r.canceling,
             })
             .collect();
         jobs.sort_by_key(|j| j.id);
@@ -217,7 +220,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .or_else(|| config.server.clone())
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = config.token.clone().or(opts.token);
-    std::fs::create_dir_all(&config.work_dir)
+    std::fs::create_dir_all(config.work_dir.join("outbox"))
         .with_context(|| format!("cannot create the work_dir {}", config.work_dir.display()))?;
     let shared = Arc::new(Shared {
         client: Client::new(&server, token),
@@ -242,12 +245,12 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     // Results a previous run could not deliver go first.
     report::deliver_outbox(&shared);
 
-    let hb = {
+    {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("heartbeat".into())
-            .spawn(move || heartbeat::run(&shared))?
-    };
+            .spawn(move || heartbeat::run(&shared))?;
+    }
     let slots: Vec<_> = (0..shared.config.slots)
         .map(|i| {
             let shared = shared.clone();
@@ -261,9 +264,10 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     for s in slots {
         all_passed &= s.join().unwrap_or(false);
     }
+    // The heartbeat thread may be inside a held heartbeat; rather than wait
+    // for it, say goodbye from here and let the process end it.
     shared.stopped.store(true, Ordering::SeqCst);
-    shared.poke();
-    let _ = hb.join();
+    heartbeat::send(&shared, 0.0);
     Ok(if opts.once && !all_passed { 1 } else { 0 })
 }
 
@@ -282,6 +286,8 @@ pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
                         "draining: finishing running jobs, claiming no new ones (signal again to abort them)"
                     );
                     shared.set_phase(Phase::Drain);
+                    // Tell the server now, so open claims end at once.
+                    heartbeat::send(&shared, 0.0);
                 } else {
                     tracing::warn!("aborting running jobs; they will be retried elsewhere");
                     shared.set_phase(Phase::Abort);
