@@ -1,0 +1,356 @@
+//! Faults: workers killed mid-job, a server killed with jobs in flight, a
+//! server away for a while, stale attempts, cancels and worker shutdown.
+//! Every test is bounded in time and ends the processes it started.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A loopback address with a port that was free a moment ago, so a server
+/// can be restarted on the same address.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Kills (by PID) processes a job of this test left behind on purpose.
+fn kill_tagged(tag: &str) {
+    for pid in processes_with(tag) {
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+#[test]
+fn a_job_whose_worker_is_killed_runs_again_elsewhere() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("97{}", unique() % 100_000);
+    let body = format!(
+        "[jobtypes.work]\ncommand = \"if [ $TESTBOT_ATTEMPT = 1 ]; then sleep {tag}; fi; echo attempt $TESTBOT_ATTEMPT on $TESTBOT_WORKER\"\n"
+    );
+    let mut a = Worker::start(dir.path(), &server.url, "doomed", &body);
+    wait_online(&server, "doomed");
+    let ids = server.submit(&["work"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    a.kill9();
+    kill_tagged(&tag);
+    let killed = Instant::now();
+    let _b = Worker::start(dir.path(), &server.url, "rescuer", &body);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 2);
+    assert_eq!(job["worker"], "rescuer");
+    assert_eq!(job["result"]["attempt"], 2);
+    assert!(server.log_of(ids[0]).contains("attempt 2 on rescuer"));
+    eprintln!("recovered in {:?}", killed.elapsed());
+
+    // With one attempt allowed, a lost worker ends the job as an error.
+    let once = format!("[jobtypes.once]\ncommand = \"sleep {tag}\"\n");
+    let mut c = Worker::start(dir.path(), &server.url, "doomed2", &once);
+    let ids = server.submit(&["once", "--max-attempts", "1"]);
+    let job = server.wait_state(ids[0], "running", 20 * SEC);
+    assert_eq!(job["worker"], "doomed2");
+    c.kill9();
+    kill_tagged(&tag);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "error", "{job}");
+    assert_eq!(job["reason"], "worker lost", "{job}");
+    kill_tagged(&tag);
+}
+
+#[test]
+fn killing_the_server_with_200_jobs_in_flight_loses_none_and_runs_none_twice() {
+    let dir = tempdir();
+    let addr = free_addr();
+    let mut server = Server::start_with(dir.path(), &addr, &[]);
+    let runs = dir.path().join("runs");
+    let body = format!(
+        "slots = 4\n[jobtypes.quick]\ncommand = \"echo $TESTBOT_JOB_ID >> {}; sleep 0.05\"\n",
+        runs.display()
+    );
+    let _w1 = Worker::start(dir.path(), &server.url, "fleet1", &body);
+    let _w2 = Worker::start(dir.path(), &server.url, "fleet2", &body);
+    wait_online(&server, "fleet1");
+    wait_online(&server, "fleet2");
+    let specs: Vec<Value> = (0..200)
+        .map(|_| serde_json::json!({"jobtype": "quick"}))
+        .collect();
+    let (status, jobs) = post(
+        &server.url,
+        "/api/v1/jobs",
+        &Value::Array(specs).to_string(),
+    );
+    assert_eq!(status, 201);
+    let ids: Vec<i64> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    // Kill it mid-way.
+    let ok = wait_until(30 * SEC, || {
+        server.get("/api/v1/status")["jobs"]["passed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 40
+    });
+    assert!(ok);
+    server.kill9();
+    std::thread::sleep(SEC);
+    let restarted = Instant::now();
+    let server = Server::start_with(dir.path(), &addr, &[]);
+    let ok = wait_until(90 * SEC, || {
+        let s = server.get("/api/v1/status");
+        s["jobs"]["passed"] == 200
+    });
+    let status = server.get("/api/v1/status");
+    assert!(ok, "not all passed: {status}");
+    eprintln!("all 200 passed {:?} after the restart", restarted.elapsed());
+
+    let all = server.get("/api/v1/jobs?limit=1000");
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 200);
+    let mut attempts = BTreeMap::new();
+    for j in all {
+        assert_eq!(j["state"], "passed");
+        assert_eq!(j["result"]["attempt"], j["attempt"], "{j}");
+        *attempts.entry(j["attempt"].as_u64().unwrap()).or_insert(0) += 1;
+    }
+    eprintln!("jobs by attempt: {attempts:?}");
+    // Each job's command ran exactly once.
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let mut count: BTreeMap<i64, u32> = BTreeMap::new();
+    for l in text.lines() {
+        *count.entry(l.trim().parse().unwrap()).or_default() += 1;
+    }
+    assert_eq!(count.len(), 200, "some jobs never ran");
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    for id in ids {
+        assert_eq!(count.get(&id), Some(&1));
+    }
+}
+
+#[test]
+fn a_result_made_while_the_server_is_away_arrives_when_it_is_back() {
+    let dir = tempdir();
+    let addr = free_addr();
+    let mut server = Server::start_with(dir.path(), &addr, &[]);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "patient",
+        "[jobtypes.slow]\ncommand = \"echo begun; sleep 3; echo finished-while-away\"\n",
+    );
+    wait_online(&server, "patient");
+    let ids = server.submit(&["slow"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    std::thread::sleep(Duration::from_millis(500));
+    server.kill9();
+    // Away for several heartbeats (1 s each), past the job's end.
+    std::thread::sleep(7 * SEC);
+    let server = Server::start_with(dir.path(), &addr, &[]);
+    let back = Instant::now();
+    let job = server.wait_final(ids[0], 60 * SEC);
+    eprintln!(
+        "result arrived {:?} after the server came back",
+        back.elapsed()
+    );
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 1, "the job ran again: {job}");
+    let log = server.log_of(ids[0]);
+    assert!(
+        log.contains("begun") && log.contains("finished-while-away"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_stale_attempt_is_refused_with_409() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = r#"{"name": "fake", "jobtypes": ["unit"], "platforms": [{"os.family": "linux"}], "heartbeat_interval_ms": 60000}"#;
+    assert_eq!(post(base, "/api/v1/workers", reg).0, 200);
+    let ids = server.submit(&["unit"]);
+    let (status, job) = post(base, "/api/v1/workers/fake/claim", r#"{"wait": 1}"#);
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], ids[0]);
+    assert_eq!(job["attempt"], 1);
+    let id = ids[0];
+    let result = |attempt: u32, worker: &str| {
+        format!(
+            r#"{{"worker": "{worker}", "attempt": {attempt}, "state": "passed", "exit_code": 0, "duration_ms": 5,
+                "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z", "reason": null}}"#
+        )
+    };
+    let log = |attempt: u32| {
+        ureq::post(&format!(
+            "{base}/api/v1/jobs/{id}/log?worker=fake&attempt={attempt}&offset=0"
+        ))
+        .send_bytes(b"hello\n")
+    };
+    assert!(matches!(log(2), Err(ureq::Error::Status(409, _))));
+    assert!(log(1).is_ok());
+    // A retried upload of the same bytes is not stored twice.
+    assert!(log(1).is_ok());
+    assert_eq!(server.log_of(id), "hello\n");
+    let (status, err) = post(
+        base,
+        &format!("/api/v1/jobs/{id}/result"),
+        &result(2, "fake"),
+    );
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("not current"));
+    let (status, _) = post(
+        base,
+        &format!("/api/v1/jobs/{id}/result"),
+        &result(1, "other"),
+    );
+    assert_eq!(status, 409);
+    let (status, job) = post(
+        base,
+        &format!("/api/v1/jobs/{id}/result"),
+        &result(1, "fake"),
+    );
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["state"], "passed");
+    // The same result again: recorded once only.
+    let (status, _) = post(
+        base,
+        &format!("/api/v1/jobs/{id}/result"),
+        &result(1, "fake"),
+    );
+    assert_eq!(status, 409);
+    assert!(matches!(log(1), Err(ureq::Error::Status(409, _))));
+}
+
+#[test]
+fn canceling_a_running_job_kills_its_process_group_at_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("96{}", unique() % 100_000);
+    // A long heartbeat: the cancel must not wait for the next beat.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "victim",
+        &format!("heartbeat_interval = \"60s\"\n[jobtypes.hang]\ncommand = \"echo up; sleep {tag} & wait\"\n"),
+    );
+    wait_online(&server, "victim");
+    let ids = server.submit(&["hang"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    assert!(wait_until(10 * SEC, || !processes_with(&format!(
+        "sleep {tag}"
+    ))
+    .is_empty()));
+    std::thread::sleep(SEC);
+    let t = Instant::now();
+    let out = server.cli(&["cancel", &ids[0].to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = server.wait_final(ids[0], 20 * SEC);
+    let took = t.elapsed();
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert!(took < 5 * SEC, "cancel took {took:?}");
+    let gone = wait_until(5 * SEC, || {
+        processes_with(&format!("sleep {tag}")).is_empty()
+    });
+    kill_tagged(&tag);
+    assert!(gone, "the job's process survived the cancel");
+    eprintln!("canceled in {took:?}");
+
+    // A queued job is canceled at once.
+    let ids = server.submit(&["nobody-runs-this"]);
+    let out = server.cli(&["cancel", &ids[0].to_string()]);
+    assert!(stdout(&out).contains("canceled"), "{}", text(&out));
+    assert_eq!(server.job(ids[0])["state"], "canceled");
+}
+
+#[test]
+fn sigterm_drains_and_a_second_sigterm_aborts() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("95{}", unique() % 100_000);
+    let body = format!(
+        "slots = 2\n[jobtypes.finish]\ncommand = \"sleep 2; echo finished\"\n[jobtypes.stuck]\ncommand = \"if [ $TESTBOT_ATTEMPT = 1 ]; then sleep {tag} & wait; fi; echo retried on $TESTBOT_WORKER\"\n"
+    );
+    let mut w = Worker::start(dir.path(), &server.url, "drainer", &body);
+    wait_online(&server, "drainer");
+    let ids = server.submit(&["finish"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    let t = Instant::now();
+    w.signal(libc::SIGTERM);
+    // Draining: the running job finishes, nothing new is claimed.
+    std::thread::sleep(Duration::from_millis(300));
+    let later = server.submit(&["finish"]);
+    assert_eq!(w.wait_exit(20 * SEC), Some(0), "{}", w.stderr());
+    eprintln!("drained in {:?}", t.elapsed());
+    assert_eq!(server.job(ids[0])["state"], "passed");
+    assert!(server.log_of(ids[0]).contains("finished"));
+    assert_eq!(server.job(later[0])["state"], "queued");
+    server.cli(&["cancel", &later[0].to_string()]);
+
+    // Second signal: the job is killed and queued again for another worker.
+    let mut w = Worker::start(dir.path(), &server.url, "aborter", &body);
+    wait_online(&server, "aborter");
+    let ids = server.submit(&["stuck"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    assert!(wait_until(10 * SEC, || !processes_with(&format!(
+        "sleep {tag}"
+    ))
+    .is_empty()));
+    w.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    w.signal(libc::SIGTERM);
+    assert!(w.wait_exit(20 * SEC).is_some(), "worker did not exit");
+    let gone = wait_until(5 * SEC, || {
+        processes_with(&format!("sleep {tag}")).is_empty()
+    });
+    kill_tagged(&tag);
+    assert!(gone, "the aborted job's process survived");
+    let job = server.job(ids[0]);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert!(
+        job["reason"].as_str().unwrap().contains("worker shut down"),
+        "{job}"
+    );
+    let _b = Worker::start(dir.path(), &server.url, "successor", &body);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 2);
+    assert!(server.log_of(ids[0]).contains("retried on successor"));
+}
+
+#[test]
+fn a_restarted_worker_requeues_what_it_no_longer_runs() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("94{}", unique() % 100_000);
+    let body = format!(
+        "heartbeat_interval = \"60s\"\n[jobtypes.work]\ncommand = \"if [ $TESTBOT_ATTEMPT = 1 ]; then sleep {tag}; fi; echo attempt $TESTBOT_ATTEMPT\"\n"
+    );
+    let mut w = Worker::start(dir.path(), &server.url, "phoenix", &body);
+    wait_online(&server, "phoenix");
+    let ids = server.submit(&["work"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    w.kill9();
+    kill_tagged(&tag);
+    // Its lease would last 3 minutes; the restarted worker says at once
+    // that it does not run the job any more.
+    let t = Instant::now();
+    let _again = Worker::start(dir.path(), &server.url, "phoenix", &body);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 2);
+    assert!(t.elapsed() < 20 * SEC);
+    let _: Value = job;
+}
