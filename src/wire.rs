@@ -144,8 +144,25 @@ pub struct Job {
     /// Present only in a submit answer: why this job may never run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Every attempt so far; in `GET /api/v1/jobs/{id}` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// One run of a job on a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// How it ended (a job state, or `lost`); none while it runs.
+    pub state: Option<String>,
+    pub reason: Option<String>,
+    /// Log bytes the worker sent for it.
+    pub log_bytes: u64,
 }
 
 /// `POST /api/v1/builds`: a build and its jobs in one request.

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Body, Path, Query};
-use super::store::{Claim, JobFilter};
+use super::extract::{Body, Path, Query, Raw};
+use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
 use super::AppState;
 use crate::time::now_ms;
 use crate::wire::*;
@@ -22,6 +22,8 @@ use crate::wire::*;
 const MAX_CLAIM_WAIT: f64 = 60.0;
 /// The most jobs one list answer holds.
 const MAX_LIST: usize = 10_000;
+/// The largest request body the server reads.
+pub const BODY_MAX: usize = 8 << 20;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -40,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/builds", post(submit_build).get(list_builds))
         .route("/api/v1/builds/{id}", get(get_build))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
         .with_state(state)
 }
 
@@ -343,7 +346,13 @@ async fn list_jobs(
 }
 
 async fn get_job(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
-    st.db(move |s| s.job(id)).await.map(Json)
+    st.db(move |s| {
+        let mut job = s.job(id)?;
+        job.attempts = s.attempts(id)?;
+        Ok(job)
+    })
+    .await
+    .map(Json)
 }
 
 async fn cancel(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
@@ -358,8 +367,14 @@ async fn append_log(
     State(st): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
-    bytes: Bytes,
+    Raw(bytes): Raw,
 ) -> ApiResult<Json<LogReply>> {
+    if bytes.len() > LOG_CHUNK_MAX {
+        return Err(ApiError::TooLarge(format!(
+            "a log chunk may hold at most {LOG_CHUNK_MAX} bytes, this one has {}",
+            bytes.len()
+        )));
+    }
     let reply = st
         .db(move |s| s.append_log(id, &q, &bytes, now_ms()))
         .await?;
@@ -393,6 +408,14 @@ async fn read_log(
             header::HeaderName::from_static("x-testbot-attempt"),
             first.attempt.to_string(),
         ),
+        (
+            header::HeaderName::from_static("x-testbot-next-offset"),
+            first.end.to_string(),
+        ),
+        (
+            header::HeaderName::from_static("x-testbot-job-state"),
+            first.state.to_string(),
+        ),
     ];
     if !q.follow {
         return Ok((headers, first.data).into_response());
@@ -418,7 +441,7 @@ async fn read_log(
                     }
                 };
                 if !slice.data.is_empty() {
-                    offset += slice.data.len() as u64;
+                    offset = slice.end;
                     let chunk: Result<Bytes, std::io::Error> = Ok(Bytes::from(slice.data));
                     return Some((chunk, (st, offset, None)));
                 }

@@ -19,7 +19,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| match e.status().as_u16() {
-                413 => ApiError::TooLarge(e.body_text()),
+                413 => ApiError::TooLarge(format!(
+                    "the request body is over the server's limit of {} bytes",
+                    super::api::BODY_MAX
+                )),
                 _ => ApiError::bad(format!("cannot read the request body: {}", e.body_text())),
             })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -30,6 +33,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         serde_json::from_slice(text)
             .map(Body)
             .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A raw body (log uploads), with the size limit's rejection as JSON.
+pub struct Raw(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Raw {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Raw)
+            .map_err(|e| match e.status().as_u16() {
+                413 => ApiError::TooLarge(format!(
+                    "the request body is over the server's limit of {} bytes",
+                    super::api::BODY_MAX
+                )),
+                _ => ApiError::bad(format!("cannot read the request body: {}", e.body_text())),
+            })
     }
 }
 

@@ -67,6 +67,8 @@ pub struct ServeOptions {
     /// Worker configs to run inside this process against this server.
     pub workers: Vec<PathBuf>,
     pub token: Option<String>,
+    /// Log bytes kept per attempt.
+    pub log_cap: u64,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -78,7 +80,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .iter()
         .map(|p| crate::worker::config::Config::load(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let store = SqliteStore::open(&opts.db)?;
+    let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

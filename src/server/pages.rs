@@ -13,7 +13,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::error::ApiResult;
-use super::extract::Path;
+use super::extract::{Path, Query};
 use super::store::JobFilter;
 use super::AppState;
 use crate::time::now_ms;
@@ -54,8 +54,9 @@ table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;border-bot
 nav a{margin-right:1em}";
 
 fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
+    // Pages of live things reload themselves without JavaScript too.
     let meta = if refresh {
-        "<meta http-equiv=\"refresh\" content=\"3\">"
+        "<noscript><meta http-equiv=\"refresh\" content=\"3\"></noscript>"
     } else {
         ""
     };
@@ -66,6 +67,30 @@ fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
         esc(title),
         esc(title)
     ))
+}
+
+/// A time both ways: "3m ago" and the absolute UTC time on hover and
+/// beside it.
+fn when(ts: &str) -> String {
+    if ts.is_empty() {
+        return String::new();
+    }
+    let rel = crate::time::parse_rfc3339(ts)
+        .map(|t| {
+            let secs = ((now_ms() - t) / 1000).max(0);
+            match secs {
+                0..=59 => format!("{secs}s ago"),
+                60..=3599 => format!("{}m ago", secs / 60),
+                3600..=86399 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
+                _ => format!("{}d ago", secs / 86400),
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "<time datetime=\"{0}\" title=\"{0}\">{1}</time> <small>({0})</small>",
+        esc(ts),
+        rel
+    )
 }
 
 fn state_span(state: &str) -> String {
@@ -87,7 +112,7 @@ fn jobs_table(jobs: &[Job]) -> String {
                 .as_deref()
                 .map(|w| format!("<a href=\"/workers/{0}\">{0}</a>", esc(w)))
                 .unwrap_or_default(),
-            esc(&j.created_at)
+            when(&j.created_at)
         );
     }
     t.push_str("</table>");
@@ -119,7 +144,7 @@ fn workers_table(workers: &[Worker]) -> String {
             esc(&w.jobtypes.join(", ")),
             w.platforms.iter().map(props).collect::<Vec<_>>().join("<br>"),
             jobs.join(" "),
-            esc(&w.last_seen)
+            when(&w.last_seen)
         );
     }
     t.push_str("</table>");
@@ -139,7 +164,7 @@ fn builds_table(builds: &[Build]) -> String {
             esc(&b.name),
             state_span(&b.state),
             esc(&counts.join(", ")),
-            esc(&b.created_at)
+            when(&b.created_at)
         );
     }
     t.push_str("</table>");
@@ -184,18 +209,29 @@ async fn index(State(st): State<AppState>) -> ApiResult<Html<String>> {
     Ok(page("testbot", false, &body))
 }
 
-async fn job_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Html<String>> {
-    let job = st.db(move |s| s.job(id)).await?;
-    let log = st.db(move |s| s.read_log(id, None, 0)).await?;
+#[derive(serde::Deserialize)]
+struct JobPageQuery {
+    attempt: Option<u32>,
+}
+
+async fn job_page(
+    State(st): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<JobPageQuery>,
+) -> ApiResult<Html<String>> {
+    let (job, attempts, log) = st
+        .db(move |s| Ok((s.job(id)?, s.attempts(id)?, s.read_log(id, q.attempt, 0)?)))
+        .await?;
     let mut body = String::new();
     let _ = write!(
         body,
-        "<table><tr><th>state</th><td>{}</td></tr><tr><th>jobtype</th><td>{}</td></tr>\
+        "<table><tr><th>state</th><td id=\"state\">{}</td></tr><tr><th>jobtype</th><td>{}</td></tr>\
          <tr><th>attempt</th><td>{} of {}</td></tr><tr><th>worker</th><td>{}</td></tr>\
          <tr><th>requirements</th><td>{}</td></tr><tr><th>platform</th><td>{}</td></tr>\
-         <tr><th>params</th><td>{}</td></tr><tr><th>build</th><td>{}</td></tr>\
+         <tr><th>params</th><td>{}</td></tr><tr><th>priority</th><td>{}</td></tr>\
+         <tr><th>build</th><td>{}</td></tr>\
          <tr><th>created</th><td>{}</td></tr><tr><th>started</th><td>{}</td></tr>\
-         <tr><th>finished</th><td>{}</td></tr><tr><th>reason</th><td>{}</td></tr></table>",
+         <tr><th>finished</th><td>{}</td></tr><tr><th>reason</th><td class=\"{}\">{}</td></tr></table>",
         state_span(job.state.as_str()),
         esc(&job.jobtype),
         job.attempt,
@@ -207,14 +243,33 @@ async fn job_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<
         props(&job.platform),
         job.matched_platform.as_ref().map(props).unwrap_or_default(),
         props(&job.params),
+        job.priority,
         job.build
             .map(|b| format!("<a href=\"/builds/{b}\">#{b}</a>"))
             .unwrap_or_default(),
-        esc(&job.created_at),
-        esc(job.started_at.as_deref().unwrap_or("")),
-        esc(job.finished_at.as_deref().unwrap_or("")),
+        when(&job.created_at),
+        when(job.started_at.as_deref().unwrap_or("")),
+        when(job.finished_at.as_deref().unwrap_or("")),
+        esc(job.state.as_str()),
         esc(job.reason.as_deref().unwrap_or("")),
     );
+    if attempts.len() > 1 {
+        body.push_str(
+            "<h2>Attempts</h2><table><tr><th>attempt</th><th>worker</th><th>started</th><th>ended</th><th>reason</th></tr>",
+        );
+        for a in &attempts {
+            let _ = write!(
+                body,
+                "<tr><td><a href=\"/jobs/{id}?attempt={0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
+                a.attempt,
+                esc(&a.worker),
+                when(&a.started_at),
+                state_span(a.state.as_deref().unwrap_or("running")),
+                esc(a.reason.as_deref().unwrap_or("")),
+            );
+        }
+        body.push_str("</table>");
+    }
     if let Some(result) = &job.result {
         let _ = write!(
             body,
@@ -228,7 +283,26 @@ async fn job_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<
         log.attempt,
         esc(&String::from_utf8_lossy(&log.data))
     );
-    Ok(page(&format!("job #{id}"), !job.state.is_final(), &body))
+    let live = !job.state.is_final() && log.attempt == job.attempt;
+    if live {
+        // Appends new output and follows the state; reloads once it ends.
+        // Text goes in with textContent, never as HTML.
+        let _ = write!(
+            body,
+            "<script>(function(){{var id={id},attempt={att},off={off};\
+var pre=document.getElementById('log'),st=document.getElementById('state');\
+function tick(){{fetch('/api/v1/jobs/'+id+'/log?attempt='+attempt+'&offset='+off)\
+.then(function(r){{var n=r.headers.get('x-testbot-next-offset');return r.text().then(function(t){{\
+if(t){{pre.appendChild(document.createTextNode(t));}}if(n){{off=parseInt(n,10);}}}});}})\
+.then(function(){{return fetch('/api/v1/jobs/'+id);}}).then(function(r){{return r.json();}})\
+.then(function(j){{if(j.state!=='queued'&&j.state!=='running'||j.attempt!==attempt&&j.attempt>0){{location.reload();return;}}\
+st.textContent=j.state;st.className=j.state;setTimeout(tick,1000);}})\
+.catch(function(){{setTimeout(tick,3000);}});}}setTimeout(tick,1000);}})();</script>",
+            att = log.attempt,
+            off = log.end,
+        );
+    }
+    Ok(page(&format!("job #{id}"), live, &body))
 }
 
 async fn workers_page(State(st): State<AppState>) -> ApiResult<Html<String>> {

@@ -50,8 +50,11 @@ pub struct JobFilter {
 pub struct LogSlice {
     pub attempt: u32,
     pub data: Vec<u8>,
-    /// The attempt's whole size, so a follower knows where to go on.
+    /// The attempt's whole size.
     pub size: u64,
+    /// The offset just past `data`, where a follower goes on reading (a
+    /// cut part of the log shows as a short note, not its bytes).
+    pub end: u64,
     pub state: JobState,
     /// Whether the attempt still runs, i.e. more may come.
     pub live: bool,
@@ -96,6 +99,8 @@ pub trait Store: Send + Sync + 'static {
     fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
     fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
+    /// Every attempt of a job, oldest first.
+    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>>;
     /// Records how an attempt ended; refuses an attempt that is not current.
     fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> ApiResult<Job>;
     /// Puts jobs whose lease ran out back in the queue (or ends them);
@@ -113,7 +118,13 @@ pub trait Store: Send + Sync + 'static {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The most log bytes kept per attempt; past it the start and the end
+    /// are kept and the middle is cut.
+    log_cap: u64,
 }
+
+/// The default of `serve --log-cap`.
+pub const DEFAULT_LOG_CAP: u64 = 32 << 20;
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many
 /// have run. Never edit one that has shipped: add the next.
@@ -178,6 +189,7 @@ CREATE TABLE attempts (
     state          TEXT,
     reason         TEXT,
     log_size       INTEGER NOT NULL DEFAULT 0,
+    log_stored     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, attempt)
 );
 CREATE TABLE log_chunks (
@@ -208,9 +220,15 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
+            log_cap: DEFAULT_LOG_CAP,
         };
         store.migrate()?;
         Ok(store)
+    }
+
+    pub fn with_log_cap(mut self, cap: u64) -> SqliteStore {
+        self.log_cap = cap.max(64 << 10);
+        self
     }
 
     fn migrate(&self) -> anyhow::Result<()> {
@@ -286,6 +304,7 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
             .get::<_, Option<String>>(21)?
             .and_then(|s| serde_json::from_str(&s).ok()),
         warning: None,
+        attempts: Vec::new(),
         extra: json_or(row.get(22)?),
     })
 }
@@ -528,6 +547,50 @@ fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiRe
         )));
     }
     Ok(job)
+}
+
+/// The largest log upload the server takes in one request.
+pub const LOG_CHUNK_MAX: usize = 4 << 20;
+
+impl SqliteStore {
+    /// Deletes the oldest chunks after the log's head until the attempt
+    /// keeps at most `log_cap` bytes: the first half of the cap stays, and
+    /// the newest output.
+    fn cut_log_middle(
+        &self,
+        tx: &Transaction,
+        id: i64,
+        attempt: u32,
+        mut stored: u64,
+        newest: u64,
+    ) -> ApiResult<()> {
+        let head = (self.log_cap / 2) as i64;
+        let victims: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT pos, length(data) FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 \
+                 AND pos >= ?3 AND pos < ?4 ORDER BY pos",
+            )?;
+            let rows = stmt.query_map(params![id, attempt, head, newest as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut del = tx.prepare_cached(
+            "DELETE FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND pos = ?3",
+        )?;
+        for (pos, len) in victims {
+            if stored <= self.log_cap {
+                break;
+            }
+            del.execute(params![id, attempt, pos])?;
+            stored -= len as u64;
+        }
+        tx.execute(
+            "UPDATE attempts SET log_stored = ?3 WHERE job_id = ?1 AND attempt = ?2",
+            params![id, attempt, stored as i64],
+        )?;
+        Ok(())
+    }
 }
 
 impl Store for SqliteStore {
@@ -820,10 +883,15 @@ impl Store for SqliteStore {
                     "INSERT INTO log_chunks (job_id, attempt, pos, data) VALUES (?1, ?2, ?3, ?4)",
                     params![id, q.attempt, size as i64, new],
                 )?;
-                tx.execute(
-                    "UPDATE attempts SET log_size = log_size + ?3 WHERE job_id = ?1 AND attempt = ?2",
+                let stored: i64 = tx.query_row(
+                    "UPDATE attempts SET log_size = log_size + ?3, log_stored = log_stored + ?3 \
+                     WHERE job_id = ?1 AND attempt = ?2 RETURNING log_stored",
                     params![id, q.attempt, new.len() as i64],
+                    |r| r.get(0),
                 )?;
+                if stored as u64 > self.log_cap {
+                    self.cut_log_middle(tx, id, q.attempt, stored as u64, size)?;
+                }
             }
             Ok(LogReply {
                 size: size.max(q.offset + bytes.len() as u64),
@@ -850,19 +918,52 @@ impl Store for SqliteStore {
                  AND pos + length(data) > ?3 ORDER BY pos",
             )?;
             let mut rows = stmt.query(params![id, attempt, from as i64])?;
+            let mut expected = from;
             while let Some(row) = rows.next()? {
-                let pos: i64 = row.get(0)?;
+                let pos = row.get::<_, i64>(0)? as u64;
                 let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                let skip = (from as i64 - pos).max(0) as usize;
+                if pos > expected {
+                    data.extend_from_slice(
+                        format!(
+                            "\n[testbot: {} bytes of this log were cut to keep it under the server's cap]\n",
+                            pos - expected
+                        )
+                        .as_bytes(),
+                    );
+                }
+                let skip = expected.saturating_sub(pos) as usize;
                 data.extend_from_slice(&chunk[skip.min(chunk.len())..]);
+                expected = pos + chunk.len() as u64;
             }
             Ok(LogSlice {
                 attempt,
                 data,
                 size,
+                end: expected,
                 state: job.state,
                 live: job.state == JobState::Running && job.attempt == attempt,
             })
+        })
+    }
+
+    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT attempt, worker, started_at, finished_at, state, reason, log_size \
+                 FROM attempts WHERE job_id = ?1 ORDER BY attempt",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(Attempt {
+                    attempt: r.get(0)?,
+                    worker: r.get(1)?,
+                    started_at: rfc3339(r.get(2)?),
+                    finished_at: r.get::<_, Option<i64>>(3)?.map(rfc3339),
+                    state: r.get(4)?,
+                    reason: r.get(5)?,
+                    log_bytes: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 

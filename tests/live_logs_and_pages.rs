@@ -1,0 +1,290 @@
+//! Watching tests run: log streaming, `logs -f`, `submit --follow`, the
+//! log cap, the web pages, and a real headless browser on a live page.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn a_jobs_first_line_is_readable_while_it_runs() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "streamer",
+        "[jobtypes.slow]\ncommand = \"echo first-line; sleep 30\"\n",
+    );
+    wait_online(&server, "streamer");
+    let ids = server.submit(&["slow"]);
+    let t = Instant::now();
+    let ok = wait_until(10 * SEC, || server.log_of(ids[0]).contains("first-line"));
+    assert!(ok, "the first line never arrived");
+    assert_eq!(server.job(ids[0])["state"], "running");
+    eprintln!("first line readable {:?} after submit", t.elapsed());
+    server.cli(&["cancel", &ids[0].to_string()]);
+    server.wait_final(ids[0], 20 * SEC);
+}
+
+#[test]
+fn a_300000_line_log_arrives_whole_and_in_order() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "counter",
+        "[jobtypes.count]\ncommand = \"seq 1 300000; echo err-line >&2\"\n",
+    );
+    wait_online(&server, "counter");
+    let ids = server.submit(&["count"]);
+    let job = server.wait_final(ids[0], 60 * SEC);
+    assert_eq!(job["state"], "passed");
+    let log = server.log_of(ids[0]);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 300_001);
+    for (i, l) in lines[..300_000].iter().enumerate() {
+        assert_eq!(*l, (i + 1).to_string(), "line {i}");
+    }
+    assert_eq!(lines[300_000], "err-line");
+    // `testbot logs` prints the same bytes.
+    let out = server.cli(&["logs", &ids[0].to_string()]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out), log);
+}
+
+#[test]
+fn a_log_over_the_cap_keeps_its_start_and_end() {
+    let dir = tempdir();
+    let server = Server::start_with(dir.path(), "127.0.0.1:0", &["--log-cap", "1MiB"]);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "chatty",
+        "[jobtypes.flood]\ncommand = \"echo FIRST; seq 1 1000000; echo LAST\"\n",
+    );
+    wait_online(&server, "chatty");
+    let ids = server.submit(&["flood"]);
+    let job = server.wait_final(ids[0], 60 * SEC);
+    assert_eq!(job["state"], "passed");
+    let log = server.log_of(ids[0]);
+    assert!(log.starts_with("FIRST\n1\n2\n3\n"), "{}", &log[..50]);
+    assert!(log.ends_with("999999\n1000000\nLAST\n"));
+    assert!(log.contains("bytes of this log were cut"), "no cut note");
+    // About 6.9 MB went in; at most the cap plus one upload is kept.
+    assert!(log.len() < 3 << 20, "kept {} bytes", log.len());
+    let full = server.job(ids[0]);
+    assert!(full["attempts"][0]["log_bytes"].as_u64().unwrap() > 6_000_000);
+}
+
+#[test]
+fn logs_follow_streams_live_and_ends_with_the_job() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "ticker",
+        "[jobtypes.tick]\ncommand = \"echo tick-1; sleep 2; echo tick-2\"\n",
+    );
+    wait_online(&server, "ticker");
+    let ids = server.submit(&["tick"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    let mut child = Command::new(BIN)
+        .args(["logs", "-f", &ids[0].to_string()])
+        .env("TESTBOT_SERVER", &server.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert_eq!(first, "tick-1\n");
+    assert_eq!(server.job(ids[0])["state"], "running", "not live");
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "tick-2\n");
+    let ok = wait_until(10 * SEC, || matches!(child.try_wait(), Ok(Some(_))));
+    assert!(ok, "logs -f did not end with the job");
+    assert_eq!(server.job(ids[0])["state"], "passed");
+}
+
+#[test]
+fn submit_follow_prefixes_each_jobs_lines() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "pair",
+        "slots = 2\n[jobtypes.a]\ncommand = \"echo from-a\"\n[jobtypes.b]\ncommand = \"echo from-b; exit 1\"\n",
+    );
+    wait_online(&server, "pair");
+    let out = server.cli(&["submit", "--follow", "a", "b"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let text = stdout(&out);
+    let a = text
+        .lines()
+        .find(|l| l.contains("from-a"))
+        .expect("a's log");
+    let b = text
+        .lines()
+        .find(|l| l.contains("from-b"))
+        .expect("b's log");
+    assert!(a.starts_with('[') && a.contains("] from-a"), "{a}");
+    assert!(b.starts_with('[') && b.contains("] from-b"), "{b}");
+    assert!(text.contains("passed") && text.contains("failed"), "{text}");
+}
+
+#[test]
+fn pages_show_jobs_workers_and_builds() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "pager",
+        "[info]\nrack = \"R2\"\n[jobtypes.ok]\ncommand = \"echo page-ok\"\n[jobtypes.bad]\ncommand = \"echo page-bad; exit 2\"\n",
+    );
+    wait_online(&server, "pager");
+    let out = server.cli(&["submit", "--build", "web", "--wait", "ok", "bad"]);
+    assert_eq!(out.status.code(), Some(1));
+    let page = |path: &str| {
+        let r = ureq::get(&format!("{}{path}", server.url)).call().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        r.into_string().unwrap()
+    };
+    let index = page("/");
+    assert!(index.contains("href=\"/workers/pager\""), "{index}");
+    assert!(index.contains("href=\"/builds/1\""));
+    assert!(index.contains("ago"), "no relative times");
+    let jobs: serde_json::Value = server.get("/api/v1/jobs?state=failed");
+    let bad = jobs[0]["id"].as_i64().unwrap();
+    let job = page(&format!("/jobs/{bad}"));
+    assert!(job.contains("class=\"failed\""), "failed job not marked");
+    assert!(job.contains("page-bad"));
+    assert!(job.contains("exit code 2"));
+    assert!(job.contains("href=\"/workers/pager\""));
+    assert!(job.contains("href=\"/builds/1\""));
+    let worker = page("/workers/pager");
+    assert!(worker.contains("R2"));
+    assert!(worker.contains(&format!("href=\"/jobs/{bad}\"")));
+    let builds = page("/builds");
+    assert!(builds.contains("web") && builds.contains("failed"));
+    let build = page("/builds/1");
+    assert!(build.contains(&format!("href=\"/jobs/{bad}\"")));
+    let missing = ureq::get(&format!("{}/jobs/99999", server.url)).call();
+    assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
+}
+
+/// Headless Chromium, as `.ci/run` installs it.
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_string)
+}
+
+fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
+    let mut child = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + 60 * SEC;
+    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().unwrap()
+}
+
+#[test]
+fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
+    let Some(browser) = chromium() else {
+        if std::env::var_os("TESTBOT_SKIP_BROWSER").is_some() {
+            eprintln!("no chromium and TESTBOT_SKIP_BROWSER is set: skipped");
+            return;
+        }
+        panic!("chromium is not installed (`apt-get install chromium`, as .ci/run does)");
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "browsed",
+        "[jobtypes.live]\ncommand = \"echo live-line-42; sleep 60\"\n",
+    );
+    wait_online(&server, "browsed");
+    let evil =
+        "x=<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">";
+    let ids = server.submit(&["live", "-P", evil]);
+    assert!(wait_until(20 * SEC, || server
+        .log_of(ids[0])
+        .contains("live-line-42")));
+
+    let dom = dump_dom(
+        &browser,
+        &format!("{}/jobs/{}", server.url, ids[0]),
+        &dir.path().join("profile"),
+    );
+    assert!(
+        dom.contains("live-line-42"),
+        "running job's output not shown:\n{dom}"
+    );
+    assert!(dom.contains("running"), "{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"),
+        "the param is not shown as text:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<title>pwned"),
+        "the injected script ran:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<img src=\"x\""),
+        "the injected tag was parsed:\n{dom}"
+    );
+
+    let index = dump_dom(
+        &browser,
+        &format!("{}/", server.url),
+        &dir.path().join("profile2"),
+    );
+    assert!(index.contains("browsed"), "{index}");
+    server.cli(&["cancel", &ids[0].to_string()]);
+    server.wait_final(ids[0], 20 * SEC);
+}
