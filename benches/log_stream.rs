@@ -3,12 +3,11 @@
 //! /dev/null (median of 5 each, submit to final state), and the worker's
 //! peak RSS meanwhile. `cargo bench --bench log_stream`.
 
-#[path = "harness.rs"]
-mod harness;
+mod common;
 
 use std::time::Instant;
 
-use harness::*;
+use common::*;
 
 const PRINT: &str = "yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghi | head -c 100000000";
 

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -138,8 +138,4 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("testbot-bench-")
         .tempdir()
         .unwrap()
-}
-
-pub fn path_str(p: &PathBuf) -> String {
-    p.display().to_string()
 }
