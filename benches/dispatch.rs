@@ -55,6 +55,7 @@ fn finish(client: &Client, name: &str, job: &Job) {
         finished_at: "2026-01-01T00:00:00Z".into(),
         reason: None,
         retry: false,
+        tests: None,
         data: Default::default(),
     };
     let _: Value = client

@@ -5,6 +5,7 @@ pub mod client;
 pub mod cmd;
 pub mod matching;
 pub mod server;
+pub mod shards;
 pub mod time;
 pub mod wire;
 pub mod worker;

@@ -96,6 +96,10 @@ pub struct JobSpec {
     pub shard_index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_total: Option<u32>,
+    /// Rerun a failed (or timed out) job up to this many times; a job that
+    /// passes on a rerun is marked flaky.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_failed: Option<u32>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -132,6 +136,17 @@ pub struct Job {
     pub shard_index: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_total: Option<u32>,
+    /// The tests this shard should run, split by recorded durations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_tests: Option<Vec<String>>,
+    pub retry_failed: u32,
+    /// Reruns after test failures so far.
+    pub reruns: u32,
+    /// Passed on a rerun after failing.
+    pub flaky: bool,
+    /// Tests that failed on an earlier attempt of a job that then passed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flaky_tests: Vec<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -186,6 +201,8 @@ pub struct Build {
     pub created_at: String,
     /// Jobs per state.
     pub counts: BTreeMap<String, u64>,
+    /// Jobs that passed only on a rerun (counted as passed too).
+    pub flaky: u64,
     /// The jobs, in `GET /api/v1/builds/{id}`; left out of lists.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<Job>,
@@ -299,9 +316,49 @@ pub struct Outcome {
     /// job goes back to the queue while attempts remain.
     #[serde(default)]
     pub retry: bool,
+    /// What the JUnit files the command left said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestReport>,
     /// The JSON object the command wrote to `$TESTBOT_RESULT_FILE`.
     #[serde(default)]
     pub data: Extra,
+}
+
+/// Test results read from JUnit XML.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestReport {
+    pub total: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub errors: u64,
+    pub skipped: u64,
+    /// Failed and errored tests, by name, with their messages.
+    pub failures: Vec<TestFailure>,
+    /// Each test's duration in milliseconds, by name.
+    pub durations: BTreeMap<String, u64>,
+    /// Files that could not be read as JUnit XML.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestFailure {
+    pub name: String,
+    /// `failure` or `error`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl Job {
+    /// The failing tests the result names, if it has a test report.
+    pub fn failed_tests(&self) -> Vec<TestFailure> {
+        self.result
+            .as_ref()
+            .and_then(|r| r.get("tests"))
+            .and_then(|t| serde_json::from_value::<TestReport>(t.clone()).ok())
+            .map(|t| t.failures)
+            .unwrap_or_default()
+    }
 }
 
 /// `GET /api/v1/status`.

@@ -51,6 +51,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
                 );
             }
             jobs_table(&b.jobs).print();
+            print_build_tests(&b);
         }
         return Ok(0);
     }
@@ -156,6 +157,25 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
     if let Some(r) = &job.reason {
         println!("  reason:    {r}");
     }
+    if job.flaky {
+        println!("  flaky:     passed on rerun {} after failing", job.reruns);
+    }
+    if let Some(tests) = job.result.as_ref().and_then(|r| r.get("tests")) {
+        println!(
+            "  tests:     {} passed, {} failed, {} errors, {} skipped",
+            tests["passed"], tests["failed"], tests["errors"], tests["skipped"]
+        );
+    }
+    for f in job.failed_tests() {
+        println!(
+            "    FAILED {}: {}",
+            f.name,
+            f.message.lines().next().unwrap_or("")
+        );
+    }
+    for t in &job.flaky_tests {
+        println!("    FLAKY  {t}");
+    }
     if let Some(r) = &job.result {
         println!("  result:    {r}");
     }
@@ -178,13 +198,46 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// The build's failing tests by name, and its flaky jobs apart from them.
+fn print_build_tests(b: &Build) {
+    let mut failing = Vec::new();
+    for j in &b.jobs {
+        for f in j.failed_tests() {
+            let msg = f.message.lines().next().unwrap_or("").to_string();
+            failing.push(format!("  job {}: {}: {msg}", j.id, f.name));
+        }
+    }
+    if !failing.is_empty() {
+        println!("failing tests:");
+        for f in failing {
+            println!("{f}");
+        }
+    }
+    let flaky: Vec<&Job> = b.jobs.iter().filter(|j| j.flaky).collect();
+    if !flaky.is_empty() {
+        println!("flaky (passed on a rerun):");
+        for j in flaky {
+            let tests = if j.flaky_tests.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", j.flaky_tests.join(", "))
+            };
+            println!("  job {} {}{tests}", j.id, j.jobtype);
+        }
+    }
+}
+
 fn jobs_table(jobs: &[Job]) -> Table {
     let mut t = Table::new(&["id", "jobtype", "state", "attempt", "worker", "created"]);
     for j in jobs {
         t.row(vec![
             j.id.to_string(),
             j.jobtype.clone(),
-            j.state.to_string(),
+            if j.flaky {
+                format!("{} (flaky)", j.state)
+            } else {
+                j.state.to_string()
+            },
             j.attempt.to_string(),
             j.worker.clone().unwrap_or_else(|| "-".into()),
             j.created_at.clone(),
@@ -218,11 +271,14 @@ fn builds_table(builds: &[Build]) -> Table {
             b.id.to_string(),
             b.name.clone(),
             b.state.clone(),
-            b.counts
-                .iter()
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            {
+                let mut counts: Vec<String> =
+                    b.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                if b.flaky > 0 {
+                    counts.push(format!("{} flaky", b.flaky));
+                }
+                counts.join(", ")
+            },
             b.created_at.clone(),
         ]);
     }

@@ -45,9 +45,17 @@ pub struct Args {
     /// (default: all but hostname).
     #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
     platform_keys: Vec<String>,
-    /// Split each jobtype into N jobs with TESTBOT_SHARD_INDEX/TOTAL.
+    /// One job per combination: `--matrix python.version=3.11,3.12
+    /// --matrix os.family=linux,macos` makes four, each requiring its values.
+    #[arg(long, value_name = "KEY=V1,V2,...", value_parser = key_value)]
+    matrix: Vec<(String, String)>,
+    /// Split each jobtype into N jobs with TESTBOT_SHARD_INDEX/TOTAL, and a
+    /// TESTBOT_SHARD_TESTS_FILE balanced by earlier runs' test durations.
     #[arg(long, value_name = "N")]
     shards: Option<u32>,
+    /// Rerun a failed job up to N times; passing on a rerun marks it flaky.
+    #[arg(long, value_name = "N")]
+    retry_failed: Option<u32>,
     /// Wait until every job ends; exit 0 only if all passed.
     #[arg(long)]
     wait: bool,
@@ -129,7 +137,7 @@ fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {
     };
     let mut specs = Vec::new();
     for jobtype in &a.jobtypes {
-        let platforms: Vec<Props> = if a.each_platform {
+        let bases: Vec<Props> = if a.each_platform {
             let found = distinct_platforms(&workers, jobtype, &requirements, &a.platform_keys);
             if found.is_empty() {
                 return Err(Exit(
@@ -142,6 +150,7 @@ fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {
         } else {
             vec![requirements.clone()]
         };
+        let platforms = matrix(&bases, &a.matrix);
         for platform in platforms {
             let shards = a.shards.unwrap_or(1);
             for i in 0..shards {
@@ -154,12 +163,36 @@ fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {
                     max_attempts: a.max_attempts,
                     shard_index: a.shards.map(|_| i),
                     shard_total: a.shards,
+                    retry_failed: a.retry_failed,
                     ..Default::default()
                 });
             }
         }
     }
     Ok(specs)
+}
+
+/// The cross product of `bases` with every `--matrix` key's values.
+fn matrix(bases: &[Props], axes: &[(String, String)]) -> Vec<Props> {
+    let mut out = bases.to_vec();
+    for (key, values) in axes {
+        let values: Vec<&str> = values
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        out = out
+            .iter()
+            .flat_map(|p| {
+                values.iter().map(move |v| {
+                    let mut p = p.clone();
+                    p.insert(key.clone(), v.to_string());
+                    p
+                })
+            })
+            .collect();
+    }
+    out
 }
 
 /// The distinct platforms, by the properties that count, of the workers
@@ -265,10 +298,20 @@ pub fn line(j: &Job) -> String {
         j.worker.as_deref().unwrap_or("-"),
         duration
     );
+    if j.flaky {
+        s.push_str("  (flaky: passed on a rerun)");
+    }
     if j.state != JobState::Passed {
         if let Some(r) = &j.reason {
             s.push_str(&format!("  ({r})"));
         }
+    }
+    for f in j.failed_tests() {
+        let msg = f.message.lines().next().unwrap_or("");
+        s.push_str(&format!("\n    FAILED {}: {msg}", f.name));
+    }
+    for t in &j.flaky_tests {
+        s.push_str(&format!("\n    FLAKY  {t}"));
     }
     s
 }

@@ -50,7 +50,7 @@ pub fn esc(s: &str) -> String {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:.25em .7em;border-bottom:1px solid #ddd;text-align:left}\
 .passed{color:#1a7f37}.failed,.error,.timed_out{color:#c62828;font-weight:bold}.running{color:#1565c0}\
-.canceled,.offline{color:#777}pre{background:#f6f8fa;padding:.8em;overflow:auto;max-height:70vh}\
+.canceled,.offline{color:#777}.flaky{color:#b26a00}pre{background:#f6f8fa;padding:.8em;overflow:auto;max-height:70vh}\
 nav a{margin-right:1em}";
 
 fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
@@ -107,7 +107,11 @@ fn jobs_table(jobs: &[Job]) -> String {
             "<tr><td><a href=\"/jobs/{0}\">#{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
             j.id,
             esc(&j.jobtype),
-            state_span(j.state.as_str()),
+            if j.flaky {
+                format!("{} <span class=\"flaky\">flaky</span>", state_span(j.state.as_str()))
+            } else {
+                state_span(j.state.as_str())
+            },
             j.worker
                 .as_deref()
                 .map(|w| format!("<a href=\"/workers/{0}\">{0}</a>", esc(w)))
@@ -270,6 +274,42 @@ async fn job_page(
         }
         body.push_str("</table>");
     }
+    let failing = job.failed_tests();
+    if let Some(tests) = job.result.as_ref().and_then(|r| r.get("tests")) {
+        let _ = write!(
+            body,
+            "<h2>Tests</h2><p>{} passed, <span class=\"{}\">{} failed, {} errors</span>, {} skipped</p>",
+            tests["passed"],
+            if failing.is_empty() { "" } else { "failed" },
+            tests["failed"],
+            tests["errors"],
+            tests["skipped"]
+        );
+    }
+    if !failing.is_empty() {
+        body.push_str("<table><tr><th>failing test</th><th>message</th></tr>");
+        for f in &failing {
+            let _ = write!(
+                body,
+                "<tr><td class=\"failed\">{}</td><td><pre>{}</pre></td></tr>",
+                esc(&f.name),
+                esc(&f.message)
+            );
+        }
+        body.push_str("</table>");
+    }
+    if job.flaky {
+        let _ = write!(
+            body,
+            "<p class=\"flaky\">Flaky: passed on rerun {} after failing{}</p>",
+            job.reruns,
+            if job.flaky_tests.is_empty() {
+                String::new()
+            } else {
+                format!(" (flaky tests: {})", esc(&job.flaky_tests.join(", ")))
+            }
+        );
+    }
     if let Some(result) = &job.result {
         let _ = write!(
             body,
@@ -351,6 +391,44 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
         esc(&serde_json::to_string_pretty(&b.meta).unwrap_or_default()),
         jobs_table(&b.jobs)
     );
+    let mut failing = String::new();
+    for j in &b.jobs {
+        for f in j.failed_tests() {
+            let _ = write!(
+                failing,
+                "<tr><td><a href=\"/jobs/{0}\">#{0}</a></td><td class=\"failed\">{1}</td><td>{2}</td></tr>",
+                j.id,
+                esc(&f.name),
+                esc(f.message.lines().next().unwrap_or(""))
+            );
+        }
+    }
+    if !failing.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>Failing tests</h2><table><tr><th>job</th><th>test</th><th>message</th></tr>{failing}</table>"
+        );
+    }
+    let flaky: Vec<String> = b
+        .jobs
+        .iter()
+        .filter(|j| j.flaky)
+        .map(|j| {
+            format!(
+                "<li><a href=\"/jobs/{0}\">#{0}</a> {1} {2}</li>",
+                j.id,
+                esc(&j.jobtype),
+                esc(&j.flaky_tests.join(", "))
+            )
+        })
+        .collect();
+    if !flaky.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>Flaky (passed on a rerun)</h2><ul class=\"flaky\">{}</ul>",
+            flaky.concat()
+        );
+    }
     Ok(page(
         &format!("build #{id} {}", b.name),
         b.state == "queued" || b.state == "running",

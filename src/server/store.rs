@@ -128,7 +128,8 @@ pub const DEFAULT_LOG_CAP: u64 = 32 << 20;
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many
 /// have run. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE workers (
     name          TEXT PRIMARY KEY,
     jobtypes      TEXT NOT NULL,
@@ -199,11 +200,27 @@ CREATE TABLE log_chunks (
     data    BLOB NOT NULL,
     PRIMARY KEY (job_id, attempt, pos)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN retry_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN reruns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN failed_before TEXT;
+ALTER TABLE jobs ADD COLUMN flaky_tests TEXT;
+ALTER TABLE jobs ADD COLUMN shard_tests TEXT;
+CREATE TABLE test_durations (
+    jobtype     TEXT NOT NULL,
+    test        TEXT NOT NULL,
+    duration_ms INTEGER,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (jobtype, test)
+);
+"#,
+];
 
 const JOB_COLS: &str = "id, jobtype, state, priority, platform, params, timeout_ms, max_attempts, \
      attempt, worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
-     created_at, started_at, finished_at, cancel_requested, reason, result, info, extra";
+     created_at, started_at, finished_at, cancel_requested, reason, result, info, extra, \
+     retry_failed, reruns, flaky_tests, shard_tests";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database and brings its schema up to
@@ -306,6 +323,13 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
         warning: None,
         attempts: Vec::new(),
         extra: json_or(row.get(22)?),
+        retry_failed: row.get(23)?,
+        reruns: row.get(24)?,
+        flaky: state == "passed" && row.get::<_, u32>(24)? > 0,
+        flaky_tests: json_or(row.get(25)?),
+        shard_tests: row
+            .get::<_, Option<String>>(26)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -380,25 +404,60 @@ fn unrunnable_reason(spec: &JobSpec, workers: &[Capabilities]) -> Option<String>
     ))
 }
 
+/// Puts a running job back in the queue for its next attempt.
+fn requeue(tx: &Transaction, id: i64, reason: &str) -> ApiResult<()> {
+    tx.execute(
+        "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
+         matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 WHERE id = ?1",
+        params![id, reason],
+    )?;
+    Ok(())
+}
+
+/// Remembers each test's latest duration, for splitting later shards.
+fn record_durations(
+    tx: &Transaction,
+    jobtype: &str,
+    report: &TestReport,
+    now: i64,
+) -> ApiResult<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO test_durations (jobtype, test, duration_ms, updated_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(jobtype, test) DO UPDATE SET duration_ms = ?3, updated_at = ?4",
+    )?;
+    for (test, ms) in &report.durations {
+        stmt.execute(params![jobtype, test, *ms as i64, now])?;
+    }
+    Ok(())
+}
+
+/// A jobtype's tests seen in earlier results, with their last durations.
+fn known_tests(conn: &Connection, jobtype: &str) -> ApiResult<Vec<(String, Option<u64>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT test, duration_ms FROM test_durations WHERE jobtype = ?1 ORDER BY test",
+    )?;
+    let rows = stmt.query_map([jobtype], |r| {
+        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(|d| d as u64)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Ends or requeues a running job whose worker is gone.
 fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
-    let (attempt, max_attempts, cancel): (u32, u32, bool) = tx.query_row(
-        "SELECT attempt, max_attempts, cancel_requested FROM jobs WHERE id = ?1",
+    let (attempt, max_attempts, cancel, reruns): (u32, u32, bool, u32) = tx.query_row(
+        "SELECT attempt, max_attempts, cancel_requested, reruns FROM jobs WHERE id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
     )?;
     tx.execute(
         "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
          WHERE job_id = ?1 AND attempt = ?2",
         params![id, attempt, now, why],
     )?;
-    let requeue = !cancel && attempt < max_attempts;
-    if requeue {
-        tx.execute(
-            "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
-             matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 WHERE id = ?1",
-            params![id, format!("{why} (attempt {attempt}); queued again")],
-        )?;
+    // Reruns after test failures do not use up attempts for lost workers.
+    let again = !cancel && attempt - reruns.min(attempt) < max_attempts;
+    if again {
+        requeue(tx, id, &format!("{why} (attempt {attempt}); queued again"))?;
     } else {
         let (state, reason) = if cancel {
             ("canceled", format!("canceled; {why}"))
@@ -413,7 +472,7 @@ fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
             params![id, state, now, reason],
         )?;
     }
-    Ok(requeue)
+    Ok(again)
 }
 
 fn build_state(counts: &BTreeMap<String, u64>) -> String {
@@ -450,6 +509,11 @@ fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
         let (state, n) = row?;
         counts.insert(state, n);
     }
+    let flaky: u64 = conn.query_row(
+        "SELECT count(*) FROM jobs WHERE build_id = ?1 AND state = 'passed' AND reruns > 0",
+        [id],
+        |r| r.get(0),
+    )?;
     let jobs = if with_jobs {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {JOB_COLS} FROM jobs WHERE build_id = ?1 ORDER BY id"
@@ -466,6 +530,7 @@ fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
         state: build_state(&counts),
         created_at: rfc3339(created),
         counts,
+        flaky,
         jobs,
         extra: serde_json::from_str(&extra)?,
     })
@@ -618,10 +683,12 @@ impl Store for SqliteStore {
             };
             let workers = load_capabilities(tx, None)?;
             let mut out = Vec::with_capacity(jobs.len());
+            let mut plans: BTreeMap<(String, u32), Vec<Vec<String>>> = BTreeMap::new();
             let mut insert = tx.prepare_cached(
                 "INSERT INTO jobs (jobtype, state, priority, platform, params, timeout_ms, \
-                 max_attempts, build_id, shard_index, shard_total, created_at, extra) \
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 max_attempts, build_id, shard_index, shard_total, created_at, extra, \
+                 retry_failed, shard_tests) \
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for spec in jobs {
                 let job_build = match (&spec.build, build_id) {
@@ -639,6 +706,20 @@ impl Store for SqliteStore {
                     }
                     (None, None) => None,
                 };
+                let shard_tests = match (spec.shard_index, spec.shard_total) {
+                    (Some(i), Some(n)) => {
+                        let key = (spec.jobtype.clone(), n);
+                        if !plans.contains_key(&key) {
+                            let known = known_tests(tx, &spec.jobtype)?;
+                            plans.insert(key.clone(), crate::shards::plan(&known, n));
+                        }
+                        let plan = &plans[&key];
+                        (!plan.iter().all(Vec::is_empty))
+                            .then(|| serde_json::to_string(&plan[i as usize]))
+                            .transpose()?
+                    }
+                    _ => None,
+                };
                 insert.execute(params![
                     spec.jobtype,
                     spec.priority,
@@ -651,6 +732,8 @@ impl Store for SqliteStore {
                     spec.shard_total,
                     now,
                     serde_json::to_string(&spec.extra)?,
+                    spec.retry_failed.unwrap_or(0),
+                    shard_tests,
                 ])?;
                 let mut job = load_job(tx, tx.last_insert_rowid())?;
                 job.warning = unrunnable_reason(&spec, &workers);
@@ -997,15 +1080,43 @@ impl Store for SqliteStore {
                  WHERE job_id = ?1 AND attempt = ?2",
                 params![id, o.attempt, now, o.state.as_str(), o.reason],
             )?;
-            if o.retry && !job.cancel_requested && job.attempt < job.max_attempts {
+            if let Some(report) = &o.tests {
+                record_durations(tx, &job.jobtype, report, now)?;
+                result.insert("tests".into(), serde_json::to_value(report)?);
+            }
+            let infra_attempts = job.attempt - job.reruns.min(job.attempt);
+            let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
+            if o.retry && !job.cancel_requested && infra_attempts < job.max_attempts {
+                requeue(
+                    tx,
+                    id,
+                    &format!("{reason} (attempt {}); queued again", o.attempt),
+                )?;
+            } else if failed_test && !job.cancel_requested && job.reruns < job.retry_failed {
+                // A test failure with reruns left: run it again and remember
+                // what failed, to name the flaky tests if a rerun passes.
+                let mut before: Vec<String> =
+                    tx.query_row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                        r.get::<_, Option<String>>(0).map(json_or)
+                    })?;
+                for f in o.tests.iter().flat_map(|t| &t.failures) {
+                    if !before.contains(&f.name) {
+                        before.push(f.name.clone());
+                    }
+                }
                 tx.execute(
-                    "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
-                     matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 \
-                     WHERE id = ?1",
-                    params![
-                        id,
-                        format!("{reason} (attempt {}); queued again", o.attempt)
-                    ],
+                    "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
+                    params![id, serde_json::to_string(&before)?],
+                )?;
+                requeue(
+                    tx,
+                    id,
+                    &format!(
+                        "{reason} (attempt {}); rerun {} of {}",
+                        o.attempt,
+                        job.reruns + 1,
+                        job.retry_failed
+                    ),
                 )?;
             } else {
                 let state = if job.cancel_requested && o.state != JobState::Passed {
@@ -1013,15 +1124,27 @@ impl Store for SqliteStore {
                 } else {
                     o.state
                 };
+                // Passing after failing: the tests that failed before and
+                // now passed are flaky.
+                let flaky_tests = if state == JobState::Passed && job.reruns > 0 {
+                    let before: Vec<String> =
+                        tx.query_row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                            r.get::<_, Option<String>>(0).map(json_or)
+                        })?;
+                    Some(serde_json::to_string(&before)?)
+                } else {
+                    None
+                };
                 tx.execute(
                     "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
-                     reason = ?4, result = ?5 WHERE id = ?1",
+                     reason = ?4, result = ?5, flaky_tests = ?6 WHERE id = ?1",
                     params![
                         id,
                         state.as_str(),
                         now,
                         o.reason,
-                        Value::Object(result).to_string()
+                        Value::Object(result).to_string(),
+                        flaky_tests
                     ],
                 )?;
             }

@@ -62,6 +62,9 @@ impl JobFiles {
     fn junit_dir(&self) -> PathBuf {
         self.meta.join("junit")
     }
+    fn shard_tests_file(&self) -> PathBuf {
+        self.meta.join("shard-tests.txt")
+    }
 
     fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -93,6 +96,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
             finished_at: rfc3339(now_ms()),
             reason,
             retry: false,
+            tests: None,
             data,
         };
     let config = &shared.config;
@@ -147,6 +151,16 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
     if let (Some(i), Some(n)) = (job.shard_index, job.shard_total) {
         env.insert("TESTBOT_SHARD_INDEX".into(), i.to_string());
         env.insert("TESTBOT_SHARD_TOTAL".into(), n.to_string());
+    }
+    if let Some(tests) = &job.shard_tests {
+        let mut list = tests.join("\n");
+        list.push('\n');
+        if std::fs::write(files.shard_tests_file(), list).is_ok() {
+            env.insert(
+                "TESTBOT_SHARD_TESTS_FILE".into(),
+                files.shard_tests_file().to_string_lossy().into_owned(),
+            );
+        }
     }
     for (k, v) in &job.params {
         env.insert(param_env_name(k), v.clone());
@@ -238,6 +252,11 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
             }
         }
     }
+    let report = super::junit::read(&super::junit::find_files(
+        &files.junit_dir(),
+        &files.dir,
+        jobtype.junit.as_deref(),
+    ));
     if !config.keep_job_dirs {
         files.remove();
     }
@@ -253,6 +272,25 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
     if outcome.reason.as_deref() == Some(SHUT_DOWN) {
         outcome.retry = true;
     }
+    if let Some(r) = &report {
+        if !r.failures.is_empty() && outcome.state != JobState::Passed {
+            let names: Vec<&str> = r.failures.iter().take(5).map(|f| f.name.as_str()).collect();
+            let more = r.failures.len().saturating_sub(names.len());
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            let base = outcome.reason.take().unwrap_or_default();
+            outcome.reason = Some(format!(
+                "{base}; {} test{} failed: {}{tail}",
+                r.failures.len(),
+                if r.failures.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ));
+        }
+    }
+    outcome.tests = report;
     Finished {
         outcome,
         log: Some(sent),

@@ -15,6 +15,7 @@ pub mod claim_loop;
 pub mod config;
 pub mod heartbeat;
 pub mod job_runner;
+pub mod junit;
 pub mod log_streamer;
 pub mod platform;
 pub mod report;

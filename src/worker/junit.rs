@@ -1,0 +1,141 @@
+//! Reading the JUnit XML a job's command left behind into the result:
+//! counts, each test's duration, and the failing tests with their messages.
+
+use std::path::{Path, PathBuf};
+
+use crate::wire::{TestFailure, TestReport};
+
+/// The files to read: every `.xml` below `junit_dir`, and what `pattern`
+/// (relative to `job_dir`) matches.
+pub fn find_files(junit_dir: &Path, job_dir: &Path, pattern: Option<&str>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    collect_xml(junit_dir, &mut files);
+    if let Some(p) = pattern {
+        let full = job_dir.join(p);
+        if let Ok(paths) = glob::glob(&full.to_string_lossy()) {
+            files.extend(paths.flatten().filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    files.dedup();
+    files
+}
+
+fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_xml(&p, out);
+        } else if p.extension().is_some_and(|x| x == "xml") {
+            out.push(p);
+        }
+    }
+}
+
+/// Reads the files into one report; `None` when there were none.
+pub fn read(files: &[PathBuf]) -> Option<TestReport> {
+    if files.is_empty() {
+        return None;
+    }
+    let mut r = TestReport::default();
+    for f in files {
+        let parsed = std::fs::File::open(f)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                junit_parser::from_reader(std::io::BufReader::new(file)).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(suites) => {
+                for s in &suites.suites {
+                    add_suite(&mut r, s);
+                }
+            }
+            Err(e) => r.unreadable.push(format!(
+                "{}: {e}",
+                f.file_name().unwrap_or_default().to_string_lossy()
+            )),
+        }
+    }
+    Some(r)
+}
+
+fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
+    for c in &s.cases {
+        let name = match &c.classname {
+            Some(class) if !class.is_empty() => format!("{class}.{}", c.original_name),
+            _ => c.original_name.clone(),
+        };
+        r.total += 1;
+        r.durations
+            .insert(name.clone(), (c.time * 1000.0).round().max(0.0) as u64);
+        use junit_parser::TestStatus::*;
+        match &c.status {
+            Success => r.passed += 1,
+            Skipped(_) => r.skipped += 1,
+            Failure(f) => {
+                r.failed += 1;
+                r.failures.push(TestFailure {
+                    name,
+                    kind: "failure".into(),
+                    message: first_non_empty(&f.message, &f.text),
+                });
+            }
+            Error(e) => {
+                r.errors += 1;
+                r.failures.push(TestFailure {
+                    name,
+                    kind: "error".into(),
+                    message: first_non_empty(&e.message, &e.text),
+                });
+            }
+        }
+    }
+    for inner in &s.suites {
+        add_suite(r, inner);
+    }
+}
+
+fn first_non_empty(a: &str, b: &str) -> String {
+    let m = if a.trim().is_empty() { b } else { a };
+    m.trim().chars().take(2000).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_durations_and_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = r#"<?xml version="1.0"?>
+<testsuites><testsuite name="core" tests="4" failures="1" errors="1" skipped="1">
+  <testcase classname="core.math" name="adds" time="0.25"/>
+  <testcase classname="core.math" name="divides" time="1.5"><failure message="expected 2, got 3">trace</failure></testcase>
+  <testcase classname="core.io" name="reads" time="0.1"><error message="boom"/></testcase>
+  <testcase name="later" time="0"><skipped/></testcase>
+</testsuite></testsuites>"#;
+        std::fs::write(dir.path().join("a.xml"), xml).unwrap();
+        std::fs::write(dir.path().join("bad.xml"), "<not junit").unwrap();
+        let files = find_files(dir.path(), dir.path(), None);
+        assert_eq!(files.len(), 2);
+        let r = read(&files).unwrap();
+        assert_eq!(
+            (r.total, r.passed, r.failed, r.errors, r.skipped),
+            (4, 1, 1, 1, 1)
+        );
+        assert_eq!(r.durations["core.math.divides"], 1500);
+        assert_eq!(r.failures[0].name, "core.math.divides");
+        assert_eq!(r.failures[0].message, "expected 2, got 3");
+        assert_eq!(r.failures[1].kind, "error");
+        assert_eq!(r.unreadable.len(), 1);
+    }
+
+    #[test]
+    fn no_files_no_report() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(&find_files(dir.path(), dir.path(), Some("reports/*.xml"))).is_none());
+    }
+}
