@@ -54,7 +54,7 @@ fn finish(client: &Client, name: &str, job: &Job) {
         started_at: "2026-01-01T00:00:00Z".into(),
         finished_at: "2026-01-01T00:00:00Z".into(),
         reason: None,
-        retry: false,
+        infrastructure: false,
         tests: None,
         data: Default::default(),
     };

@@ -180,6 +180,33 @@ pub struct Attempt {
     pub log_bytes: u64,
 }
 
+/// The answer of `GET /api/v1/jobs/{id}/explain`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Explanation {
+    pub job: i64,
+    pub state: JobState,
+    /// `no_jobtype`, `no_platform`, `unavailable`, `busy`, `starting`,
+    /// `running` or `finished`.
+    pub reason: String,
+    pub message: String,
+    /// Place among the queued jobs of its jobtype (1 = next), when waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The workers that matter for the answer: the nearest misfits, or the
+    /// fitting ones and their status.
+    pub workers: Vec<WorkerFit>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerFit {
+    pub name: String,
+    pub status: String,
+    pub fits: bool,
+    /// What keeps it from fitting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfit: Option<String>,
+}
+
 /// `POST /api/v1/builds`: a build and its jobs in one request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BuildSpec {
@@ -244,6 +271,9 @@ pub struct Registration {
     /// job the server thinks runs there is lost and goes back to the queue.
     #[serde(default)]
     pub running: Vec<RunningJob>,
+    /// `KEY=VALUE` rules: the worker takes only jobs that ask for these.
+    #[serde(default)]
+    pub accept: Vec<String>,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -312,10 +342,13 @@ pub struct Outcome {
     pub started_at: String,
     pub finished_at: String,
     pub reason: Option<String>,
-    /// An infrastructure failure (the worker shut down under the job): the
-    /// job goes back to the queue while attempts remain.
-    #[serde(default)]
-    pub retry: bool,
+    /// An infrastructure failure, not the test's (the worker shut down
+    /// under the job, the command could not start, the job directory could
+    /// not be made): the job goes back to the queue, to another worker when
+    /// one fits, while attempts remain; the worker's failures in a row are
+    /// counted towards a quarantine.
+    #[serde(default, alias = "retry")]
+    pub infrastructure: bool,
     /// What the JUnit files the command left said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests: Option<TestReport>,
@@ -376,6 +409,7 @@ pub struct WorkerCounts {
     pub busy: u64,
     pub idle: u64,
     pub draining: u64,
+    pub quarantined: u64,
     pub offline: u64,
 }
 
@@ -383,8 +417,15 @@ pub struct WorkerCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Worker {
     pub name: String,
-    /// `idle`, `busy`, `draining` or `offline`.
+    /// `idle`, `busy`, `draining`, `quarantined` or `offline`.
     pub status: String,
+    /// Drained from the server: claims nothing until undrained.
+    pub drained: bool,
+    /// Quarantined after infrastructure failures in a row, until then.
+    pub quarantined_until: Option<String>,
+    /// Infrastructure failures in a row so far.
+    pub infra_failures: u32,
+    pub accept: Vec<String>,
     pub jobtypes: Vec<String>,
     pub platforms: Vec<Props>,
     pub info: Extra,

@@ -103,7 +103,7 @@ fn exit_codes_for_a_dead_server_and_refused_input() {
     assert!(stderr(&out).contains("no job 999999"));
     let out = server.cli(&["submit", "unit", "--timeout", "soon"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let out = server.cli(&["submit", "unit", "-p", "novalue"]);
+    let out = server.cli(&["submit", "unit", "-p", "=nokey"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = server.cli(&["status", "--jobs", "--state", "sleeping"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

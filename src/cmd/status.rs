@@ -157,6 +157,10 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
     if let Some(r) = &job.reason {
         println!("  reason:    {r}");
     }
+    if job.state == JobState::Queued {
+        let e: crate::wire::Explanation = client.get(&format!("/api/v1/jobs/{id}/explain"))?;
+        println!("  waiting:   {}", e.message);
+    }
     if job.flaky {
         println!("  flaky:     passed on rerun {} after failing", job.reruns);
     }

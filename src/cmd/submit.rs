@@ -17,8 +17,10 @@ pub struct Args {
     /// The jobtypes to run, one job each.
     #[arg(required = true, value_name = "JOBTYPE")]
     jobtypes: Vec<String>,
-    /// A platform requirement; `*` matches any run of characters.
-    #[arg(short = 'p', long = "platform", value_name = "KEY=PATTERN", value_parser = key_value)]
+    /// A platform requirement: KEY=PATTERN (`*` matches any run of
+    /// characters, A|B one of), KEY>=V, KEY>V, KEY<=V, KEY<V (versions and
+    /// numbers compare as such), KEY!=V, KEY (present) or KEY! (absent).
+    #[arg(short = 'p', long = "platform", value_name = "EXPR", value_parser = requirement)]
     platform: Vec<(String, String)>,
     /// A param, given to the command as $TESTBOT_PARAM_KEY.
     #[arg(short = 'P', long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
@@ -122,6 +124,10 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+fn requirement(s: &str) -> Result<(String, String), String> {
+    crate::matching::parse_expression(s).map_err(|e| e.to_string())
 }
 
 fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {

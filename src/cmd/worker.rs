@@ -1,15 +1,20 @@
-//! `testbot worker`: flags, then the worker role.
+//! `testbot worker`: run a worker (`--config FILE`), or drain/undrain one
+//! from the server.
 
 use std::path::PathBuf;
 
-use super::Globals;
+use super::{Exit, Globals};
+use crate::wire::Worker;
 use crate::worker::{self, config::Config, WorkerOptions};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     /// The worker's TOML config.
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// The worker's name (default: the config's, else the host name).
     #[arg(long)]
     name: Option<String>,
@@ -24,8 +29,41 @@ pub struct Args {
     check: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum Action {
+    /// Let a worker finish what it runs and claim nothing new.
+    Drain {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Let a drained or quarantined worker claim jobs again.
+    Undrain {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
-    let mut config = Config::load(&a.config)?;
+    if let Some(action) = a.action {
+        let (name, verb) = match &action {
+            Action::Drain { name } => (name, "drain"),
+            Action::Undrain { name } => (name, "undrain"),
+        };
+        let w: Worker = g.client().post(
+            &format!("/api/v1/workers/{name}/{verb}"),
+            &serde_json::json!({}),
+        )?;
+        println!("{} {}", w.name, w.status);
+        return Ok(0);
+    }
+    let Some(path) = a.config else {
+        return Err(Exit(
+            2,
+            "testbot worker needs --config FILE (or `drain NAME` / `undrain NAME`)".into(),
+        )
+        .into());
+    };
+    let mut config = Config::load(&path)?;
     if let Some(name) = &a.name {
         config.name = name.clone();
     }

@@ -34,6 +34,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{name}", get(get_worker))
         .route("/api/v1/workers/{name}/heartbeat", post(heartbeat))
         .route("/api/v1/workers/{name}/claim", post(claim))
+        .route("/api/v1/workers/{name}/drain", post(drain))
+        .route("/api/v1/workers/{name}/undrain", post(undrain))
+        .route("/api/v1/jobs/{id}/explain", get(explain))
         .route("/api/v1/jobs", post(submit).get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/jobs/{id}/log", post(append_log).get(read_log))
@@ -91,6 +94,7 @@ pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
 
 fn check_spec(spec: &JobSpec) -> ApiResult<()> {
     check_name("jobtype", &spec.jobtype)?;
+    crate::matching::validate(&spec.platform).map_err(ApiError::BadRequest)?;
     if spec.max_attempts == Some(0) {
         return Err(ApiError::bad("max_attempts must be at least 1"));
     }
@@ -213,7 +217,9 @@ async fn claim(
                 return Ok(Json(job).into_response());
             }
             Claim::Draining => break,
-            Claim::Nothing => {}
+            // Drained or quarantined workers wait like idle ones; undrain
+            // wakes them.
+            Claim::Held | Claim::Nothing => {}
         }
         tokio::select! {
             changed = queue.changed() => if changed.is_err() { break },
@@ -343,6 +349,28 @@ async fn list_jobs(
         limit: q.limit.unwrap_or(100).clamp(1, MAX_LIST),
     };
     st.db(move |s| s.jobs(&filter)).await.map(Json)
+}
+
+async fn explain(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Explanation>> {
+    st.db(move |s| s.explain(id, now_ms())).await.map(Json)
+}
+
+/// Drains a worker from the server: it finishes what it runs and claims
+/// nothing new until undrained.
+async fn drain(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Worker>> {
+    let w = st.db(move |s| s.set_drained(&name, true, now_ms())).await?;
+    tracing::info!(worker = %w.name, "worker drained");
+    Ok(Json(w))
+}
+
+/// Undrains a worker, and releases it from quarantine.
+async fn undrain(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Worker>> {
+    let w = st
+        .db(move |s| s.set_drained(&name, false, now_ms()))
+        .await?;
+    tracing::info!(worker = %w.name, "worker undrained");
+    st.wake_claims();
+    Ok(Json(w))
 }
 
 async fn get_job(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod error;
+pub mod explain;
 mod extract;
 pub mod pages;
 pub mod store;

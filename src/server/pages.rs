@@ -274,6 +274,14 @@ async fn job_page(
         }
         body.push_str("</table>");
     }
+    if job.state == JobState::Queued {
+        let e = st.db(move |s| s.explain(id, now_ms())).await?;
+        let _ = write!(
+            body,
+            "<h2>Why it is waiting</h2><p id=\"explain\">{}</p>",
+            esc(&e.message)
+        );
+    }
     let failing = job.failed_tests();
     if let Some(tests) = job.result.as_ref().and_then(|r| r.get("tests")) {
         let _ = write!(

@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
+use super::explain::{self, WorkerView};
 use crate::matching;
 use crate::time::rfc3339;
 use crate::wire::*;
@@ -66,8 +67,11 @@ pub enum Claim {
     Job(Box<Job>),
     /// Nothing the worker can run is queued.
     Nothing,
-    /// The worker is draining: it gets nothing, and should stop asking.
+    /// The worker drains itself (it is shutting down): it gets nothing and
+    /// should stop asking.
     Draining,
+    /// Drained from the server or quarantined: nothing until that ends.
+    Held,
 }
 
 /// What registration did.
@@ -114,6 +118,11 @@ pub trait Store: Send + Sync + 'static {
     fn summary(&self, now: i64) -> ApiResult<Summary>;
     fn builds(&self, limit: usize) -> ApiResult<Vec<Build>>;
     fn build(&self, id: i64) -> ApiResult<Build>;
+    /// Why a job is (not) running.
+    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation>;
+    /// Drains a worker from the server (no new jobs), or undrains it, which
+    /// also ends a quarantine.
+    fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker>;
 }
 
 pub struct SqliteStore {
@@ -214,6 +223,15 @@ CREATE TABLE test_durations (
     updated_at  INTEGER NOT NULL,
     PRIMARY KEY (jobtype, test)
 );
+"#,
+    r#"
+ALTER TABLE workers ADD COLUMN accept TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE workers ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN infra_streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN quarantines INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN quarantined_until INTEGER;
+ALTER TABLE jobs ADD COLUMN avoid_worker TEXT;
+ALTER TABLE jobs ADD COLUMN avoid_until INTEGER;
 "#,
 ];
 
@@ -343,65 +361,186 @@ fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
     .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
-/// A registered worker's capabilities, as the matching rule needs them.
-struct Capabilities {
-    name: String,
-    jobtypes: Vec<String>,
-    platforms: Vec<Props>,
+/// A registered worker as claims and explanations need it.
+struct WorkerRow {
+    view: WorkerView,
     lease_ms: u64,
+    /// What the worker itself last said: `idle`, `busy` or `draining`.
+    reported: String,
+    drained: bool,
+    quarantined: bool,
 }
 
-fn load_capabilities(conn: &Connection, name: Option<&str>) -> ApiResult<Vec<Capabilities>> {
+/// How a worker shows: offline beats quarantined beats draining beats busy.
+fn worker_status(
+    now: i64,
+    last_seen: i64,
+    lease_ms: i64,
+    reported: &str,
+    drained: bool,
+    quarantined_until: Option<i64>,
+    running: u32,
+) -> &'static str {
+    if now - last_seen > lease_ms {
+        "offline"
+    } else if quarantined_until.is_some_and(|t| t > now) {
+        "quarantined"
+    } else if drained || reported == "draining" {
+        "draining"
+    } else if running > 0 {
+        "busy"
+    } else {
+        "idle"
+    }
+}
+
+fn parse_accept(rules: &[String]) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .filter_map(|r| r.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_workers(conn: &Connection, now: i64, name: Option<&str>) -> ApiResult<Vec<WorkerRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT name, jobtypes, platforms, lease_ms FROM workers WHERE ?1 IS NULL OR name = ?1",
+        "SELECT name, jobtypes, platforms, lease_ms, last_seen, status, drained, \
+         quarantined_until, accept, slots, \
+         (SELECT count(*) FROM jobs WHERE jobs.worker = workers.name AND jobs.state = 'running') \
+         FROM workers WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
     )?;
     let rows = stmt.query_map([name], |r| {
-        Ok(Capabilities {
-            name: r.get(0)?,
-            jobtypes: json_or(r.get(1)?),
-            platforms: json_or(r.get(2)?),
-            lease_ms: r.get::<_, i64>(3)? as u64,
+        let lease_ms: i64 = r.get(3)?;
+        let reported: String = r.get(5)?;
+        let drained = r.get::<_, i64>(6)? != 0;
+        let quarantined_until: Option<i64> = r.get(7)?;
+        let running: u32 = r.get(10)?;
+        let status = worker_status(
+            now,
+            r.get(4)?,
+            lease_ms,
+            &reported,
+            drained,
+            quarantined_until,
+            running,
+        );
+        Ok(WorkerRow {
+            view: WorkerView {
+                name: r.get(0)?,
+                jobtypes: json_or(r.get(1)?),
+                platforms: json_or(r.get(2)?),
+                accept: parse_accept(&json_or::<Vec<String>>(r.get(8)?)),
+                status: status.to_string(),
+                slots: r.get(9)?,
+                running,
+            },
+            lease_ms: lease_ms as u64,
+            reported,
+            drained,
+            quarantined: status == "quarantined",
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Why no registered worker could ever run a job, if none could.
-fn unrunnable_reason(spec: &JobSpec, workers: &[Capabilities]) -> Option<String> {
-    let with_type: Vec<&Capabilities> = workers
-        .iter()
-        .filter(|w| w.jobtypes.iter().any(|t| t == &spec.jobtype))
-        .collect();
-    if with_type.is_empty() {
-        return Some(format!(
-            "no registered worker has the jobtype {:?}; the job stays queued until one does",
-            spec.jobtype
-        ));
-    }
-    if with_type
-        .iter()
-        .any(|w| matching::first_match(&spec.platform, &w.platforms).is_some())
+fn views(rows: Vec<WorkerRow>) -> Vec<WorkerView> {
+    rows.into_iter().map(|r| r.view).collect()
+}
+
+/// The longest a worker is quarantined after repeated infrastructure
+/// failures; the first time is a minute, doubling each time after.
+const QUARANTINE_FIRST_MS: i64 = 60_000;
+const QUARANTINE_MAX_MS: i64 = 3_600_000;
+/// Infrastructure failures in a row that quarantine a worker.
+const QUARANTINE_AFTER: i64 = 3;
+/// How long a job avoids the worker it just failed on for infrastructure
+/// reasons, while another worker could take it.
+const AVOID_MS: i64 = 60_000;
+
+/// Counts an infrastructure failure against a worker, quarantining it
+/// after [`QUARANTINE_AFTER`] in a row.
+fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()> {
+    let (streak, quarantines): (i64, i64) = match tx
+        .query_row(
+            "UPDATE workers SET infra_streak = infra_streak + 1 WHERE name = ?1 \
+             RETURNING infra_streak, quarantines",
+            [worker],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
     {
-        return None;
+        Some(x) => x,
+        None => return Ok(()),
+    };
+    if streak >= QUARANTINE_AFTER {
+        let period = (QUARANTINE_FIRST_MS << quarantines.min(10)).min(QUARANTINE_MAX_MS);
+        tx.execute(
+            "UPDATE workers SET infra_streak = 0, quarantines = quarantines + 1, \
+             quarantined_until = ?2 WHERE name = ?1",
+            params![worker, now + period],
+        )?;
+        tracing::warn!(
+            worker,
+            period_s = period / 1000,
+            "worker quarantined after {streak} infrastructure failures in a row"
+        );
     }
-    let nearest: Vec<String> = with_type
+    Ok(())
+}
+
+/// A job ran to a real outcome there: the worker is healthy again.
+fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
+    tx.execute(
+        "UPDATE workers SET infra_streak = 0, quarantines = 0 WHERE name = ?1 AND (infra_streak > 0 OR quarantines > 0)",
+        [worker],
+    )?;
+    Ok(())
+}
+
+/// After an infrastructure failure on `worker`, makes the job avoid it for
+/// a while when another available worker could run it.
+fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<()> {
+    let (jobtype, reqs): (String, Props) = tx.query_row(
+        "SELECT jobtype, platform FROM jobs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, json_or(r.get(1)?))),
+    )?;
+    let others = load_workers(tx, now, None)?.into_iter().any(|w| {
+        w.view.name != worker
+            && w.view.available()
+            && w.view.has_jobtype(&jobtype)
+            && w.view.fits(&reqs)
+    });
+    if others {
+        tx.execute(
+            "UPDATE jobs SET avoid_worker = ?2, avoid_until = ?3 WHERE id = ?1",
+            params![id, worker, now + AVOID_MS],
+        )?;
+    }
+    Ok(())
+}
+
+/// A job's place in the queue of the workers that could run it (1 =
+/// next): the queued jobs of its jobtype ahead of it (by priority, then
+/// age) that one of those workers could run too.
+fn queue_position(conn: &Connection, job: &Job, workers: &[WorkerView]) -> ApiResult<u64> {
+    let fitting: Vec<&WorkerView> = workers
         .iter()
-        .take(3)
-        .map(|w| {
-            match w.platforms.first().and_then(|p| {
-                matching::first_failed(&spec.platform, p).map(|(k, pat)| (k, pat, p.get(k)))
-            }) {
-                Some((k, pat, Some(v))) => format!("{} has {k}={v}, not {pat}", w.name),
-                Some((k, _, None)) => format!("{} has no {k}", w.name),
-                None => w.name.clone(),
-            }
-        })
+        .filter(|w| w.has_jobtype(&job.jobtype) && w.fits(&job.platform))
         .collect();
-    Some(format!(
-        "no registered worker with the jobtype {:?} has a fitting platform ({}); the job stays queued until one does",
-        spec.jobtype,
-        nearest.join("; ")
-    ))
+    let mut stmt = conn.prepare_cached(
+        "SELECT platform FROM jobs WHERE state = 'queued' AND jobtype = ?1 \
+         AND (priority > ?2 OR (priority = ?2 AND id < ?3))",
+    )?;
+    let mut rows = stmt.query(params![job.jobtype, job.priority, job.id])?;
+    let mut ahead = 0;
+    while let Some(row) = rows.next()? {
+        let reqs: Props = json_or(row.get(0)?);
+        if fitting.iter().any(|w| w.fits(&reqs)) {
+            ahead += 1;
+        }
+    }
+    Ok(ahead + 1)
 }
 
 /// Puts a running job back in the queue for its next attempt.
@@ -444,11 +583,15 @@ fn known_tests(conn: &Connection, jobtype: &str) -> ApiResult<Vec<(String, Optio
 
 /// Ends or requeues a running job whose worker is gone.
 fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
-    let (attempt, max_attempts, cancel, reruns): (u32, u32, bool, u32) = tx.query_row(
-        "SELECT attempt, max_attempts, cancel_requested, reruns FROM jobs WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?)),
-    )?;
+    let (attempt, max_attempts, cancel, reruns, worker): (u32, u32, bool, u32, Option<String>) =
+        tx.query_row(
+            "SELECT attempt, max_attempts, cancel_requested, reruns, worker FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?, r.get(4)?)),
+        )?;
+    if let Some(w) = &worker {
+        note_infra_failure(tx, w, now)?;
+    }
     tx.execute(
         "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
          WHERE job_id = ?1 AND attempt = ?2",
@@ -458,6 +601,9 @@ fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
     let again = !cancel && attempt - reruns.min(attempt) < max_attempts;
     if again {
         requeue(tx, id, &format!("{why} (attempt {attempt}); queued again"))?;
+        if let Some(w) = &worker {
+            avoid_worker(tx, id, w, now)?;
+        }
     } else {
         let (state, reason) = if cancel {
             ("canceled", format!("canceled; {why}"))
@@ -566,18 +712,24 @@ fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> 
         })?
         .collect::<Result<_, _>>()?;
     let reported: String = row.get(11)?;
-    let status = if now - last_seen > lease {
-        "offline"
-    } else if reported == "draining" {
-        "draining"
-    } else if jobs.is_empty() {
-        "idle"
-    } else {
-        "busy"
-    };
+    let drained = row.get::<_, i64>(12)? != 0;
+    let quarantined_until: Option<i64> = row.get(14)?;
+    let status = worker_status(
+        now,
+        last_seen,
+        lease,
+        &reported,
+        drained,
+        quarantined_until,
+        jobs.len() as u32,
+    );
     Ok(Worker {
         name,
         status: status.to_string(),
+        accept: json_or(row.get(13)?),
+        drained,
+        quarantined_until: quarantined_until.filter(|t| *t > now).map(rfc3339),
+        infra_failures: row.get(15)?,
         jobtypes: json_or(row.get(1)?),
         platforms: json_or(row.get(2)?),
         info: json_or(row.get(3)?),
@@ -592,7 +744,8 @@ fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> 
 }
 
 const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
-     version, registered_at, last_seen, extra, status";
+     version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
+     infra_streak";
 
 fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
     let job = load_job(tx, id)?;
@@ -681,7 +834,7 @@ impl Store for SqliteStore {
                 }
                 None => None,
             };
-            let workers = load_capabilities(tx, None)?;
+            let workers = views(load_workers(tx, now, None)?);
             let mut out = Vec::with_capacity(jobs.len());
             let mut plans: BTreeMap<(String, u32), Vec<Vec<String>>> = BTreeMap::new();
             let mut insert = tx.prepare_cached(
@@ -736,7 +889,7 @@ impl Store for SqliteStore {
                     shard_tests,
                 ])?;
                 let mut job = load_job(tx, tx.last_insert_rowid())?;
-                job.warning = unrunnable_reason(&spec, &workers);
+                job.warning = explain::never_runnable(&spec.jobtype, &spec.platform, &workers);
                 out.push(job);
             }
             Ok((build_id, out))
@@ -801,11 +954,11 @@ impl Store for SqliteStore {
         self.with_tx(|tx| {
             tx.execute(
                 "INSERT INTO workers (name, jobtypes, platforms, info, extra, slots, heartbeat_ms, \
-                 lease_ms, version, registered_at, last_seen) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+                 lease_ms, version, registered_at, last_seen, accept) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
                  ON CONFLICT(name) DO UPDATE SET jobtypes = ?2, platforms = ?3, info = ?4, \
                  extra = ?5, slots = ?6, heartbeat_ms = ?7, lease_ms = ?8, version = ?9, \
-                 registered_at = ?10, last_seen = ?10, status = 'idle'",
+                 registered_at = ?10, last_seen = ?10, status = 'idle', accept = ?11",
                 params![
                     reg.name,
                     serde_json::to_string(&reg.jobtypes)?,
@@ -816,7 +969,8 @@ impl Store for SqliteStore {
                     reg.heartbeat_interval_ms as i64,
                     lease as i64,
                     reg.version,
-                    now
+                    now,
+                    serde_json::to_string(&reg.accept)?,
                 ],
             )?;
             // Jobs the server believes run there but the worker does not
@@ -893,33 +1047,42 @@ impl Store for SqliteStore {
 
     fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
         self.with_tx(|tx| {
-            let caps = load_capabilities(tx, Some(name))?;
-            let Some(w) = caps.into_iter().next() else {
+            tx.execute(
+                "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
+                params![name, now],
+            )?;
+            let Some(row) = load_workers(tx, now, Some(name))?.into_iter().next() else {
                 return Err(ApiError::not_found(format!(
                     "unknown worker {name:?}; register first"
                 )));
             };
-            let status: String = tx.query_row(
-                "UPDATE workers SET last_seen = ?2 WHERE name = ?1 RETURNING status",
-                params![name, now],
-                |r| r.get(0),
-            )?;
-            if status == "draining" {
+            if row.reported == "draining" {
                 return Ok(Claim::Draining);
             }
+            if row.drained || row.quarantined {
+                return Ok(Claim::Held);
+            }
+            let w = row.view;
             if w.jobtypes.is_empty() {
                 return Ok(Claim::Nothing);
             }
             let types = serde_json::to_string(&w.jobtypes)?;
             let mut stmt = tx.prepare_cached(
-                "SELECT id, platform FROM jobs \
+                "SELECT id, platform, avoid_worker, avoid_until FROM jobs \
                  WHERE state = 'queued' AND jobtype IN (SELECT value FROM json_each(?1)) \
                  ORDER BY priority DESC, id ASC",
             )?;
             let mut rows = stmt.query([types])?;
             let mut chosen = None;
             while let Some(row) = rows.next()? {
+                let avoid: Option<String> = row.get(2)?;
+                if avoid.as_deref() == Some(name) && row.get::<_, Option<i64>>(3)?.unwrap_or(0) > now {
+                    continue;
+                }
                 let reqs: Props = json_or(row.get(1)?);
+                if !matching::job_accepted(&reqs, &w.accept) {
+                    continue;
+                }
                 if let Some(index) = matching::first_match(&reqs, &w.platforms) {
                     chosen = Some((row.get::<_, i64>(0)?, index));
                     break;
@@ -934,7 +1097,7 @@ impl Store for SqliteStore {
                 "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
                  platform_index = ?3, matched_platform = ?4, started_at = ?5, lease_expires = ?6, \
                  info = NULL WHERE id = ?1",
-                params![id, name, index as i64, matched, now, now + w.lease_ms as i64],
+                params![id, name, index as i64, matched, now, now + row.lease_ms as i64],
             )?;
             tx.execute(
                 "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
@@ -1086,12 +1249,21 @@ impl Store for SqliteStore {
             }
             let infra_attempts = job.attempt - job.reruns.min(job.attempt);
             let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
-            if o.retry && !job.cancel_requested && infra_attempts < job.max_attempts {
+            if o.infrastructure {
+                note_infra_failure(tx, &o.worker, now)?;
+            } else if matches!(
+                o.state,
+                JobState::Passed | JobState::Failed | JobState::TimedOut
+            ) {
+                note_healthy(tx, &o.worker)?;
+            }
+            if o.infrastructure && !job.cancel_requested && infra_attempts < job.max_attempts {
                 requeue(
                     tx,
                     id,
                     &format!("{reason} (attempt {}); queued again", o.attempt),
                 )?;
+                avoid_worker(tx, id, &o.worker, now)?;
             } else if failed_test && !job.cancel_requested && job.reruns < job.retry_failed {
                 // A test failure with reruns left: run it again and remember
                 // what failed, to name the flaky tests if a rerun passes.
@@ -1216,6 +1388,10 @@ impl Store for SqliteStore {
                     counts.online += 1;
                     counts.draining += 1
                 }
+                "quarantined" => {
+                    counts.online += 1;
+                    counts.quarantined += 1
+                }
                 "busy" => {
                     counts.online += 1;
                     counts.busy += 1
@@ -1260,5 +1436,35 @@ impl Store for SqliteStore {
 
     fn build(&self, id: i64) -> ApiResult<Build> {
         self.with_conn(|c| load_build(c, id, true))
+    }
+
+    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation> {
+        self.with_conn(|c| {
+            let job = load_job(c, id)?;
+            let workers = views(load_workers(c, now, None)?);
+            let position = if job.state == JobState::Queued {
+                Some(queue_position(c, &job, &workers)?)
+            } else {
+                None
+            };
+            Ok(explain::explain(&job, &workers, position))
+        })
+    }
+
+    fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker> {
+        self.with_tx(|tx| {
+            let changed = tx.execute(
+                "UPDATE workers SET drained = ?2, \
+                 quarantined_until = CASE WHEN ?2 THEN quarantined_until ELSE NULL END, \
+                 infra_streak = CASE WHEN ?2 THEN infra_streak ELSE 0 END, \
+                 quarantines = CASE WHEN ?2 THEN quarantines ELSE 0 END WHERE name = ?1",
+                params![name, drained],
+            )?;
+            if changed == 0 {
+                return Err(ApiError::not_found(format!("no worker {name:?}")));
+            }
+            Ok(())
+        })?;
+        self.worker(name, now)
     }
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub platforms: Vec<Platform>,
     pub kill_grace: Duration,
     pub keep_job_dirs: bool,
+    /// `KEY=VALUE` rules: this machine takes only jobs that ask for them.
+    pub accept: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,8 @@ struct RawConfig {
     platforms: Vec<RawPlatform>,
     kill_grace: Option<DurationValue>,
     keep_job_dirs: Option<bool>,
+    #[serde(default)]
+    accept: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +288,26 @@ impl Config {
             .ok()
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default();
+        let mut accept = Vec::new();
+        for rule in &raw.accept {
+            match rule.split_once('=') {
+                Some((k, v))
+                    if !k.is_empty()
+                        && !v.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) =>
+                {
+                    accept.push((k.to_string(), v.to_string()))
+                }
+                _ => {
+                    return Err(err(
+                        find_line(text, "accept"),
+                        Some("accept"),
+                        format!("accept rule {rule:?} must be KEY=VALUE, like \"pool=release\""),
+                    ))
+                }
+            }
+        }
         let default_work_dir = std::env::temp_dir().join(format!("testbot-{name}"));
         Ok(Config {
             path: path.to_path_buf(),
@@ -304,6 +328,7 @@ impl Config {
             platforms,
             kill_grace: raw.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE),
             keep_job_dirs: raw.keep_job_dirs.unwrap_or(false),
+            accept,
         })
     }
 
@@ -315,6 +340,7 @@ impl Config {
             "jobtypes": self.jobtypes.keys().collect::<Vec<_>>(),
             "platforms": self.platforms,
             "slots": self.slots,
+            "accept": self.accept.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "heartbeat_interval": crate::wire::format_duration(self.heartbeat_interval),
             "work_dir": self.work_dir,
             "info": self.info,

@@ -82,7 +82,10 @@ pub struct Finished {
 /// Runs the job and returns how it ended. Never fails: every way a job can
 /// go wrong is an outcome with a reason.
 pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
-    let no_log = |outcome| Finished { outcome, log: None };
+    let no_log = |mut outcome: Outcome| {
+        outcome.infrastructure = true;
+        Finished { outcome, log: None }
+    };
     let started_ms = now_ms();
     let t0 = Instant::now();
     let ended =
@@ -95,7 +98,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
             started_at: rfc3339(started_ms),
             finished_at: rfc3339(now_ms()),
             reason,
-            retry: false,
+            infrastructure: false,
             tests: None,
             data,
         };
@@ -203,13 +206,15 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
         Ok(pair) => pair,
         Err(e) => {
             files.remove();
+            let mut outcome = ended(
+                JobState::Error,
+                None,
+                Some(format!("cannot start the command: {e}")),
+                Extra::new(),
+            );
+            outcome.infrastructure = true;
             return Finished {
-                outcome: ended(
-                    JobState::Error,
-                    None,
-                    Some(format!("cannot start the command: {e}")),
-                    Extra::new(),
-                ),
+                outcome,
                 log: Some(streamer.close()),
             };
         }
@@ -269,9 +274,9 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
             ended(state, exit_code, reason, data)
         }
     };
-    if outcome.reason.as_deref() == Some(SHUT_DOWN) {
-        outcome.retry = true;
-    }
+    // Everything the worker calls an error is the machine's fault, not the
+    // test's: the server retries such jobs elsewhere.
+    outcome.infrastructure = outcome.state == JobState::Error;
     if let Some(r) = &report {
         if !r.failures.is_empty() && outcome.state != JobState::Passed {
             let names: Vec<&str> = r.failures.iter().take(5).map(|f| f.name.as_str()).collect();

@@ -172,6 +172,12 @@ impl Shared {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             running: self.running_jobs(),
+            accept: self
+                .config
+                .accept
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             extra: Default::default(),
         }
     }
