@@ -550,4 +550,81 @@ mod tests {
         assert_eq!(back["ticket"], "T-1");
         assert_eq!(back["timeout"], "5m");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>()
+                    .prop_filter("finite", |f| f.is_finite())
+                    .prop_map(serde_json::Value::from),
+                "\\PC{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("jobtype".to_string()),
+                            Just("platform".to_string()),
+                            Just("params".to_string()),
+                            Just("timeout".to_string()),
+                            Just("worker".to_string()),
+                            Just("attempt".to_string()),
+                            Just("state".to_string()),
+                            Just("name".to_string()),
+                            "[a-z]{1,8}",
+                        ],
+                        inner,
+                        0..6,
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn no_body_makes_a_reader_panic(v in json_value()) {
+                let text = v.to_string();
+                let _ = serde_json::from_str::<JobSpec>(&text);
+                let _ = serde_json::from_str::<BuildSpec>(&text);
+                let _ = serde_json::from_str::<Registration>(&text);
+                let _ = serde_json::from_str::<Heartbeat>(&text);
+                let _ = serde_json::from_str::<ClaimRequest>(&text);
+                let _ = serde_json::from_str::<Outcome>(&text);
+                let _ = serde_json::from_str::<LogQuery>(&text);
+            }
+
+            #[test]
+            fn job_specs_round_trip(
+                jobtype in "[a-z]{1,10}",
+                params in prop::collection::btree_map("[a-z]{1,6}", "\\PC{0,10}", 0..4),
+                priority in any::<i64>(),
+                secs in prop::option::of(1u64..100_000),
+                extra in prop::collection::btree_map("x[a-z]{1,6}", "\\PC{0,10}", 0..3),
+            ) {
+                let spec = JobSpec {
+                    jobtype,
+                    params: params.into_iter().collect(),
+                    priority,
+                    timeout: secs.map(Duration::from_secs),
+                    extra: extra.into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect(),
+                    ..Default::default()
+                };
+                let back: JobSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+                prop_assert_eq!(&back.jobtype, &spec.jobtype);
+                prop_assert_eq!(&back.params, &spec.params);
+                prop_assert_eq!(back.priority, spec.priority);
+                prop_assert_eq!(&back.extra, &spec.extra);
+                // Timeouts travel in whole seconds.
+                prop_assert_eq!(back.timeout.map(|d| d.as_secs()), spec.timeout.map(|d| d.as_secs()));
+            }
+        }
+    }
 }

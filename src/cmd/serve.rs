@@ -16,6 +16,18 @@ pub struct Args {
     /// Also run a worker with this config inside the server process.
     #[arg(long = "worker", value_name = "CONFIG")]
     workers: Vec<PathBuf>,
+    /// Worker tokens, one per line (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    worker_tokens: Option<PathBuf>,
+    /// Client tokens, one per line (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    client_tokens: Option<PathBuf>,
+    /// Reads (status, pages, metrics) need a token too.
+    #[arg(long)]
+    private: bool,
+    /// Listen beyond loopback without token files.
+    #[arg(long)]
+    insecure: bool,
     /// Log kept per attempt (e.g. 32MiB, 500KB); past it the start and the
     /// end are kept and the middle is cut.
     #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = parse_size)]
@@ -49,6 +61,10 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         workers: a.workers,
         token: g.token.clone(),
         log_cap: a.log_cap,
+        worker_tokens: a.worker_tokens,
+        client_tokens: a.client_tokens,
+        private: a.private,
+        insecure: a.insecure,
     })?;
     Ok(0)
 }

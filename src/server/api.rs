@@ -7,16 +7,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query, Raw};
 use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
 use super::AppState;
 use crate::time::now_ms;
 use crate::wire::*;
+use axum::Extension;
 
 /// The longest a claim may wait for a job.
 const MAX_CLAIM_WAIT: f64 = 60.0;
@@ -25,28 +27,104 @@ const MAX_LIST: usize = 10_000;
 /// The largest request body the server reads.
 pub const BODY_MAX: usize = 8 << 20;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/health", get(health))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/workers", post(register).get(list_workers))
-        .route("/api/v1/workers/{name}", get(get_worker))
-        .route("/api/v1/workers/{name}/heartbeat", post(heartbeat))
-        .route("/api/v1/workers/{name}/claim", post(claim))
-        .route("/api/v1/workers/{name}/drain", post(drain))
-        .route("/api/v1/workers/{name}/undrain", post(undrain))
-        .route("/api/v1/jobs/{id}/explain", get(explain))
-        .route("/api/v1/jobs", post(submit).get(list_jobs))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/jobs/{id}/log", post(append_log).get(read_log))
-        .route("/api/v1/jobs/{id}/result", post(finish))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel))
-        .route("/api/v1/builds", post(submit_build).get(list_builds))
-        .route("/api/v1/builds/{id}", get(get_build))
+/// Who may call a route when the server has token files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Open, unless the server is `--private`.
+    Read,
+    /// The worker protocol: a worker token.
+    Worker,
+    /// Submitting and steering: a client token.
+    Client,
+}
+
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn r(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+    }
+}
+
+/// Every API route: the router is built from this table, the auth layer
+/// reads each route's access from it, and a test checks the OpenAPI
+/// document against it, so the three cannot drift apart.
+pub const ROUTES: &[Route] = &[
+    r("GET", "/api/v1/health", Access::Read),
+    r("GET", "/api/v1/openapi.json", Access::Read),
+    r("GET", "/api/v1/status", Access::Read),
+    r("POST", "/api/v1/workers", Access::Worker),
+    r("GET", "/api/v1/workers", Access::Read),
+    r("GET", "/api/v1/workers/{name}", Access::Read),
+    r("POST", "/api/v1/workers/{name}/heartbeat", Access::Worker),
+    r("POST", "/api/v1/workers/{name}/claim", Access::Worker),
+    r("POST", "/api/v1/workers/{name}/drain", Access::Client),
+    r("POST", "/api/v1/workers/{name}/undrain", Access::Client),
+    r("POST", "/api/v1/jobs", Access::Client),
+    r("GET", "/api/v1/jobs", Access::Read),
+    r("GET", "/api/v1/jobs/{id}", Access::Read),
+    r("GET", "/api/v1/jobs/{id}/explain", Access::Read),
+    r("POST", "/api/v1/jobs/{id}/log", Access::Worker),
+    r("GET", "/api/v1/jobs/{id}/log", Access::Read),
+    r("POST", "/api/v1/jobs/{id}/result", Access::Worker),
+    r("POST", "/api/v1/jobs/{id}/cancel", Access::Client),
+    r("POST", "/api/v1/builds", Access::Client),
+    r("GET", "/api/v1/builds", Access::Read),
+    r("GET", "/api/v1/builds/{id}", Access::Read),
+];
+
+fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
+    match (method, path) {
+        ("GET", "/api/v1/health") => get(health),
+        ("GET", "/api/v1/openapi.json") => get(openapi),
+        ("GET", "/api/v1/status") => get(status),
+        ("POST", "/api/v1/workers") => post(register),
+        ("GET", "/api/v1/workers") => get(list_workers),
+        ("GET", "/api/v1/workers/{name}") => get(get_worker),
+        ("POST", "/api/v1/workers/{name}/heartbeat") => post(heartbeat),
+        ("POST", "/api/v1/workers/{name}/claim") => post(claim),
+        ("POST", "/api/v1/workers/{name}/drain") => post(drain),
+        ("POST", "/api/v1/workers/{name}/undrain") => post(undrain),
+        ("POST", "/api/v1/jobs") => post(submit),
+        ("GET", "/api/v1/jobs") => get(list_jobs),
+        ("GET", "/api/v1/jobs/{id}") => get(get_job),
+        ("GET", "/api/v1/jobs/{id}/explain") => get(explain),
+        ("POST", "/api/v1/jobs/{id}/log") => post(append_log),
+        ("GET", "/api/v1/jobs/{id}/log") => get(read_log),
+        ("POST", "/api/v1/jobs/{id}/result") => post(finish),
+        ("POST", "/api/v1/jobs/{id}/cancel") => post(cancel),
+        ("POST", "/api/v1/builds") => post(submit_build),
+        ("GET", "/api/v1/builds") => get(list_builds),
+        ("GET", "/api/v1/builds/{id}") => get(get_build),
+        _ => unreachable!("a route without a handler: {method} {path}"),
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    let mut router = Router::new();
+    let mut done: Vec<&str> = Vec::new();
+    for route in ROUTES {
+        if done.contains(&route.path) {
+            continue;
+        }
+        done.push(route.path);
+        let methods = ROUTES
+            .iter()
+            .filter(|r| r.path == route.path)
+            .fold(MethodRouter::new(), |m, r| {
+                m.merge(handler(r.method, r.path))
+            });
+        router = router.route(route.path, methods);
+    }
+    router
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
-        .with_state(state)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -92,11 +170,123 @@ pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Limits on what one request may carry, so no client can make the
+/// server store or send without bound. Each refusal names the field.
+pub mod limits {
+    pub const PARAMS: usize = 200;
+    pub const KEY_LEN: usize = 128;
+    pub const PARAM_VALUE_LEN: usize = 64 << 10;
+    pub const REQUIREMENTS: usize = 64;
+    pub const PROPERTY_VALUE_LEN: usize = 256;
+    pub const META_BYTES: usize = 64 << 10;
+    pub const EXTRA_BYTES: usize = 64 << 10;
+    pub const JOBS_PER_REQUEST: usize = 10_000;
+    pub const PLATFORMS: usize = 32;
+    pub const JOBTYPES: usize = 256;
+    pub const INFO_BYTES: usize = 64 << 10;
+    pub const RESULT_BYTES: usize = 4 << 20;
+    pub const ATTEMPTS: u32 = 100;
+    pub const SHARDS: u32 = 1000;
+}
+
+fn too_big(field: &str, what: String) -> ApiError {
+    ApiError::bad(format!("{field}: {what}"))
+}
+
+fn check_json_size(field: &str, value: &impl serde::Serialize, max: usize) -> ApiResult<()> {
+    let n = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if n > max {
+        return Err(too_big(
+            field,
+            format!("{n} bytes is over the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_props(field: &str, props: &Props, max: usize) -> ApiResult<()> {
+    if props.len() > max {
+        return Err(too_big(
+            field,
+            format!("{} entries, at most {max}", props.len()),
+        ));
+    }
+    for (k, v) in props {
+        if k.is_empty() || k.len() > limits::KEY_LEN {
+            return Err(too_big(
+                field,
+                format!("key {k:?} must be 1 to {} characters", limits::KEY_LEN),
+            ));
+        }
+        if v.len() > limits::PROPERTY_VALUE_LEN {
+            return Err(too_big(
+                field,
+                format!(
+                    "the value of {k:?} is over {} characters",
+                    limits::PROPERTY_VALUE_LEN
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_spec(spec: &JobSpec) -> ApiResult<()> {
     check_name("jobtype", &spec.jobtype)?;
+    check_props("platform", &spec.platform, limits::REQUIREMENTS)?;
     crate::matching::validate(&spec.platform).map_err(ApiError::BadRequest)?;
+    if spec.params.len() > limits::PARAMS {
+        return Err(too_big(
+            "params",
+            format!("{} params, at most {}", spec.params.len(), limits::PARAMS),
+        ));
+    }
+    for (k, v) in &spec.params {
+        if k.len() > limits::KEY_LEN {
+            return Err(too_big(
+                "params",
+                format!("key {k:?} is over {} characters", limits::KEY_LEN),
+            ));
+        }
+        if v.len() > limits::PARAM_VALUE_LEN {
+            return Err(too_big(
+                "params",
+                format!(
+                    "the value of {k:?} is over {} bytes",
+                    limits::PARAM_VALUE_LEN
+                ),
+            ));
+        }
+    }
+    check_json_size("extra fields", &spec.extra, limits::EXTRA_BYTES)?;
     if spec.max_attempts == Some(0) {
         return Err(ApiError::bad("max_attempts must be at least 1"));
+    }
+    if spec.max_attempts.is_some_and(|n| n > limits::ATTEMPTS) {
+        return Err(ApiError::bad(format!(
+            "max_attempts must be at most {}",
+            limits::ATTEMPTS
+        )));
+    }
+    if spec.retry_failed.is_some_and(|n| n > limits::ATTEMPTS) {
+        return Err(ApiError::bad(format!(
+            "retry_failed must be at most {}",
+            limits::ATTEMPTS
+        )));
+    }
+    if spec
+        .shard_total
+        .is_some_and(|n| n == 0 || n > limits::SHARDS)
+    {
+        return Err(ApiError::bad(format!(
+            "shard_total must be 1 to {}",
+            limits::SHARDS
+        )));
+    }
+    if spec.shard_index.is_some() != spec.shard_total.is_some() {
+        return Err(ApiError::bad("shard_index and shard_total go together"));
     }
     if let (Some(i), Some(n)) = (spec.shard_index, spec.shard_total) {
         if i >= n {
@@ -113,13 +303,58 @@ fn check_spec(spec: &JobSpec) -> ApiResult<()> {
     Ok(())
 }
 
+/// A worker acts only for itself: its token must be the one its name
+/// registered with.
+fn bind(st: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+    st.auth
+        .check_worker(caller, name)
+        .map_err(ApiError::Forbidden)
+}
+
 async fn register(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Body(reg): Body<Registration>,
 ) -> ApiResult<Json<Registered>> {
     check_name("worker name", &reg.name)?;
+    bind(&st, &caller, &reg.name)?;
+    if reg.jobtypes.len() > limits::JOBTYPES {
+        return Err(too_big(
+            "jobtypes",
+            format!(
+                "{} jobtypes, at most {}",
+                reg.jobtypes.len(),
+                limits::JOBTYPES
+            ),
+        ));
+    }
     for t in &reg.jobtypes {
         check_name("jobtype", t)?;
+    }
+    if reg.platforms.len() > limits::PLATFORMS {
+        return Err(too_big(
+            "platforms",
+            format!(
+                "{} platforms, at most {}",
+                reg.platforms.len(),
+                limits::PLATFORMS
+            ),
+        ));
+    }
+    for p in &reg.platforms {
+        check_props("platforms", p, limits::REQUIREMENTS)?;
+    }
+    check_json_size("info", &reg.info, limits::INFO_BYTES)?;
+    check_json_size("extra fields", &reg.extra, limits::EXTRA_BYTES)?;
+    for rule in &reg.accept {
+        if rule
+            .split_once('=')
+            .is_none_or(|(k, v)| k.is_empty() || v.is_empty())
+        {
+            return Err(ApiError::bad(format!(
+                "accept: rule {rule:?} must be KEY=VALUE"
+            )));
+        }
     }
     if reg.heartbeat_interval_ms == 0 {
         return Err(ApiError::bad("heartbeat_interval_ms must be positive"));
@@ -151,9 +386,13 @@ async fn get_worker(
 /// asks to `wait`, holds the answer until one of its jobs is canceled.
 async fn heartbeat(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(hb): Body<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatReply>> {
+    bind(&st, &caller, &name)?;
+    check_json_size("info", &hb.info, limits::INFO_BYTES)?;
+    check_json_size("jobs", &hb.jobs, limits::INFO_BYTES * 16)?;
     if !hb.wait.is_finite() || hb.wait < 0.0 {
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
@@ -198,9 +437,11 @@ async fn heartbeat(
 /// queued, or 204 after `wait` seconds.
 async fn claim(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     Body(req): Body<ClaimRequest>,
 ) -> ApiResult<Response> {
+    bind(&st, &caller, &name)?;
     if !req.wait.is_finite() || req.wait < 0.0 {
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
@@ -258,17 +499,31 @@ async fn submit(
         Ok(OneOrMany::Many(v)) => (v, true),
         Ok(OneOrMany::One(s)) => (vec![*s], false),
         Err(_) => {
-            // Re-parse as one job for a precise message naming the field.
-            let e = serde_json::from_value::<JobSpec>(body).err();
+            // Re-parse for a precise message naming the field.
+            let e = if body.is_array() {
+                serde_path_to_error::deserialize::<_, Vec<JobSpec>>(body).err()
+            } else {
+                serde_path_to_error::deserialize::<_, JobSpec>(body).err()
+            };
             return Err(ApiError::bad(format!(
                 "invalid job: {}",
-                e.map(|e| e.to_string())
+                e.map(|e| format!("{}: {}", e.path(), e.inner()))
                     .unwrap_or_else(|| "expected a job object or a list of them".into())
             )));
         }
     };
     if specs.is_empty() {
         return Err(ApiError::bad("no jobs to submit"));
+    }
+    if specs.len() > limits::JOBS_PER_REQUEST {
+        return Err(too_big(
+            "jobs",
+            format!(
+                "{} jobs, at most {} per request",
+                specs.len(),
+                limits::JOBS_PER_REQUEST
+            ),
+        ));
     }
     for spec in &specs {
         check_spec(spec)?;
@@ -293,6 +548,18 @@ async fn submit_build(
     if spec.jobs.is_empty() {
         return Err(ApiError::bad("a build needs at least one job"));
     }
+    if spec.jobs.len() > limits::JOBS_PER_REQUEST {
+        return Err(too_big(
+            "jobs",
+            format!(
+                "{} jobs, at most {} per request",
+                spec.jobs.len(),
+                limits::JOBS_PER_REQUEST
+            ),
+        ));
+    }
+    check_json_size("meta", &spec.meta, limits::META_BYTES)?;
+    check_json_size("extra fields", &spec.extra, limits::EXTRA_BYTES)?;
     for job in &spec.jobs {
         check_spec(job)?;
     }
@@ -393,10 +660,12 @@ async fn cancel(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Js
 
 async fn append_log(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,
     Raw(bytes): Raw,
 ) -> ApiResult<Json<LogReply>> {
+    bind(&st, &caller, &q.worker)?;
     if bytes.len() > LOG_CHUNK_MAX {
         return Err(ApiError::TooLarge(format!(
             "a log chunk may hold at most {LOG_CHUNK_MAX} bytes, this one has {}",
@@ -489,9 +758,13 @@ async fn read_log(
 
 async fn finish(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
     Body(outcome): Body<Outcome>,
 ) -> ApiResult<Json<Job>> {
+    bind(&st, &caller, &outcome.worker)?;
+    check_json_size("data", &outcome.data, limits::RESULT_BYTES)?;
+    check_json_size("tests", &outcome.tests, limits::RESULT_BYTES)?;
     let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
     tracing::info!(job = id, attempt = job.attempt, state = %job.state, "result recorded");
     if job.state == JobState::Queued {
@@ -516,4 +789,102 @@ async fn list_builds(
 
 async fn get_build(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Build>> {
     st.db(move |s| s.build(id)).await.map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::{Access, ROUTES};
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "$ref" {
+                        out.push(x.as_str().unwrap_or_default().to_string());
+                    }
+                    refs(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_has_exactly_the_routes() {
+        let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (method, op) in ops.as_object().unwrap() {
+                documented.insert((method.to_uppercase(), path.clone()));
+                assert!(
+                    op["responses"].is_object(),
+                    "{method} {path} has no responses"
+                );
+                let route = ROUTES
+                    .iter()
+                    .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method));
+                if let Some(r) = route {
+                    let sec = op["security"][0]
+                        .as_object()
+                        .map(|o| o.keys().next().cloned());
+                    let want = match r.access {
+                        Access::Read => None,
+                        Access::Worker => Some(Some("workerToken".to_string())),
+                        Access::Client => Some(Some("clientToken".to_string())),
+                    };
+                    assert_eq!(sec, want, "security of {method} {path}");
+                }
+            }
+        }
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        assert_eq!(documented, routed);
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .expect("local schema ref");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "dangling {r}"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_bodies_match_the_wire_types() {
+        // Every field a wire type sends is a property of its schema.
+        let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let job = serde_json::to_value(crate::wire::JobSpec {
+            jobtype: "unit".into(),
+            timeout: Some(std::time::Duration::from_secs(60)),
+            max_attempts: Some(2),
+            build: Some(crate::wire::BuildRef::Id(1)),
+            shard_index: Some(0),
+            shard_total: Some(2),
+            retry_failed: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        let hb = serde_json::to_value(crate::wire::Heartbeat::default()).unwrap();
+        for (schema, value) in [("JobSpec", job), ("Heartbeat", hb)] {
+            for key in value.as_object().unwrap().keys() {
+                assert!(
+                    schemas[schema]["properties"][key].is_object(),
+                    "{schema} lacks {key}"
+                );
+            }
+        }
+    }
 }

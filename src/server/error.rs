@@ -15,6 +15,8 @@ pub enum ApiError {
     BadRequest(String),
     /// No such job, worker or build (404).
     NotFound(String),
+    /// The caller may not do this (403): a worker acting for another.
+    Forbidden(String),
     /// The request is about a state that is gone: a stale attempt (409).
     Conflict(String),
     /// The request body is over the server's limit (413).
@@ -61,6 +63,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             ApiError::Internal(e) => {
                 tracing::error!("internal error: {e:#}");
@@ -80,6 +83,7 @@ impl std::fmt::Display for ApiError {
             ApiError::BadRequest(m)
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
+            | ApiError::Forbidden(m)
             | ApiError::TooLarge(m) => f.write_str(m),
             ApiError::Internal(e) => write!(f, "{e:#}"),
         }

@@ -30,9 +30,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
+        // The error names the field that was wrong (`jobs[3].priority`).
+        let mut de = serde_json::Deserializer::from_slice(text);
+        serde_path_to_error::deserialize(&mut de)
             .map(Body)
-            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." || path.is_empty() {
+                    ApiError::bad(format!("invalid JSON body: {}", e.inner()))
+                } else {
+                    ApiError::bad(format!("invalid JSON body: {path}: {}", e.inner()))
+                }
+            })
     }
 }
 

@@ -5,6 +5,7 @@
 //! call runs on tokio's blocking pool so SQLite never stalls the runtime.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod explain;
 mod extract;
@@ -35,6 +36,7 @@ pub struct AppState {
     /// Bumped whenever a running job is canceled, waking heartbeats held
     /// open by busy workers.
     pub cancels: Arc<watch::Sender<u64>>,
+    pub auth: Arc<auth::Auth>,
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
     pub shutdown: watch::Receiver<bool>,
@@ -70,6 +72,42 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// Log bytes kept per attempt.
     pub log_cap: u64,
+    pub worker_tokens: Option<PathBuf>,
+    pub client_tokens: Option<PathBuf>,
+    /// Reads need a token too.
+    pub private: bool,
+    /// Listen beyond loopback without tokens.
+    pub insecure: bool,
+}
+
+/// The whole HTTP surface: API and pages behind the auth layer, with any
+/// panic in a handler caught, logged and answered 500.
+pub fn app(state: AppState) -> axum::Router {
+    api::router()
+        .merge(pages::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!("a handler panicked: {what}");
+                use axum::response::IntoResponse;
+                (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(crate::wire::ErrorBody {
+                        error: "internal server error; see the server's log".into(),
+                    }),
+                )
+                    .into_response()
+            },
+        ))
+        .with_state(state)
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -81,17 +119,47 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .iter()
         .map(|p| crate::worker::config::Config::load(p))
         .collect::<Result<Vec<_>, _>>()?;
+    let auth = auth::Auth::new(
+        opts.worker_tokens.clone(),
+        opts.client_tokens.clone(),
+        opts.private,
+    )?;
+    check_exposure(&opts.listen, auth.enabled(), opts.insecure)?;
     let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(opts, store, worker_configs))
+    runtime.block_on(run(opts, store, auth, worker_configs))
+}
+
+/// Without tokens anyone who can connect may run jobs on the fleet, so an
+/// open server listens on loopback only unless told `--insecure`.
+fn check_exposure(listen: &str, tokens: bool, insecure: bool) -> anyhow::Result<()> {
+    if tokens || insecure {
+        return Ok(());
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(listen)
+        .with_context(|| format!("cannot resolve the listen address {listen}"))?
+        .collect();
+    if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(crate::cmd::Exit(
+            2,
+            format!(
+                "refusing to listen on {a} without tokens: anyone who reaches it could run \
+                 commands on your workers. Give --worker-tokens and --client-tokens, listen on \
+                 127.0.0.1, or pass --insecure if the network is yours alone"
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 async fn run(
     opts: ServeOptions,
     store: SqliteStore,
+    auth: auth::Auth,
     worker_configs: Vec<crate::worker::config::Config>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&opts.listen)
@@ -104,8 +172,10 @@ async fn run(
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),
         cancels: Arc::new(watch::channel(0).0),
+        auth: Arc::new(auth),
         shutdown: shutdown_rx,
     };
+    tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // Workers that kept running while the server was down get a full lease
     // to reconnect before any of their jobs counts as lost.
     state.db(|s| s.renew_all_leases(now_ms())).await?;
@@ -125,7 +195,7 @@ async fn run(
     };
     for config in worker_configs {
         let url = local_url.clone();
-        let token = opts.token.clone();
+        let token = state.auth.embedded_worker_token().or(opts.token.clone());
         std::thread::spawn(move || {
             let opts = crate::worker::WorkerOptions {
                 config,
@@ -142,7 +212,7 @@ async fn run(
         });
     }
 
-    let app = api::router(state.clone()).merge(pages::router(state.clone()));
+    let app = app(state.clone());
     let shutdown = async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
@@ -174,6 +244,24 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP re-reads the token files, so a token can be added, rotated or
+/// revoked without a restart.
+async fn reload_tokens_on_hup(auth: Arc<auth::Auth>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(()) => tracing::info!("token files re-read"),
+                Err(e) => tracing::error!("keeping the old tokens: {e:#}"),
+            }
+        }
     }
 }
 

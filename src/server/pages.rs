@@ -19,7 +19,7 @@ use super::AppState;
 use crate::time::now_ms;
 use crate::wire::*;
 
-pub fn router(state: AppState) -> Router {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/jobs/{id}", get(job_page))
@@ -28,7 +28,6 @@ pub fn router(state: AppState) -> Router {
         .route("/builds", get(builds_page))
         .route("/builds/{id}", get(build_page))
         .route("/metrics", get(metrics))
-        .with_state(state)
 }
 
 /// HTML-escapes text from users or workers.

@@ -250,9 +250,13 @@ impl Config {
             ));
         }
         let token = match (raw.token, raw.token_file) {
-            (Some(t), _) => Some(t),
+            (Some(t), _) => {
+                warn_if_readable(path, "it holds a token");
+                Some(t)
+            }
             (None, Some(f)) => {
                 let f = base.join(f);
+                warn_if_readable(&f, "it is the worker's token file");
                 let t = std::fs::read_to_string(&f).map_err(|e| {
                     err(
                         find_line(text, "token_file"),
@@ -345,6 +349,22 @@ impl Config {
             "work_dir": self.work_dir,
             "info": self.info,
         })
+    }
+}
+
+/// A token readable by other users of the machine is a token anyone there
+/// can use: say so (the worker still starts).
+fn warn_if_readable(path: &Path, why: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} is readable by group or others (mode {:o}) and {why}; chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
     }
 }
 
@@ -467,5 +487,59 @@ properties = { "python.version" = 3.12 }
             .unwrap_err()
             .message
             .contains("no jobtypes"));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_an_error_or_a_config_never_a_panic(text in "\\PC{0,200}") {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn toml_shaped_noise_never_panics(
+                lines in prop::collection::vec(
+                    prop_oneof![
+                        "[a-z_.]{1,12} = \"[ -~]{0,12}\"",
+                        "[a-z_.]{1,12} = [0-9]{1,6}",
+                        "\\[jobtypes\\.[a-z]{1,6}\\]",
+                        "\\[\\[platforms\\]\\]",
+                        "command = \"[ -~]{0,20}\"",
+                        "timeout = \"[0-9a-z ]{0,8}\"",
+                    ],
+                    0..12,
+                )
+            ) {
+                let text = lines.join("\n");
+                if let Err(e) = parse(&text) {
+                    // Every error says which file it is about.
+                    prop_assert!(e.to_string().contains("w.toml"));
+                }
+            }
+
+            #[test]
+            fn generated_configs_parse_back(
+                name in "[a-z][a-z0-9-]{0,10}",
+                slots in 1u32..16,
+                secs in 1u64..10_000,
+                jobtypes in prop::collection::btree_map("[a-z][a-z0-9_-]{0,8}", "[!-&(-~][ -&(-~]{0,19}", 1..5),
+            ) {
+                let mut text = format!("name = \"{name}\"\nslots = {slots}\nheartbeat_interval = \"{secs}s\"\n");
+                for (jt, cmd) in &jobtypes {
+                    text.push_str(&format!("[jobtypes.{jt}]\ncommand = '{cmd}'\n"));
+                }
+                let c = parse(&text).unwrap();
+                prop_assert_eq!(c.name, name);
+                prop_assert_eq!(c.slots, slots);
+                prop_assert_eq!(c.heartbeat_interval, Duration::from_secs(secs));
+                prop_assert_eq!(c.jobtypes.len(), jobtypes.len());
+                for (jt, cmd) in &jobtypes {
+                    prop_assert_eq!(&c.jobtypes[jt].command, cmd);
+                }
+            }
+        }
     }
 }
