@@ -5,7 +5,9 @@
 //! Exit codes: 0 success; 1 a job did not pass; 2 bad usage, bad config or
 //! input refused by the server; 3 server unreachable or failing.
 
+pub mod backup;
 pub mod cancel;
+pub mod completions;
 pub mod logs;
 pub mod serve;
 pub mod status;
@@ -38,6 +40,12 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     token: Option<String>,
+    /// Log lines as `human` text or `json`, one object per line.
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,6 +64,10 @@ enum Command {
     Logs(logs::Args),
     /// Cancel jobs.
     Cancel(cancel::Args),
+    /// Save a consistent copy of the server's database.
+    Backup(backup::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 /// Options every subcommand may use.
@@ -100,18 +112,29 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     2
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+fn init_logging(default: &str, format: &str, level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::try_new(level.unwrap_or(default))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if format == "json" {
+        builder.json().with_current_span(false).try_init()
+    } else {
+        builder.with_ansi(color_stderr()).try_init()
+    };
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+pub fn color_stdout() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn color_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none()
 }
 
 pub fn main() -> ExitCode {
@@ -120,31 +143,20 @@ pub fn main() -> ExitCode {
         server: cli.server,
         token: cli.token,
     };
+    let default_level = match cli.command {
+        Command::Serve(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_level, &cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        Command::Serve(a) => {
-            init_logging("info");
-            serve::run(&globals, a)
-        }
-        Command::Worker(a) => {
-            init_logging("info");
-            worker::run(&globals, a)
-        }
-        Command::Submit(a) => {
-            init_logging("warn");
-            submit::run(&globals, a)
-        }
-        Command::Status(a) => {
-            init_logging("warn");
-            status::run(&globals, a)
-        }
-        Command::Logs(a) => {
-            init_logging("warn");
-            logs::run(&globals, a)
-        }
-        Command::Cancel(a) => {
-            init_logging("warn");
-            cancel::run(&globals, a)
-        }
+        Command::Serve(a) => serve::run(&globals, a),
+        Command::Worker(a) => worker::run(&globals, a),
+        Command::Submit(a) => submit::run(&globals, a),
+        Command::Status(a) => status::run(&globals, a),
+        Command::Logs(a) => logs::run(&globals, a),
+        Command::Cancel(a) => cancel::run(&globals, a),
+        Command::Backup(a) => backup::run(&globals, a),
+        Command::Completions(a) => completions::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -28,30 +28,16 @@ pub struct Args {
     /// Listen beyond loopback without token files.
     #[arg(long)]
     insecure: bool,
+    /// Delete finished jobs, with their logs, after this many days.
+    #[arg(long, default_value_t = 30.0, value_name = "DAYS")]
+    keep_days: f64,
+    /// How often retention runs (for tests; default 10m).
+    #[arg(long, default_value = "10m", value_parser = crate::wire::parse_duration, hide = true)]
+    retention_interval: std::time::Duration,
     /// Log kept per attempt (e.g. 32MiB, 500KB); past it the start and the
     /// end are kept and the middle is cut.
-    #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
     log_cap: u64,
-}
-
-/// Parses a size: bytes, or a number with K, M or G (powers of 1024, with
-/// or without `iB`/`B`).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}; write it like 32MiB or 500KB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {s:?}; use K, M or G")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
@@ -65,18 +51,8 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         client_tokens: a.client_tokens,
         private: a.private,
         insecure: a.insecure,
+        keep: std::time::Duration::from_secs_f64(a.keep_days.max(0.0) * 86_400.0),
+        retention_interval: a.retention_interval,
     })?;
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes() {
-        assert_eq!(super::parse_size("32MiB"), Ok(32 << 20));
-        assert_eq!(super::parse_size("500KB"), Ok(500 << 10));
-        assert_eq!(super::parse_size("1024"), Ok(1024));
-        assert!(super::parse_size("lots").is_err());
-        assert!(super::parse_size("5 parsecs").is_err());
-    }
 }

@@ -109,8 +109,17 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
                 "workers: {} online ({} busy, {} idle), {} offline",
                 s.workers.online, s.workers.busy, s.workers.idle, s.workers.offline
             );
-            let counts: Vec<String> = s.jobs.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            println!("jobs:    {}", counts.join(", "));
+            let counts: Vec<String> = s
+                .jobs
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| format!("{v} {k}"))
+                .collect();
+            if counts.is_empty() {
+                println!("jobs:    none");
+            } else {
+                println!("jobs:    {}", counts.join(", "));
+            }
             if !s.builds.is_empty() {
                 println!();
                 builds_table(&s.builds).print();
@@ -244,7 +253,7 @@ fn jobs_table(jobs: &[Job]) -> Table {
             },
             j.attempt.to_string(),
             j.worker.clone().unwrap_or_else(|| "-".into()),
-            j.created_at.clone(),
+            super::table::short_time(&j.created_at),
         ]);
     }
     t
@@ -262,7 +271,7 @@ fn workers_table(workers: &[Worker]) -> Table {
                 .map(|j| j.id.to_string())
                 .collect::<Vec<_>>()
                 .join(","),
-            w.last_seen.clone(),
+            super::table::short_time(&w.last_seen),
         ]);
     }
     t
@@ -283,7 +292,7 @@ fn builds_table(builds: &[Build]) -> Table {
                 }
                 counts.join(", ")
             },
-            b.created_at.clone(),
+            super::table::short_time(&b.created_at),
         ]);
     }
     t

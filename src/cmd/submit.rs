@@ -112,7 +112,10 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     } else {
         Vec::new()
     };
-    let done = wait_for(&client, &jobs, !a.json)?;
+    // A live progress line only on a terminal, and not under --follow's
+    // log lines; plain lines otherwise.
+    let progress = !a.json && !a.follow && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let done = wait_for(&client, &jobs, !a.json, progress)?;
     for f in followers {
         let _ = f.join();
     }
@@ -244,7 +247,25 @@ fn distinct_platforms(
 }
 
 /// Polls until every job has ended, printing one line per job as it ends.
-fn wait_for(client: &Client, jobs: &[Job], print: bool) -> anyhow::Result<Vec<Job>> {
+fn wait_for(
+    client: &Client,
+    jobs: &[Job],
+    print: bool,
+    progress: bool,
+) -> anyhow::Result<Vec<Job>> {
+    let bar = progress.then(|| {
+        let pb = indicatif::ProgressBar::new(jobs.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} done {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    });
+    let mut failures = 0;
     let mut pending: BTreeMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
     let mut done: BTreeMap<i64, Job> = BTreeMap::new();
     let mut outage: Option<Instant> = None;
@@ -260,9 +281,22 @@ fn wait_for(client: &Client, jobs: &[Job], print: bool) -> anyhow::Result<Vec<Jo
                 for j in list {
                     if j.state.is_final() {
                         pending.remove(&j.id);
-                        if print {
-                            println!("{}", line(&j));
-                            let _ = std::io::stdout().flush();
+                        if j.state != JobState::Passed {
+                            failures += 1;
+                        }
+                        match &bar {
+                            Some(pb) => {
+                                pb.println(line(&j));
+                                pb.inc(1);
+                                if failures > 0 {
+                                    pb.set_message(format!("({failures} not passed)"));
+                                }
+                            }
+                            None if print => {
+                                println!("{}", line(&j));
+                                let _ = std::io::stdout().flush();
+                            }
+                            None => {}
                         }
                         done.insert(j.id, j);
                     }
@@ -283,6 +317,9 @@ fn wait_for(client: &Client, jobs: &[Job], print: bool) -> anyhow::Result<Vec<Jo
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_millis(500));
         }
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
     }
     Ok(done.into_values().collect())
 }

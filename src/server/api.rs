@@ -77,6 +77,7 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/v1/builds", Access::Client),
     r("GET", "/api/v1/builds", Access::Read),
     r("GET", "/api/v1/builds/{id}", Access::Read),
+    r("GET", "/api/v1/backup", Access::Client),
 ];
 
 fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
@@ -102,6 +103,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/builds") => post(submit_build),
         ("GET", "/api/v1/builds") => get(list_builds),
         ("GET", "/api/v1/builds/{id}") => get(get_build),
+        ("GET", "/api/v1/backup") => get(backup),
         _ => unreachable!("a route without a handler: {method} {path}"),
     }
 }
@@ -455,6 +457,11 @@ async fn claim(
         match st.db(move |s| s.claim(&n, now_ms())).await? {
             Claim::Job(job) => {
                 tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
+                if job.attempt == 1 {
+                    if let Some(t) = crate::time::parse_rfc3339(&job.created_at) {
+                        st.metrics.observe_dispatch((now_ms() - t) as f64 / 1000.0);
+                    }
+                }
                 return Ok(Json(job).into_response());
             }
             Claim::Draining => break,
@@ -763,9 +770,14 @@ async fn finish(
     Body(outcome): Body<Outcome>,
 ) -> ApiResult<Json<Job>> {
     bind(&st, &caller, &outcome.worker)?;
+    let ran = outcome.duration_ms as f64 / 1000.0;
+    let stopped = outcome.infrastructure || outcome.state == JobState::Canceled;
     check_json_size("data", &outcome.data, limits::RESULT_BYTES)?;
     check_json_size("tests", &outcome.tests, limits::RESULT_BYTES)?;
     let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
+    if !stopped {
+        st.metrics.observe_duration(&job.jobtype, ran);
+    }
     tracing::info!(job = id, attempt = job.attempt, state = %job.state, "result recorded");
     if job.state == JobState::Queued {
         st.wake_claims();
@@ -785,6 +797,52 @@ async fn list_builds(
 ) -> ApiResult<Json<Vec<Build>>> {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     st.db(move |s| s.builds(limit)).await.map(Json)
+}
+
+/// Streams a consistent copy of the database, made with SQLite's online
+/// backup while the server goes on serving.
+async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!(
+        "testbot-backup-{}-{}.db",
+        std::process::id(),
+        now_ms()
+    ));
+    let p = path.clone();
+    st.db(move |s| s.backup_to(&p)).await?;
+    let file = std::fs::File::open(&path)
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the backup: {e}")))?;
+    // The copy is unlinked at once; the open file streams on.
+    let _ = std::fs::remove_file(&path);
+    tracing::info!("backup taken");
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut buf = vec![0u8; 1 << 20];
+            let n = file.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((buf, file))
+        })
+        .await;
+        match read {
+            Ok(Ok((buf, _))) if buf.is_empty() => None,
+            Ok(Ok((buf, file))) => Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file))),
+            Ok(Err(e)) => Some((Err(e), None)),
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/vnd.sqlite3"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"testbot-backup.db\"",
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 async fn get_build(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Build>> {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod explain;
 mod extract;
+pub mod metrics;
 pub mod pages;
 pub mod store;
 
@@ -37,6 +38,7 @@ pub struct AppState {
     /// open by busy workers.
     pub cancels: Arc<watch::Sender<u64>>,
     pub auth: Arc<auth::Auth>,
+    pub metrics: Arc<metrics::Metrics>,
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
     pub shutdown: watch::Receiver<bool>,
@@ -78,6 +80,10 @@ pub struct ServeOptions {
     pub private: bool,
     /// Listen beyond loopback without tokens.
     pub insecure: bool,
+    /// Finished jobs older than this are deleted, with their logs.
+    pub keep: Duration,
+    /// How often retention runs.
+    pub retention_interval: Duration,
 }
 
 /// The whole HTTP surface: API and pages behind the auth layer, with any
@@ -88,6 +94,10 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |panic: Box<dyn std::any::Any + Send>| {
@@ -173,6 +183,7 @@ async fn run(
         events: Arc::new(watch::channel(0).0),
         cancels: Arc::new(watch::channel(0).0),
         auth: Arc::new(auth),
+        metrics: Arc::default(),
         shutdown: shutdown_rx,
     };
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
@@ -187,6 +198,7 @@ async fn run(
     tracing::info!(%addr, db = %opts.db.display(), "serving");
 
     tokio::spawn(reap_leases(state.clone()));
+    tokio::spawn(retention(state.clone(), opts.keep, opts.retention_interval));
 
     let local_url = if addr.ip().is_unspecified() {
         format!("http://127.0.0.1:{}", addr.port())
@@ -261,6 +273,36 @@ async fn reload_tokens_on_hup(auth: Arc<auth::Auth>) {
                 Ok(()) => tracing::info!("token files re-read"),
                 Err(e) => tracing::error!("keeping the old tokens: {e:#}"),
             }
+        }
+    }
+}
+
+/// Deletes finished jobs older than `keep`, in small batches with pauses
+/// between them so the API never waits long for the database.
+async fn retention(state: AppState, keep: Duration, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let before = now_ms() - keep.as_millis() as i64;
+        let mut total = 0;
+        loop {
+            match state.db(move |s| s.purge_finished(before, 200)).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => {
+                    tracing::error!("retention: {e:?}");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                jobs = total,
+                "retention deleted finished jobs older than --keep-days"
+            );
         }
     }
 }

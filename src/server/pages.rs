@@ -444,19 +444,7 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
 }
 
 async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
-    let s = st.db(|s| s.summary(now_ms())).await?;
-    let mut out = String::new();
-    out.push_str("# HELP testbot_jobs Jobs by state.\n# TYPE testbot_jobs gauge\n");
-    for (state, n) in &s.jobs {
-        let _ = writeln!(out, "testbot_jobs{{state=\"{state}\"}} {n}");
-    }
-    out.push_str("# HELP testbot_workers Workers by status.\n# TYPE testbot_workers gauge\n");
-    for (status, n) in [
-        ("idle", s.workers.idle),
-        ("busy", s.workers.busy),
-        ("offline", s.workers.offline),
-    ] {
-        let _ = writeln!(out, "testbot_workers{{status=\"{status}\"}} {n}");
-    }
+    let gauges = st.db(|s| s.gauges(now_ms())).await?;
+    let out = st.metrics.render(&gauges);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }

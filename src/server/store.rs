@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, ApiResult};
 use super::explain::{self, WorkerView};
+use super::metrics::Gauges;
 use crate::matching;
 use crate::time::rfc3339;
 use crate::wire::*;
@@ -120,6 +121,14 @@ pub trait Store: Send + Sync + 'static {
     fn build(&self, id: i64) -> ApiResult<Build>;
     /// Why a job is (not) running.
     fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation>;
+    /// What `/metrics` reads at scrape time.
+    fn gauges(&self, now: i64) -> ApiResult<Gauges>;
+    /// Deletes up to `batch` jobs that ended before `before`, with their
+    /// attempts and logs, and builds left empty; returns how many jobs.
+    fn purge_finished(&self, before: i64, batch: usize) -> ApiResult<usize>;
+    /// Writes a consistent copy of the database to `path` with SQLite's
+    /// online backup, without holding up the API.
+    fn backup_to(&self, path: &Path) -> ApiResult<()>;
     /// Drains a worker from the server (no new jobs), or undrains it, which
     /// also ends a quarantine.
     fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker>;
@@ -127,6 +136,7 @@ pub trait Store: Send + Sync + 'static {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    path: std::path::PathBuf,
     /// The most log bytes kept per attempt; past it the start and the end
     /// are kept and the middle is cut.
     log_cap: u64,
@@ -253,8 +263,12 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // New databases give freed pages back, so retention keeps the file
+        // bounded; this must be set before the first table exists.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
             log_cap: DEFAULT_LOG_CAP,
         };
         store.migrate()?;
@@ -1436,6 +1450,95 @@ impl Store for SqliteStore {
 
     fn build(&self, id: i64) -> ApiResult<Build> {
         self.with_conn(|c| load_build(c, id, true))
+    }
+
+    fn gauges(&self, now: i64) -> ApiResult<Gauges> {
+        let summary = self.summary(now)?;
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT jobtype, state, count(*) FROM jobs GROUP BY jobtype, state ORDER BY 1, 2",
+            )?;
+            let jobs = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT jobtype, min(created_at) FROM jobs WHERE state = 'queued' GROUP BY jobtype ORDER BY 1",
+            )?;
+            let oldest_queued = stmt
+                .query_map([], |r| {
+                    Ok((r.get(0)?, (now - r.get::<_, i64>(1)?).max(0) as f64 / 1000.0))
+                })?
+                .collect::<Result<_, _>>()?;
+            let log_bytes: i64 =
+                c.query_row("SELECT coalesce(sum(log_stored), 0) FROM attempts", [], |r| r.get(0))?;
+            Ok(Gauges {
+                summary,
+                jobs,
+                oldest_queued,
+                log_bytes: log_bytes as u64,
+            })
+        })
+    }
+
+    fn purge_finished(&self, before: i64, batch: usize) -> ApiResult<usize> {
+        let n = self.with_tx(|tx| {
+            let ids: Vec<i64> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running') \
+                     AND finished_at < ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![before, batch as i64], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let list = serde_json::to_string(&ids)?;
+            for table in ["log_chunks", "attempts"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?1))"
+                    ),
+                    [&list],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
+                [&list],
+            )?;
+            tx.execute(
+                "DELETE FROM builds WHERE created_at < ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.build_id = builds.id)",
+                [before],
+            )?;
+            Ok(ids.len())
+        })?;
+        if n > 0 {
+            self.with_conn(|c| {
+                c.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+                Ok(())
+            })?;
+        }
+        Ok(n)
+    }
+
+    fn backup_to(&self, path: &Path) -> ApiResult<()> {
+        // A connection of its own: in WAL mode its read does not block the
+        // API's writes, and copying every page in one step cannot be
+        // restarted by them.
+        let src = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mut dst = Connection::open(path)?;
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+        loop {
+            match backup.step(-1)? {
+                rusqlite::backup::StepResult::Done => break,
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        Ok(())
     }
 
     fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation> {

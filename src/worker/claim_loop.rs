@@ -23,6 +23,11 @@ pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
     let mut backoff = Backoff::new();
     let mut all_passed = true;
     while shared.phase() == Phase::Run {
+        if !shared.disk_ok() {
+            shared.poke();
+            std::thread::sleep(Duration::from_secs(5));
+            continue;
+        }
         match shared
             .client
             .post_maybe::<_, Job>(&path, &req, CLAIM_WAIT + Duration::from_secs(10))

@@ -36,6 +36,8 @@ pub struct Config {
     pub keep_job_dirs: bool,
     /// `KEY=VALUE` rules: this machine takes only jobs that ask for them.
     pub accept: Vec<(String, String)>,
+    /// Claim nothing while `work_dir` has less free space than this.
+    pub min_free_disk: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +99,24 @@ struct RawConfig {
     keep_job_dirs: Option<bool>,
     #[serde(default)]
     accept: Vec<String>,
+    min_free_disk: Option<SizeValue>,
+}
+
+/// A size written as `"1GiB"`, `"500MB"` or a number of bytes.
+struct SizeValue(u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::Integer(i) if i >= 0 => Ok(SizeValue(i as u64)),
+            toml::Value::String(s) => crate::wire::parse_size(&s)
+                .map(SizeValue)
+                .map_err(serde::de::Error::custom),
+            _ => Err(serde::de::Error::custom(
+                "expected a size like \"1GiB\" or \"500MB\"",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -333,6 +353,7 @@ impl Config {
             kill_grace: raw.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE),
             keep_job_dirs: raw.keep_job_dirs.unwrap_or(false),
             accept,
+            min_free_disk: raw.min_free_disk.map(|s| s.0),
         })
     }
 

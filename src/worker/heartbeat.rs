@@ -55,7 +55,7 @@ pub fn send(shared: &Shared, wait: f64) {
     let hb = Heartbeat {
         status: status.to_string(),
         wait,
-        info: shared.config.info.clone(),
+        info: shared.info(),
         jobs,
     };
     let timeout = Duration::from_secs_f64(wait) + Duration::from_secs(30);

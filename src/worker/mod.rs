@@ -89,6 +89,8 @@ pub struct Shared {
     reachable: AtomicBool,
     /// Every slot has ended: the heartbeat thread sends its last and ends.
     stopped: AtomicBool,
+    /// Why the worker claims nothing now (low disk), for its heartbeat.
+    pub problem: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -124,6 +126,45 @@ impl Shared {
             .wait_timeout_while(guard, timeout, |poked| !*poked)
             .unwrap();
         std::mem::replace(&mut *guard, false)
+    }
+
+    /// The `[info]` of the config, plus the problem keeping the worker from
+    /// claiming, if any.
+    pub fn info(&self) -> crate::wire::Extra {
+        let mut info = self.config.info.clone();
+        if let Some(p) = self.problem.lock().unwrap().as_ref() {
+            info.insert("problem".into(), p.clone().into());
+        }
+        info
+    }
+
+    /// Whether `work_dir` has the free space `min_free_disk` asks for; when
+    /// not, records and logs (once) why the worker claims nothing.
+    pub fn disk_ok(&self) -> bool {
+        let Some(min) = self.config.min_free_disk else {
+            return true;
+        };
+        let free = free_bytes(&self.config.work_dir).unwrap_or(u64::MAX);
+        let mut problem = self.problem.lock().unwrap();
+        if free >= min {
+            if problem.take().is_some() {
+                tracing::info!("work_dir has free space again; claiming jobs");
+            }
+            return true;
+        }
+        let msg = format!(
+            "claiming nothing: work_dir {} has {} MiB free, below min_free_disk {} MiB",
+            self.config.work_dir.display(),
+            free >> 20,
+            min >> 20
+        );
+        if problem.as_deref() != Some(msg.as_str()) {
+            if problem.is_none() {
+                tracing::warn!("{msg}");
+            }
+            *problem = Some(msg);
+        }
+        false
     }
 
     pub fn running_jobs(&self) -> Vec<RunningJob> {
@@ -237,6 +278,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         poke: (Mutex::new(false), Condvar::new()),
         reachable: AtomicBool::new(true),
         stopped: AtomicBool::new(false),
+        problem: Mutex::new(None),
     });
     if opts.handle_signals {
         handle_signals(shared.clone())?;
@@ -276,6 +318,17 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     shared.stopped.store(true, Ordering::SeqCst);
     heartbeat::send(&shared, 0.0);
     Ok(if opts.once && !all_passed { 1 } else { 0 })
+}
+
+/// Free bytes for unprivileged users on the file system holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out
+    // pointer for the duration of the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Installs SIGINT/SIGTERM handling for a standalone worker: the first

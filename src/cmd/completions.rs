@@ -1,0 +1,17 @@
+//! `testbot completions SHELL`: shell completions generated from the same
+//! flag definitions the parser uses.
+
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: Shell,
+}
+
+pub fn run(a: Args) -> anyhow::Result<u8> {
+    let mut cmd = super::Cli::command();
+    clap_complete::generate(a.shell, &mut cmd, "testbot", &mut std::io::stdout());
+    Ok(0)
+}
