@@ -11,6 +11,7 @@ pub mod explain;
 mod extract;
 pub mod metrics;
 pub mod pages;
+pub mod queue;
 pub mod store;
 
 use std::net::SocketAddr;

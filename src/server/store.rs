@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::explain::{self, WorkerView};
 use super::metrics::Gauges;
-use crate::matching;
+use super::queue::{Claimant, QueueIndex, Queued};
 use crate::time::rfc3339;
 use crate::wire::*;
 
@@ -136,6 +136,9 @@ pub trait Store: Send + Sync + 'static {
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The queued jobs in dispatch order. Lock order: `queue` before
+    /// `conn` when both are held; otherwise `conn` is released first.
+    queue: Mutex<QueueIndex>,
     path: std::path::PathBuf,
     /// The most log bytes kept per attempt; past it the start and the end
     /// are kept and the middle is cut.
@@ -268,11 +271,52 @@ impl SqliteStore {
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         let store = SqliteStore {
             conn: Mutex::new(conn),
+            queue: Mutex::default(),
             path: path.to_path_buf(),
             log_cap: DEFAULT_LOG_CAP,
         };
         store.migrate()?;
+        store.load_queue()?;
         Ok(store)
+    }
+
+    /// Fills the in-memory queue from the database at start.
+    fn load_queue(&self) -> anyhow::Result<()> {
+        let mut q = self.queue.lock().unwrap();
+        let conn = self.conn.lock().unwrap();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {QUEUED_COLS} FROM jobs WHERE state = 'queued' ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], queued_from_row)?;
+        for row in rows {
+            q.insert(row?);
+        }
+        Ok(())
+    }
+
+    /// Brings the in-memory queue up to date for jobs whose state may have
+    /// changed in a transaction that committed.
+    fn resync(&self, ids: &[i64]) -> ApiResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let list = serde_json::to_string(ids)?;
+        let queued: Vec<Queued> = self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {QUEUED_COLS} FROM jobs WHERE state = 'queued' \
+                 AND id IN (SELECT value FROM json_each(?1))"
+            ))?;
+            let rows = stmt.query_map([&list], queued_from_row)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })?;
+        for id in ids {
+            q.remove(*id);
+        }
+        for job in queued {
+            q.insert(job);
+        }
+        Ok(())
     }
 
     pub fn with_log_cap(mut self, cap: u64) -> SqliteStore {
@@ -312,6 +356,22 @@ impl SqliteStore {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn)
     }
+}
+
+const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_worker, avoid_until";
+
+fn queued_from_row(r: &Row) -> rusqlite::Result<Queued> {
+    let avoid = match (r.get::<_, Option<String>>(4)?, r.get::<_, Option<i64>>(5)?) {
+        (Some(w), Some(until)) => Some((w, until)),
+        _ => None,
+    };
+    Ok(Queued {
+        id: r.get(0)?,
+        jobtype: r.get(1)?,
+        priority: r.get(2)?,
+        platform_json: r.get(3)?,
+        avoid,
+    })
 }
 
 fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
@@ -832,7 +892,7 @@ impl Store for SqliteStore {
         jobs: Vec<JobSpec>,
         now: i64,
     ) -> ApiResult<(Option<i64>, Vec<Job>)> {
-        self.with_tx(|tx| {
+        let out = self.with_tx(|tx| {
             let build_id = match build {
                 Some((name, meta, extra)) => {
                     tx.execute(
@@ -849,6 +909,9 @@ impl Store for SqliteStore {
                 None => None,
             };
             let workers = views(load_workers(tx, now, None)?);
+            let created_at = rfc3339(now);
+            let mut warnings: std::collections::HashMap<(String, Props), Option<String>> =
+                std::collections::HashMap::new();
             let mut out = Vec::with_capacity(jobs.len());
             let mut plans: BTreeMap<(String, u32), Vec<Vec<String>>> = BTreeMap::new();
             let mut insert = tx.prepare_cached(
@@ -902,12 +965,63 @@ impl Store for SqliteStore {
                     spec.retry_failed.unwrap_or(0),
                     shard_tests,
                 ])?;
-                let mut job = load_job(tx, tx.last_insert_rowid())?;
-                job.warning = explain::never_runnable(&spec.jobtype, &spec.platform, &workers);
-                out.push(job);
+                // The job as stored, built here rather than read back.
+                let warning = warnings
+                    .entry((spec.jobtype.clone(), spec.platform.clone()))
+                    .or_insert_with(|| {
+                        explain::never_runnable(&spec.jobtype, &spec.platform, &workers)
+                    })
+                    .clone();
+                out.push(Job {
+                    id: tx.last_insert_rowid(),
+                    state: JobState::Queued,
+                    max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                    attempt: 0,
+                    worker: None,
+                    platform_index: None,
+                    matched_platform: None,
+                    build: job_build,
+                    shard_tests: shard_tests
+                        .as_deref()
+                        .and_then(|s| serde_json::from_str(s).ok()),
+                    retry_failed: spec.retry_failed.unwrap_or(0),
+                    reruns: 0,
+                    flaky: false,
+                    flaky_tests: Vec::new(),
+                    created_at: created_at.clone(),
+                    started_at: None,
+                    finished_at: None,
+                    cancel_requested: false,
+                    reason: None,
+                    result: None,
+                    info: None,
+                    warning,
+                    attempts: Vec::new(),
+                    jobtype: spec.jobtype,
+                    platform: spec.platform,
+                    params: spec.params,
+                    priority: spec.priority,
+                    timeout: spec.timeout,
+                    shard_index: spec.shard_index,
+                    shard_total: spec.shard_total,
+                    extra: spec.extra,
+                });
             }
             Ok((build_id, out))
-        })
+        })?;
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for j in &out.1 {
+                q.insert(Queued {
+                    id: j.id,
+                    jobtype: j.jobtype.clone(),
+                    priority: j.priority,
+                    platform_json: serde_json::to_string(&j.platform)?,
+                    avoid: None,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn job(&self, id: i64) -> ApiResult<Job> {
@@ -944,7 +1058,7 @@ impl Store for SqliteStore {
     }
 
     fn cancel(&self, id: i64, now: i64) -> ApiResult<Job> {
-        self.with_tx(|tx| {
+        let out = self.with_tx(|tx| {
             let job = load_job(tx, id)?;
             match job.state {
                 JobState::Queued => {
@@ -960,12 +1074,15 @@ impl Store for SqliteStore {
                 _ => {}
             }
             load_job(tx, id)
-        })
+        })?;
+        self.resync(&[id])?;
+        Ok(out)
     }
 
     fn register(&self, reg: &Registration, now: i64) -> ApiResult<RegisterOutcome> {
         let lease = lease_ms(reg.heartbeat_interval_ms);
-        self.with_tx(|tx| {
+        let mut lost = Vec::new();
+        let out = self.with_tx(|tx| {
             tx.execute(
                 "INSERT INTO workers (name, jobtypes, platforms, info, extra, slots, heartbeat_ms, \
                  lease_ms, version, registered_at, last_seen, accept) \
@@ -1007,15 +1124,20 @@ impl Store for SqliteStore {
                         "UPDATE jobs SET lease_expires = ?2 WHERE id = ?1",
                         params![id, now + lease as i64],
                     )?;
-                } else if lose_job(tx, id, "worker restarted", now)? {
-                    requeued += 1;
+                } else {
+                    lost.push(id);
+                    if lose_job(tx, id, "worker restarted", now)? {
+                        requeued += 1;
+                    }
                 }
             }
             Ok(RegisterOutcome {
                 lease_ms: lease,
                 requeued,
             })
-        })
+        })?;
+        self.resync(&lost)?;
+        Ok(out)
     }
 
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply> {
@@ -1060,7 +1182,9 @@ impl Store for SqliteStore {
     }
 
     fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
-        self.with_tx(|tx| {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = None;
+        let out = self.with_tx(|tx| {
             tx.execute(
                 "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
                 params![name, now],
@@ -1077,49 +1201,40 @@ impl Store for SqliteStore {
                 return Ok(Claim::Held);
             }
             let w = row.view;
-            if w.jobtypes.is_empty() {
-                return Ok(Claim::Nothing);
-            }
-            let types = serde_json::to_string(&w.jobtypes)?;
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, platform, avoid_worker, avoid_until FROM jobs \
-                 WHERE state = 'queued' AND jobtype IN (SELECT value FROM json_each(?1)) \
-                 ORDER BY priority DESC, id ASC",
-            )?;
-            let mut rows = stmt.query([types])?;
-            let mut chosen = None;
-            while let Some(row) = rows.next()? {
-                let avoid: Option<String> = row.get(2)?;
-                if avoid.as_deref() == Some(name) && row.get::<_, Option<i64>>(3)?.unwrap_or(0) > now {
-                    continue;
-                }
-                let reqs: Props = json_or(row.get(1)?);
-                if !matching::job_accepted(&reqs, &w.accept) {
-                    continue;
-                }
-                if let Some(index) = matching::first_match(&reqs, &w.platforms) {
-                    chosen = Some((row.get::<_, i64>(0)?, index));
-                    break;
-                }
-            }
-            drop(rows);
-            let Some((id, index)) = chosen else {
-                return Ok(Claim::Nothing);
+            let me = Claimant {
+                name,
+                jobtypes: &w.jobtypes,
+                platforms: &w.platforms,
+                accept: &w.accept,
             };
-            let matched = serde_json::to_string(&w.platforms[index])?;
-            tx.execute(
-                "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
-                 platform_index = ?3, matched_platform = ?4, started_at = ?5, lease_expires = ?6, \
-                 info = NULL WHERE id = ?1",
-                params![id, name, index as i64, matched, now, now + row.lease_ms as i64],
-            )?;
-            tx.execute(
-                "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
-                 SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
-                [id],
-            )?;
-            load_job(tx, id).map(|j| Claim::Job(Box::new(j)))
-        })
+            // The index may hold a job another transaction just took or
+            // canceled: the guarded update tells, and we look further.
+            while let Some((id, index)) = queue.best_for(&me, now) {
+                let matched = serde_json::to_string(&w.platforms[index])?;
+                let taken = tx.execute(
+                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
+                     platform_index = ?3, matched_platform = ?4, started_at = ?5, \
+                     lease_expires = ?6, info = NULL WHERE id = ?1 AND state = 'queued'",
+                    params![id, name, index as i64, matched, now, now + row.lease_ms as i64],
+                )?;
+                if taken == 0 {
+                    queue.remove(id);
+                    continue;
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
+                     SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
+                    [id],
+                )?;
+                claimed = Some(id);
+                return load_job(tx, id).map(|j| Claim::Job(Box::new(j)));
+            }
+            Ok(Claim::Nothing)
+        })?;
+        if let Some(id) = claimed {
+            queue.remove(id);
+        }
+        Ok(out)
     }
 
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> ApiResult<LogReply> {
@@ -1234,7 +1349,7 @@ impl Store for SqliteStore {
                 o.state
             )));
         }
-        self.with_tx(|tx| {
+        let out = self.with_tx(|tx| {
             let job = check_current(tx, id, &o.worker, o.attempt)?;
             let mut result = o.data.clone();
             let core = serde_json::json!({
@@ -1335,11 +1450,13 @@ impl Store for SqliteStore {
                 )?;
             }
             load_job(tx, id)
-        })
+        })?;
+        self.resync(&[id])?;
+        Ok(out)
     }
 
     fn expire_leases(&self, now: i64) -> ApiResult<usize> {
-        self.with_tx(|tx| {
+        let out = self.with_tx(|tx| {
             let expired: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ?1",
@@ -1350,8 +1467,10 @@ impl Store for SqliteStore {
             for &id in &expired {
                 lose_job(tx, id, "worker lost", now)?;
             }
-            Ok(expired.len())
-        })
+            Ok(expired)
+        })?;
+        self.resync(&out)?;
+        Ok(out.len())
     }
 
     fn renew_all_leases(&self, now: i64) -> ApiResult<()> {
