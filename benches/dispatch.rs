@@ -201,58 +201,52 @@ fn e2e_vs_floor(dir: &std::path::Path, url: &str) -> (f64, f64, f64) {
     (floor_ms, testbot_ms, floor_ms / testbot_ms)
 }
 
-/// Figure 4: Many simulated workers heartbeating every 10 s and holding claim
-/// long-polls open: the server's CPU and memory meanwhile.
+/// Figure 4: Many simulated workers heartbeating every 10 s and holding
+/// a claim long-poll open in between, each on one connection as a worker
+/// with one slot would: the server's CPU and memory meanwhile.
 fn heartbeat_load(url: &str, server_pid: u32) -> (usize, f64, f64) {
     let n = if quick() { 1000 } else { 10_000 };
     let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
     let started = Arc::new(AtomicU64::new(0));
+    let mut handles = Vec::new();
     for i in 0..n {
         let url = url.to_string();
         let stop = stop.clone();
         let started = started.clone();
         let h = std::thread::Builder::new()
-            .stack_size(128 << 10)
+            .stack_size(64 << 10)
             .spawn(move || {
                 let client = Client::new(&url, None);
                 let name = format!("hb{i}");
-                register(
-                    &client,
-                    &name,
-                    &["nothing-queued"],
-                    json!({"os.family": "linux"}),
-                );
+                let reg = json!({
+                    "name": name, "jobtypes": ["nothing-queued"],
+                    "platforms": [{"os.family": "linux"}], "heartbeat_interval_ms": 10_000,
+                });
+                // Connection storms get refused by the listen backlog;
+                // retry like a worker would.
+                while client.post::<_, Value>("/api/v1/workers", &reg).is_err() {
+                    std::thread::sleep(Duration::from_millis(100 + (i as u64 % 500)));
+                }
                 started.fetch_add(1, Ordering::Relaxed);
                 // Spread the beats over the interval.
                 std::thread::sleep(Duration::from_millis((i as u64 * 7919) % 10_000));
-                let hb_client = client.clone();
-                let hb_name = name.clone();
-                let hb_stop = stop.clone();
-                let hb = std::thread::Builder::new()
-                    .stack_size(128 << 10)
-                    .spawn(move || {
-                        while !hb_stop.load(Ordering::Relaxed) {
-                            let _ = hb_client.post::<_, HeartbeatReply>(
-                                &format!("/api/v1/workers/{hb_name}/heartbeat"),
-                                &Heartbeat {
-                                    status: "idle".into(),
-                                    ..Default::default()
-                                },
-                            );
-                            for _ in 0..100 {
-                                if hb_stop.load(Ordering::Relaxed) {
-                                    return;
-                                }
-                                std::thread::sleep(Duration::from_millis(100));
-                            }
-                        }
-                    })
-                    .unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = claim(&client, &name, 20.0);
+                    let _ = client.post::<_, HeartbeatReply>(
+                        &format!("/api/v1/workers/{name}/heartbeat"),
+                        &Heartbeat {
+                            status: "idle".into(),
+                            ..Default::default()
+                        },
+                    );
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = client.post_maybe::<_, Job>(
+                        &format!("/api/v1/workers/{name}/claim"),
+                        &ClaimRequest { wait: 10.0 },
+                        Duration::from_secs(40),
+                    );
                 }
-                let _ = hb.join();
             })
             .expect("spawn simulated worker");
         handles.push(h);

@@ -137,8 +137,12 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )?;
     check_exposure(&opts.listen, auth.enabled(), opts.insecure)?;
     let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
+    // Store calls share one SQLite connection behind a mutex, so a few
+    // blocking threads do as much as many; more would only cost memory
+    // when thousands of workers call at once.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(8)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(run(opts, store, auth, worker_configs))

@@ -303,12 +303,19 @@ impl SqliteStore {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let list = serde_json::to_string(ids)?;
         let queued: Vec<Queued> = self.with_conn(|c| {
+            // By id only (the primary key); the state is checked here, so
+            // the planner never walks the queue index.
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {QUEUED_COLS} FROM jobs WHERE state = 'queued' \
-                 AND id IN (SELECT value FROM json_each(?1))"
+                "SELECT {QUEUED_COLS}, state FROM jobs WHERE id IN (SELECT value FROM json_each(?1))"
             ))?;
-            let rows = stmt.query_map([&list], queued_from_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut rows = stmt.query([&list])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                if row.get_ref(6)?.as_str().map_err(rusqlite::Error::from)? == "queued" {
+                    out.push(queued_from_row(row)?);
+                }
+            }
+            Ok(out)
         })?;
         for id in ids {
             q.remove(*id);
@@ -426,13 +433,10 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
 }
 
 fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
-    conn.query_row(
-        &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
-        [id],
-        job_from_row,
-    )
-    .optional()?
-    .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_from_row)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
 /// A registered worker as claims and explanations need it.
@@ -1030,23 +1034,38 @@ impl Store for SqliteStore {
 
     fn jobs(&self, f: &JobFilter) -> ApiResult<Vec<Job>> {
         self.with_conn(|c| {
-            let ids = if f.ids.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&f.ids)?)
-            };
+            if !f.ids.is_empty() {
+                // Looked up by primary key, then filtered here.
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     ORDER BY id DESC"
+                ))?;
+                let rows = stmt.query_map([serde_json::to_string(&f.ids)?], job_from_row)?;
+                let mut out = Vec::new();
+                for j in rows {
+                    let j = j?;
+                    if f.state.is_none_or(|s| s == j.state)
+                        && f.build.is_none_or(|b| Some(b) == j.build)
+                        && f.worker
+                            .as_ref()
+                            .is_none_or(|w| Some(w) == j.worker.as_ref())
+                    {
+                        out.push(j);
+                    }
+                }
+                out.truncate(f.limit);
+                return Ok(out);
+            }
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {JOB_COLS} FROM jobs \
                  WHERE (?1 IS NULL OR state = ?1) \
-                   AND (?2 IS NULL OR id IN (SELECT value FROM json_each(?2))) \
-                   AND (?3 IS NULL OR build_id = ?3) \
-                   AND (?4 IS NULL OR worker = ?4) \
-                 ORDER BY id DESC LIMIT ?5"
+                   AND (?2 IS NULL OR build_id = ?2) \
+                   AND (?3 IS NULL OR worker = ?3) \
+                 ORDER BY id DESC LIMIT ?4"
             ))?;
             let rows = stmt.query_map(
                 params![
                     f.state.map(|s| s.as_str()),
-                    ids,
                     f.build,
                     f.worker,
                     f.limit as i64
