@@ -85,16 +85,37 @@ pub enum Maybe<T> {
 }
 
 impl Client {
+    /// A client trusting the system's certificate roots for `https://`.
     pub fn new(server: &str, token: Option<String>) -> Client {
-        let agent = ureq::AgentBuilder::new()
+        Client::build(server, token, None)
+    }
+
+    /// A client trusting only the CA certificates in `ca_file` (PEM).
+    pub fn with_ca_file(
+        server: &str,
+        token: Option<String>,
+        ca_file: &std::path::Path,
+    ) -> anyhow::Result<Client> {
+        let tls = crate::tls::client_config(ca_file)?;
+        Ok(Client::build(server, token, Some(tls)))
+    }
+
+    fn build(
+        server: &str,
+        token: Option<String>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Client {
+        let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(Duration::from_secs(60))
-            .timeout_write(Duration::from_secs(60))
-            .build();
+            .timeout_write(Duration::from_secs(60));
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls);
+        }
         Client {
             base: server.trim_end_matches('/').to_string(),
             token,
-            agent,
+            agent: builder.build(),
         }
     }
 

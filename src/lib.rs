@@ -7,5 +7,6 @@ pub mod matching;
 pub mod server;
 pub mod shards;
 pub mod time;
+pub mod tls;
 pub mod wire;
 pub mod worker;

@@ -571,3 +571,69 @@ fn a_corpus_of_malformed_requests_gets_4xx_and_loses_nothing() {
     let again = server.submit(&["unit"]);
     assert_eq!(server.wait_final(again[0], 20 * SEC)["state"], "passed");
 }
+
+#[test]
+fn tls_serves_https_and_clients_verify_the_server() {
+    let dir = tempdir();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let ca = cert.to_str().unwrap();
+    let cfg = worker_config(
+        dir.path(),
+        &server.url,
+        "tls-worker",
+        &format!("ca_file = \"{ca}\"\n[jobtypes.unit]\ncommand = \"echo over tls\"\n"),
+    );
+    let _w = Worker::start_config(dir.path(), "tls-worker", &cfg, &[]);
+    let out = Command::new(BIN)
+        .args(["--ca-file", ca, "submit", "--wait", "unit"])
+        .env("TESTBOT_SERVER", &server.url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let id: i64 = stdout(&out)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = Command::new(BIN)
+        .args(["logs", &id.to_string()])
+        .env("TESTBOT_SERVER", &server.url)
+        .env("TESTBOT_CA_FILE", ca)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "over tls\n", "{}", text(&out));
+    // Without the CA the client refuses the server's certificate.
+    let out = server.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        text(&out)
+    );
+    // Plain http to the TLS port gets nowhere.
+    assert!(ureq::get(&format!("http://{}/api/v1/health", server.addr))
+        .call()
+        .is_err());
+}

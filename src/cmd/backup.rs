@@ -19,7 +19,7 @@ pub struct Args {
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     let resp = g
-        .client()
+        .client()?
         .get_raw("/api/v1/backup", Duration::from_secs(3600))?;
     let tmp = a.out.with_extension("partial");
     let mut file =

@@ -12,7 +12,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
-    let client = g.client();
+    let client = g.client()?;
     for id in a.ids {
         let job: Job = client.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}))?;
         let what = if job.state.is_final() {

@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
-    let client = g.client();
+    let client = g.client()?;
     let mut path = format!("/api/v1/jobs/{}/log?follow={}", a.id, a.follow);
     if let Some(n) = a.attempt {
         path.push_str(&format!("&attempt={n}"));

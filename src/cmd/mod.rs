@@ -40,6 +40,10 @@ pub struct Cli {
         value_name = "TOKEN"
     )]
     token: Option<String>,
+    /// Trust only the CA certificates in this PEM file for https:// (default:
+    /// the system's roots).
+    #[arg(long, global = true, env = "TESTBOT_CA_FILE", value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Log lines as `human` text or `json`, one object per line.
     #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
@@ -74,14 +78,16 @@ enum Command {
 pub struct Globals {
     pub server: Option<String>,
     pub token: Option<String>,
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Globals {
-    pub fn client(&self) -> Client {
-        Client::new(
-            self.server.as_deref().unwrap_or(DEFAULT_SERVER),
-            self.token.clone(),
-        )
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let server = self.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        match &self.ca_file {
+            Some(ca) => Client::with_ca_file(server, self.token.clone(), ca),
+            None => Ok(Client::new(server, self.token.clone())),
+        }
     }
 }
 
@@ -142,6 +148,7 @@ pub fn main() -> ExitCode {
     let globals = Globals {
         server: cli.server,
         token: cli.token,
+        ca_file: cli.ca_file,
     };
     let default_level = match cli.command {
         Command::Serve(_) | Command::Worker(_) => "info",

@@ -34,6 +34,12 @@ pub struct Args {
     /// How often retention runs (for tests; default 10m).
     #[arg(long, default_value = "10m", value_parser = crate::wire::parse_duration, hide = true)]
     retention_interval: std::time::Duration,
+    /// Serve https with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log kept per attempt (e.g. 32MiB, 500KB); past it the start and the
     /// end are kept and the middle is cut.
     #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
@@ -53,6 +59,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         insecure: a.insecure,
         keep: std::time::Duration::from_secs_f64(a.keep_days.max(0.0) * 86_400.0),
         retention_interval: a.retention_interval,
+        tls: a.tls_cert.zip(a.tls_key),
     })?;
     Ok(0)
 }

@@ -34,7 +34,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
-    let client = g.client();
+    let client = g.client()?;
     if let Some(id) = a.job {
         return show_job(&client, id, a.json);
     }

@@ -70,7 +70,7 @@ pub struct Args {
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
-    let client = g.client();
+    let client = g.client()?;
     let specs = make_specs(&client, &a)?;
     let jobs: Vec<Job> = match &a.build {
         Some(name) => {

@@ -49,7 +49,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             Action::Drain { name } => (name, "drain"),
             Action::Undrain { name } => (name, "undrain"),
         };
-        let w: Worker = g.client().post(
+        let w: Worker = g.client()?.post(
             &format!("/api/v1/workers/{name}/{verb}"),
             &serde_json::json!({}),
         )?;
@@ -78,6 +78,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         config,
         server: g.server.clone(),
         token: g.token.clone(),
+        ca_file: g.ca_file.clone(),
         name: None,
         slots: a.slots,
         once: a.once,

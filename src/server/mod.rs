@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod pages;
 pub mod queue;
 pub mod store;
+mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ pub struct ServeOptions {
     pub keep: Duration,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// Serve https with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The whole HTTP surface: API and pages behind the auth layer, with any
@@ -136,6 +139,10 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.private,
     )?;
     check_exposure(&opts.listen, auth.enabled(), opts.insecure)?;
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
+        None => None,
+    };
     let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
     // Store calls share one SQLite connection behind a mutex, so a few
     // blocking threads do as much as many; more would only cost memory
@@ -145,7 +152,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .max_blocking_threads(8)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(opts, store, auth, worker_configs))
+    runtime.block_on(run(opts, store, auth, tls, worker_configs))
 }
 
 /// Without tokens anyone who can connect may run jobs on the fleet, so an
@@ -175,6 +182,7 @@ async fn run(
     opts: ServeOptions,
     store: SqliteStore,
     auth: auth::Auth,
+    tls: Option<Arc<rustls::ServerConfig>>,
     worker_configs: Vec<crate::worker::config::Config>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&opts.listen)
@@ -196,7 +204,8 @@ async fn run(
     // to reconnect before any of their jobs counts as lost.
     state.db(|s| s.renew_all_leases(now_ms())).await?;
 
-    let url = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{addr}");
     println!("testbot listening on {url}");
     use std::io::Write;
     std::io::stdout().flush().ok();
@@ -206,18 +215,22 @@ async fn run(
     tokio::spawn(retention(state.clone(), opts.keep, opts.retention_interval));
 
     let local_url = if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
         url.clone()
     };
+    // Embedded workers trust the server's own certificate.
+    let embedded_ca = opts.tls.as_ref().map(|(cert, _)| cert.clone());
     for config in worker_configs {
         let url = local_url.clone();
         let token = state.auth.embedded_worker_token().or(opts.token.clone());
+        let ca = embedded_ca.clone();
         std::thread::spawn(move || {
             let opts = crate::worker::WorkerOptions {
                 config,
                 server: Some(url),
                 token,
+                ca_file: ca,
                 name: None,
                 slots: None,
                 once: false,
@@ -235,8 +248,21 @@ async fn run(
         tracing::info!("shutting down");
         shutdown_tx.send(true).ok();
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
     let mut stopped = state.shutdown.clone();
+    let server = async move {
+        match tls {
+            Some(config) => {
+                axum::serve(tls_listener::TlsListener::new(listener, config), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+    };
     tokio::select! {
         res = server => res.context("server failed")?,
         _ = async {

@@ -38,6 +38,8 @@ pub struct Config {
     pub accept: Vec<(String, String)>,
     /// Claim nothing while `work_dir` has less free space than this.
     pub min_free_disk: Option<u64>,
+    /// Trust only the CA certificates in this PEM file for an https server.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +102,7 @@ struct RawConfig {
     #[serde(default)]
     accept: Vec<String>,
     min_free_disk: Option<SizeValue>,
+    ca_file: Option<PathBuf>,
 }
 
 /// A size written as `"1GiB"`, `"500MB"` or a number of bytes.
@@ -354,6 +357,7 @@ impl Config {
             keep_job_dirs: raw.keep_job_dirs.unwrap_or(false),
             accept,
             min_free_disk: raw.min_free_disk.map(|s| s.0),
+            ca_file: raw.ca_file.map(|f| base.join(f)),
         })
     }
 

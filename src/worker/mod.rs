@@ -38,6 +38,8 @@ pub struct WorkerOptions {
     /// `--server` / `TESTBOT_SERVER`, over the config's `server`.
     pub server: Option<String>,
     pub token: Option<String>,
+    /// `--ca-file`, over the config's `ca_file`.
+    pub ca_file: Option<PathBuf>,
     pub name: Option<String>,
     pub slots: Option<u32>,
     /// Run one job, then exit by its outcome.
@@ -270,8 +272,12 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let token = config.token.clone().or(opts.token);
     std::fs::create_dir_all(config.work_dir.join("outbox"))
         .with_context(|| format!("cannot create the work_dir {}", config.work_dir.display()))?;
+    let client = match opts.ca_file.as_ref().or(config.ca_file.as_ref()) {
+        Some(ca) => Client::with_ca_file(&server, token, ca)?,
+        None => Client::new(&server, token),
+    };
     let shared = Arc::new(Shared {
-        client: Client::new(&server, token),
+        client,
         config,
         running: Mutex::new(HashMap::new()),
         phase: AtomicU8::new(Phase::Run as u8),

@@ -74,7 +74,10 @@ impl Server {
             .strip_prefix("testbot listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
             .to_string();
-        let addr = url.trim_start_matches("http://").to_string();
+        let addr = url
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string();
         Server {
             child: Some(child),
             url,

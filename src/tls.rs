@@ -1,0 +1,55 @@
+//! TLS for those without a reverse proxy: the server's acceptor (rustls
+//! with the ring provider), and the client's trust (the system's roots,
+//! or the CA certificates in a `ca_file`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+fn certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("cannot read the certificate file {}", path.display()))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", path.display());
+    }
+    Ok(certs)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server's TLS configuration from a PEM certificate chain and key.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let chain = certs(cert)?;
+    let pem = std::fs::read(key)
+        .with_context(|| format!("cannot read the key file {}", key.display()))?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?
+        .with_context(|| format!("{} holds no private key", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key do not go together")?;
+    Ok(Arc::new(config))
+}
+
+/// A client configuration trusting only the CA certificates in `ca_file`.
+pub fn client_config(ca_file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca_file)? {
+        roots
+            .add(c)
+            .with_context(|| format!("a certificate in {} is not usable", ca_file.display()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
