@@ -453,6 +453,14 @@ async fn claim(
     let mut shutdown = st.shutdown.clone();
     loop {
         queue.borrow_and_update();
+        if !st.store.may_claim(&name) {
+            tokio::select! {
+                changed = queue.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
         let n = name.clone();
         match st.db(move |s| s.claim(&n, now_ms())).await? {
             Claim::Job(job) => {

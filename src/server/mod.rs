@@ -338,11 +338,15 @@ async fn retention(state: AppState, keep: Duration, every: Duration) {
     }
 }
 
-/// Once a second, jobs whose lease ran out go back to the queue (or end).
+/// Once a second: idle heartbeats noted in memory are written, and jobs
+/// whose lease ran out go back to the queue (or end).
 async fn reap_leases(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        if let Err(e) = state.db(|s| s.flush_heartbeats()).await {
+            tracing::error!("writing heartbeats: {e:?}");
+        }
         match state.db(|s| s.expire_leases(now_ms())).await {
             Ok(0) => {}
             Ok(n) => {

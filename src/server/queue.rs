@@ -96,6 +96,11 @@ impl QueueIndex {
         self.where_is.is_empty()
     }
 
+    /// Whether any job of this jobtype is queued.
+    pub fn has_jobtype(&self, jobtype: &str) -> bool {
+        self.by_jobtype.contains_key(jobtype)
+    }
+
     fn intern(&mut self, json: &str) -> Arc<Requirements> {
         if let Some(r) = self.interned.get(json) {
             return r.clone();

@@ -102,6 +102,13 @@ pub trait Store: Send + Sync + 'static {
     fn claim(&self, name: &str, now: i64) -> ApiResult<Claim>;
     /// The worker's running jobs that were canceled.
     fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
+    /// A cheap, in-memory look: could a claim by this worker get anything
+    /// (or an answer other than "nothing") right now? False only when
+    /// surely not, so idle long-polls need not touch the database.
+    fn may_claim(&self, name: &str) -> bool;
+    /// Writes the `last_seen` of heartbeats that were only noted in memory
+    /// (idle workers whose info and status did not change).
+    fn flush_heartbeats(&self) -> ApiResult<()>;
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
     fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
     /// Every attempt of a job, oldest first.
@@ -139,6 +146,11 @@ pub struct SqliteStore {
     /// The queued jobs in dispatch order. Lock order: `queue` before
     /// `conn` when both are held; otherwise `conn` is released first.
     queue: Mutex<QueueIndex>,
+    /// What idle workers last said, so that an unchanged idle heartbeat is
+    /// only noted in memory and written with others once a second.
+    seen: Mutex<std::collections::HashMap<String, Seen>>,
+    /// Worker name -> (jobtypes, drains itself), for [`Store::may_claim`].
+    claimants: Mutex<std::collections::HashMap<String, (Vec<String>, bool)>>,
     path: std::path::PathBuf,
     /// The most log bytes kept per attempt; past it the start and the end
     /// are kept and the middle is cut.
@@ -272,6 +284,8 @@ impl SqliteStore {
         let store = SqliteStore {
             conn: Mutex::new(conn),
             queue: Mutex::default(),
+            claimants: Mutex::default(),
+            seen: Mutex::default(),
             path: path.to_path_buf(),
             log_cap: DEFAULT_LOG_CAP,
         };
@@ -363,6 +377,14 @@ impl SqliteStore {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         f(&conn)
     }
+}
+
+/// An idle worker's last heartbeat as written to the database, and a newer
+/// time it was seen that is not written yet.
+struct Seen {
+    info: String,
+    status: &'static str,
+    pending: Option<i64>,
 }
 
 const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_worker, avoid_until";
@@ -845,6 +867,55 @@ fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiRe
     Ok(job)
 }
 
+impl SqliteStore {
+    fn heartbeat_to_db(
+        &self,
+        name: &str,
+        hb: &Heartbeat,
+        status: &str,
+        info: &str,
+        now: i64,
+    ) -> ApiResult<HeartbeatReply> {
+        if let Some(c) = self
+            .claimants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(name)
+        {
+            c.1 = hb.status == "draining";
+        }
+        self.with_tx(|tx| {
+            let lease: Option<i64> = tx
+                .query_row(
+                    "SELECT lease_ms FROM workers WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(lease) = lease else {
+                return Err(ApiError::not_found(format!(
+                    "unknown worker {name:?}; register first"
+                )));
+            };
+            tx.execute(
+                "UPDATE workers SET last_seen = ?2, info = ?3, status = ?4 WHERE name = ?1",
+                params![name, now, info, status],
+            )?;
+            let mut renew = tx.prepare_cached(
+                "UPDATE jobs SET lease_expires = ?4, info = coalesce(?5, info) \
+                 WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
+            )?;
+            for j in &hb.jobs {
+                let info = j.info.as_ref().map(|v| v.to_string());
+                renew.execute(params![j.id, j.attempt, name, now + lease, info])?;
+            }
+            Ok(HeartbeatReply {
+                cancel: cancels_of(tx, name)?,
+            })
+        })
+    }
+}
+
 /// The largest log upload the server takes in one request.
 pub const LOG_CHUNK_MAX: usize = 4 << 20;
 
@@ -1155,49 +1226,87 @@ impl Store for SqliteStore {
                 requeued,
             })
         })?;
+        self.claimants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reg.name.clone(), (reg.jobtypes.clone(), false));
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&reg.name);
         self.resync(&lost)?;
         Ok(out)
     }
 
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply> {
-        self.with_tx(|tx| {
-            let lease: Option<i64> = tx
-                .query_row(
-                    "SELECT lease_ms FROM workers WHERE name = ?1",
-                    [name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(lease) = lease else {
-                return Err(ApiError::not_found(format!(
-                    "unknown worker {name:?}; register first"
-                )));
-            };
-            let status = if hb.status == "draining" {
-                "draining"
-            } else {
-                "idle"
-            };
-            tx.execute(
-                "UPDATE workers SET last_seen = ?2, info = ?3, status = ?4 WHERE name = ?1",
-                params![name, now, serde_json::to_string(&hb.info)?, status],
-            )?;
-            let mut renew = tx.prepare_cached(
-                "UPDATE jobs SET lease_expires = ?4, info = coalesce(?5, info) \
-                 WHERE id = ?1 AND attempt = ?2 AND worker = ?3 AND state = 'running'",
-            )?;
-            for j in &hb.jobs {
-                let info = j.info.as_ref().map(|v| v.to_string());
-                renew.execute(params![j.id, j.attempt, name, now + lease, info])?;
+        let status: &'static str = if hb.status == "draining" {
+            "draining"
+        } else {
+            "idle"
+        };
+        let info = serde_json::to_string(&hb.info)?;
+        if hb.jobs.is_empty() {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = seen.get_mut(name) {
+                if s.info == info && s.status == status {
+                    s.pending = Some(now);
+                    return Ok(HeartbeatReply::default());
+                }
             }
-            Ok(HeartbeatReply {
-                cancel: cancels_of(tx, name)?,
-            })
-        })
+        }
+        let reply = self.heartbeat_to_db(name, hb, status, &info, now)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if hb.jobs.is_empty() {
+            seen.insert(
+                name.to_string(),
+                Seen {
+                    info,
+                    status,
+                    pending: None,
+                },
+            );
+        } else {
+            seen.remove(name);
+        }
+        Ok(reply)
     }
 
     fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>> {
         self.with_conn(|c| cancels_of(c, name))
+    }
+
+    fn flush_heartbeats(&self) -> ApiResult<()> {
+        let pending: Vec<(String, i64)> = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.iter_mut()
+                .filter_map(|(n, s)| s.pending.take().map(|t| (n.clone(), t)))
+                .collect()
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.with_tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE workers SET last_seen = max(last_seen, ?2) WHERE name = ?1",
+            )?;
+            for (name, t) in &pending {
+                stmt.execute(params![name, t])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn may_claim(&self, name: &str) -> bool {
+        let claimants = self.claimants.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((jobtypes, draining)) = claimants.get(name) else {
+            // Unknown here: let the store answer (perhaps 404).
+            return true;
+        };
+        if *draining {
+            return true;
+        }
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        jobtypes.iter().any(|t| queue.has_jobtype(t))
     }
 
     fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
