@@ -104,24 +104,27 @@ pub fn app(state: AppState) -> axum::Router {
             metrics::count_requests,
         ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            |panic: Box<dyn std::any::Any + Send>| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!("a handler panicked: {what}");
-                use axum::response::IntoResponse;
-                (
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    axum::Json(crate::wire::ErrorBody {
-                        error: "internal server error; see the server's log".into(),
-                    }),
-                )
-                    .into_response()
-            },
+            panic_response,
         ))
         .with_state(state)
+}
+
+/// What a panicking handler answers: logged, 500, the server serves on.
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("a handler panicked: {what}");
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(crate::wire::ErrorBody {
+            error: "internal server error; see the server's log".into(),
+        }),
+    )
+        .into_response()
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -356,5 +359,46 @@ async fn reap_leases(state: AppState) {
             }
             Err(e) => tracing::error!("expiring leases: {e:?}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+
+    /// A handler that panics gets a JSON 500, and the next request is
+    /// served as usual.
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_and_serving_goes_on() {
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("deliberately");
+                    }
+                    "never"
+                }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                super::panic_response,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let get = move |path: &'static str| {
+            tokio::task::spawn_blocking(move || {
+                match ureq::get(&format!("http://{addr}{path}")).call() {
+                    Ok(r) => (r.status(), r.into_string().unwrap()),
+                    Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        };
+        let (status, body) = get("/boom").await.unwrap();
+        assert_eq!(status, 500);
+        assert!(body.contains("internal server error"), "{body}");
+        assert_eq!(get("/fine").await.unwrap(), (200, "fine".to_string()));
     }
 }
