@@ -257,7 +257,10 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
     pub name: String,
+    #[serde(default)]
     pub jobtypes: Vec<String>,
+    /// Property maps; none given means one platform with no properties.
+    #[serde(default)]
     pub platforms: Vec<Props>,
     #[serde(default)]
     pub info: Extra,
@@ -289,6 +292,7 @@ pub struct Registered {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// `idle`, `busy` or `draining` (finishing its jobs, claiming none).
+    #[serde(default = "idle")]
     pub status: String,
     /// Hold the answer up to this many seconds until one of the worker's
     /// jobs is canceled: how a busy worker learns of a cancel at once.
@@ -316,11 +320,15 @@ pub struct ClaimRequest {
 /// Query of `POST /api/v1/jobs/{id}/log`; the body is the raw bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogQuery {
+    /// The worker sending; empty means the job's current worker.
+    #[serde(default)]
     pub worker: String,
     pub attempt: u32,
     /// Where in the attempt's log these bytes start; a retried upload of
-    /// bytes already stored is skipped, never stored twice.
-    pub offset: u64,
+    /// bytes already stored is skipped, never stored twice. Without it the
+    /// bytes are appended.
+    #[serde(default)]
+    pub offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,13 +342,22 @@ pub struct LogReply {
 /// `POST /api/v1/jobs/{id}/result`: how an attempt ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
+    /// The worker reporting; empty means the job's current worker.
+    #[serde(default)]
     pub worker: String,
     pub attempt: u32,
+    /// How it ended; a client may send `passed` or `exit_code` instead.
     pub state: JobState,
+    #[serde(default)]
     pub exit_code: Option<i32>,
+    #[serde(default)]
     pub duration_ms: u64,
+    /// RFC 3339; empty means when the server got the result.
+    #[serde(default)]
     pub started_at: String,
+    #[serde(default)]
     pub finished_at: String,
+    #[serde(default)]
     pub reason: Option<String>,
     /// An infrastructure failure, not the test's (the worker shut down
     /// under the job, the command could not start, the job directory could
@@ -453,6 +470,9 @@ pub struct ErrorBody {
 
 fn one() -> u32 {
     1
+}
+fn idle() -> String {
+    "idle".into()
 }
 fn default_heartbeat_ms() -> u64 {
     60_000

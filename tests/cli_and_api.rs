@@ -278,3 +278,46 @@ fn pages_render_and_escape_what_users_sent() {
         .unwrap();
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 }
+
+#[test]
+fn the_worker_protocol_by_hand_with_the_fewest_fields() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let (status, reg) = post(
+        base,
+        "/api/v1/workers",
+        r#"{"name": "hand", "jobtypes": ["unit"]}"#,
+    );
+    assert_eq!(status, 200, "{reg}");
+    assert!(reg["lease_ms"].as_u64().unwrap() >= 5000);
+    let (status, _) = post(base, "/api/v1/workers/hand/claim", r#"{"wait": 0}"#);
+    assert_eq!(status, 204);
+    let ids = server.submit(&["unit"]);
+    let (status, job) = post(base, "/api/v1/workers/hand/claim", "");
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["id"], ids[0]);
+    assert_eq!(job["attempt"], 1);
+    let (status, _) = post(base, "/api/v1/workers/hand/heartbeat", "{}");
+    assert_eq!(status, 200);
+    for chunk in ["one\n", "two\n"] {
+        let r =
+            ureq::post(&format!("{base}/api/v1/jobs/{}/log?attempt=1", ids[0])).send_string(chunk);
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    let (status, done) = post(
+        base,
+        &format!("/api/v1/jobs/{}/result", ids[0]),
+        r#"{"attempt": 1, "exit_code": 0}"#,
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "passed");
+    assert_eq!(done["result"]["worker"], "hand");
+    assert_eq!(server.log_of(ids[0]), "one\ntwo\n");
+    let (status, err) = post(
+        base,
+        &format!("/api/v1/jobs/{}/result", ids[0]),
+        r#"{"attempt": 1}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+}

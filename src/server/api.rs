@@ -316,8 +316,11 @@ fn bind(st: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
 async fn register(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Body(reg): Body<Registration>,
+    Body(mut reg): Body<Registration>,
 ) -> ApiResult<Json<Registered>> {
+    if reg.platforms.is_empty() {
+        reg.platforms.push(Props::new());
+    }
     check_name("worker name", &reg.name)?;
     bind(&st, &caller, &reg.name)?;
     if reg.jobtypes.len() > limits::JOBTYPES {
@@ -775,8 +778,29 @@ async fn finish(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
-    Body(outcome): Body<Outcome>,
+    Body(mut body): Body<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
+    // A result may say `passed` or give `exit_code` instead of `state`.
+    if let Some(obj) = body.as_object_mut() {
+        if !obj.contains_key("state") {
+            let passed = match (obj.get("passed"), obj.get("exit_code")) {
+                (Some(serde_json::Value::Bool(p)), _) => Some(*p),
+                (_, Some(code)) if code.is_i64() => Some(code.as_i64() == Some(0)),
+                _ => None,
+            };
+            let Some(passed) = passed else {
+                return Err(ApiError::bad(
+                    "a result needs a state (or passed, or exit_code)",
+                ));
+            };
+            obj.insert(
+                "state".into(),
+                if passed { "passed" } else { "failed" }.into(),
+            );
+        }
+    }
+    let outcome: Outcome = serde_path_to_error::deserialize(body)
+        .map_err(|e| ApiError::bad(format!("invalid result: {}: {}", e.path(), e.inner())))?;
     bind(&st, &caller, &outcome.worker)?;
     let ran = outcome.duration_ms as f64 / 1000.0;
     let stopped = outcome.infrastructure || outcome.state == JobState::Canceled;

@@ -849,9 +849,10 @@ const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms,
 
 fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
     let job = load_job(tx, id)?;
+    // An empty worker name means "whoever holds the attempt".
     if job.state != JobState::Running
         || job.attempt != attempt
-        || job.worker.as_deref() != Some(worker)
+        || (!worker.is_empty() && job.worker.as_deref() != Some(worker))
     {
         return Err(ApiError::conflict(format!(
             "attempt {attempt} of job {id} on worker {worker:?} is not current \
@@ -1373,13 +1374,14 @@ impl Store for SqliteStore {
                 params![id, q.attempt],
                 |r| r.get::<_, i64>(0).map(|n| n as u64),
             )?;
-            if q.offset > size {
+            let offset = q.offset.unwrap_or(size);
+            if offset > size {
                 return Err(ApiError::bad(format!(
-                    "log offset {} is past the {size} bytes stored for attempt {}",
-                    q.offset, q.attempt
+                    "log offset {offset} is past the {size} bytes stored for attempt {}",
+                    q.attempt
                 )));
             }
-            let skip = (size - q.offset) as usize;
+            let skip = (size - offset) as usize;
             if skip < bytes.len() {
                 let new = &bytes[skip..];
                 tx.execute(
@@ -1397,7 +1399,7 @@ impl Store for SqliteStore {
                 }
             }
             Ok(LogReply {
-                size: size.max(q.offset + bytes.len() as u64),
+                size: size.max(offset + bytes.len() as u64),
                 cancel: job.cancel_requested,
             })
         })
@@ -1479,6 +1481,21 @@ impl Store for SqliteStore {
         }
         let out = self.with_tx(|tx| {
             let job = check_current(tx, id, &o.worker, o.attempt)?;
+            // Fill in what a hand-written result may leave out.
+            let mut filled = o.clone();
+            if filled.worker.is_empty() {
+                filled.worker = job.worker.clone().unwrap_or_default();
+            }
+            if filled.finished_at.is_empty() {
+                filled.finished_at = rfc3339(now);
+            }
+            if filled.started_at.is_empty() {
+                filled.started_at = job
+                    .started_at
+                    .clone()
+                    .unwrap_or_else(|| filled.finished_at.clone());
+            }
+            let o = &filled;
             let mut result = o.data.clone();
             let core = serde_json::json!({
                 "passed": o.state == JobState::Passed,
