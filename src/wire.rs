@@ -400,14 +400,19 @@ pub struct TestFailure {
 }
 
 impl Job {
-    /// The failing tests the result names, if it has a test report.
-    pub fn failed_tests(&self) -> Vec<TestFailure> {
+    /// The test report in the result, if JUnit files were read (a
+    /// command's own `tests` key in its result file is not one).
+    pub fn test_report(&self) -> Option<TestReport> {
         self.result
             .as_ref()
             .and_then(|r| r.get("tests"))
+            .filter(|t| t.get("total").is_some_and(|n| n.is_u64()))
             .and_then(|t| serde_json::from_value::<TestReport>(t.clone()).ok())
-            .map(|t| t.failures)
-            .unwrap_or_default()
+    }
+
+    /// The failing tests the result names, if it has a test report.
+    pub fn failed_tests(&self) -> Vec<TestFailure> {
+        self.test_report().map(|t| t.failures).unwrap_or_default()
     }
 }
 

@@ -269,6 +269,10 @@ fn result_file_json_is_merged_into_the_result() {
     let out = server.cli(&["status", &ids[0].to_string(), "--json"]);
     let shown: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(shown["result"]["tests"], 12);
+    // A command's own `tests` key is not mistaken for a JUnit report.
+    let human = stdout(&server.cli(&["status", &ids[0].to_string()]));
+    assert!(!human.contains("null passed"), "{human}");
+    assert!(!human.contains("tests:"), "{human}");
 }
 
 #[test]

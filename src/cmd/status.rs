@@ -173,10 +173,10 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
     if job.flaky {
         println!("  flaky:     passed on rerun {} after failing", job.reruns);
     }
-    if let Some(tests) = job.result.as_ref().and_then(|r| r.get("tests")) {
+    if let Some(t) = job.test_report() {
         println!(
             "  tests:     {} passed, {} failed, {} errors, {} skipped",
-            tests["passed"], tests["failed"], tests["errors"], tests["skipped"]
+            t.passed, t.failed, t.errors, t.skipped
         );
     }
     for f in job.failed_tests() {

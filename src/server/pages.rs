@@ -60,10 +60,14 @@ fn page(title: &str, refresh: bool, body: &str) -> Html<String> {
         ""
     };
     Html(format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{} - testbot</title>{meta}\
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title>{meta}\
          <style>{STYLE}</style></head><body><nav><a href=\"/\">testbot</a><a href=\"/workers\">workers</a>\
          <a href=\"/builds\">builds</a></nav><h1>{}</h1>{body}</body></html>",
-        esc(title),
+        if title == "testbot" {
+            "testbot".to_string()
+        } else {
+            format!("{} - testbot", esc(title))
+        },
         esc(title)
     ))
 }
@@ -282,15 +286,15 @@ async fn job_page(
         );
     }
     let failing = job.failed_tests();
-    if let Some(tests) = job.result.as_ref().and_then(|r| r.get("tests")) {
+    if let Some(t) = job.test_report() {
         let _ = write!(
             body,
             "<h2>Tests</h2><p>{} passed, <span class=\"{}\">{} failed, {} errors</span>, {} skipped</p>",
-            tests["passed"],
+            t.passed,
             if failing.is_empty() { "" } else { "failed" },
-            tests["failed"],
-            tests["errors"],
-            tests["skipped"]
+            t.failed,
+            t.errors,
+            t.skipped
         );
     }
     if !failing.is_empty() {

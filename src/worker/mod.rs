@@ -93,6 +93,9 @@ pub struct Shared {
     stopped: AtomicBool,
     /// Why the worker claims nothing now (low disk), for its heartbeat.
     pub problem: Mutex<Option<String>>,
+    /// Runs inside `testbot serve`: the server it cannot reach is its own
+    /// process shutting down, not news.
+    embedded: bool,
 }
 
 impl Shared {
@@ -190,7 +193,11 @@ impl Shared {
     /// Logs the first failure of an outage and the recovery, not each retry.
     pub fn note_unreachable(&self, err: &ClientError) {
         if self.reachable.swap(false, Ordering::SeqCst) {
-            tracing::warn!("{err}; retrying with backoff until it answers");
+            if self.embedded {
+                tracing::debug!("{err}; retrying with backoff until it answers");
+            } else {
+                tracing::warn!("{err}; retrying with backoff until it answers");
+            }
         }
     }
 
@@ -285,6 +292,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         reachable: AtomicBool::new(true),
         stopped: AtomicBool::new(false),
         problem: Mutex::new(None),
+        embedded: !opts.handle_signals,
     });
     if opts.handle_signals {
         handle_signals(shared.clone())?;
