@@ -15,6 +15,9 @@ use super::{Control, Phase, Shared};
 
 /// The longest the server holds a heartbeat open.
 const MAX_HOLD: Duration = Duration::from_secs(30);
+/// Status pushes on a job's start or end come at most this often, so a
+/// worker running many short jobs does not double its requests.
+const MIN_PUSH_GAP: Duration = Duration::from_millis(200);
 
 pub fn run(shared: &Shared) {
     let interval = shared.config.heartbeat_interval;
@@ -32,8 +35,11 @@ pub fn run(shared: &Shared) {
         }
         // Beat once per interval whether the server held the answer or not.
         let left = interval.saturating_sub(started.elapsed());
-        if !left.is_zero() {
-            shared.wait_poke(left);
+        if !left.is_zero() && shared.wait_poke(left) {
+            let since = started.elapsed();
+            if since < MIN_PUSH_GAP {
+                std::thread::sleep(MIN_PUSH_GAP - since);
+            }
         }
         if shared.is_stopped() {
             return;
