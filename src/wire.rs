@@ -117,8 +117,12 @@ pub struct Job {
     pub id: i64,
     pub jobtype: String,
     pub state: JobState,
-    /// The requirements the job was submitted with.
+    /// The platform the job runs (or ran) on, as SPEC says a job records
+    /// which one matched: the worker platform's properties once claimed;
+    /// until then the requirements it was submitted with.
     pub platform: Props,
+    /// The requirements the job was submitted with, always.
+    pub requirements: Props,
     pub params: Props,
     pub priority: i64,
     #[serde(default, with = "opt_duration")]

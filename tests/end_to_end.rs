@@ -73,7 +73,7 @@ fn jobs_are_routed_by_platform_requirements() {
         let job = server.wait_final(ids[0], 20 * SEC);
         assert_eq!(job["worker"], "tablet", "{job}");
         assert_eq!(job["matched_platform"]["device"], "iPad-2");
-        assert_eq!(job["platform"]["device"], "iPad*");
+        assert_eq!(job["requirements"]["device"], "iPad*");
         let ids = server.submit(&["unit", "-p", "device=N900", "-p", "os.family=*"]);
         let job = server.wait_final(ids[0], 20 * SEC);
         assert_eq!(job["worker"], "phone", "{job}");
@@ -145,11 +145,15 @@ env = { PYTHON = "python3.12" }
     let job = server.wait_state(ids[0], "passed", 20 * SEC);
     assert_eq!(job["platform_index"], 1);
     assert_eq!(job["matched_platform"]["python.version"], "3.12");
+    // The job records which platform it ran on.
+    assert_eq!(job["platform"]["python.version"], "3.12");
     assert!(server.log_of(ids[0]).contains("interpreter=python3.12"));
 
     // With no requirement the first platform in config order wins.
     let ids = server.submit(&["pytest"]);
-    server.wait_state(ids[0], "passed", 20 * SEC);
+    let job = server.wait_state(ids[0], "passed", 20 * SEC);
+    assert_eq!(job["platform"]["python.version"], "3.11");
+    assert!(job["requirements"].as_object().unwrap().is_empty());
     assert!(server.log_of(ids[0]).contains("interpreter=python3.11"));
 
     // Both platforms are registered.

@@ -119,10 +119,10 @@ fn each_platform_makes_one_job_per_distinct_platform() {
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     let mut devices = Vec::new();
     for j in jobs {
-        let wanted = j["platform"]["device"].as_str().unwrap();
+        let wanted = j["requirements"]["device"].as_str().unwrap();
         assert_eq!(j["matched_platform"]["device"], wanted, "{j}");
         // The property that tells machines apart is not a requirement.
-        assert!(j["platform"].get("hostname").is_none(), "{j}");
+        assert!(j["requirements"].get("hostname").is_none(), "{j}");
         devices.push(wanted.to_string());
     }
     devices.sort();
@@ -160,11 +160,11 @@ fn matrix_makes_the_cross_product_of_requirements() {
     let mut combos: Vec<String> = jobs
         .iter()
         .map(|j| {
-            assert_eq!(j["platform"]["os.family"], "linux");
+            assert_eq!(j["requirements"]["os.family"], "linux");
             format!(
                 "{}/{}",
-                j["platform"]["python"].as_str().unwrap(),
-                j["platform"]["db"].as_str().unwrap()
+                j["requirements"]["python"].as_str().unwrap(),
+                j["requirements"]["db"].as_str().unwrap()
             )
         })
         .collect();

@@ -144,8 +144,8 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
     println!("job {}  {}  {}", job.id, job.jobtype, job.state);
     println!("  attempt:   {} of {}", job.attempt, job.max_attempts);
     println!("  worker:    {}", job.worker.as_deref().unwrap_or("-"));
-    if !job.platform.is_empty() {
-        println!("  requires:  {}", props(&job.platform));
+    if !job.requirements.is_empty() {
+        println!("  requires:  {}", props(&job.requirements));
     }
     if let Some(p) = &job.matched_platform {
         println!("  platform:  {}", props(p));

@@ -81,7 +81,9 @@ pub fn never_runnable(
 /// Explains any job; `position` is its place in its jobtype's queue.
 pub fn explain(job: &Job, workers: &[WorkerView], position: Option<u64>) -> Explanation {
     match job.state {
-        JobState::Queued => explain_queued(job.id, &job.jobtype, &job.platform, workers, position),
+        JobState::Queued => {
+            explain_queued(job.id, &job.jobtype, &job.requirements, workers, position)
+        }
         JobState::Running => Explanation {
             job: job.id,
             state: job.state,

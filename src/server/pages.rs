@@ -247,7 +247,7 @@ async fn job_page(
             .as_deref()
             .map(|w| format!("<a href=\"/workers/{0}\">{0}</a>", esc(w)))
             .unwrap_or_default(),
-        props(&job.platform),
+        props(&job.requirements),
         job.matched_platform.as_ref().map(props).unwrap_or_default(),
         props(&job.params),
         job.priority,

@@ -415,7 +415,8 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
         jobtype: row.get(1)?,
         state: JobState::parse(&state).unwrap_or(JobState::Error),
         priority: row.get(3)?,
-        platform: json_or(row.get(4)?),
+        platform: Props::new(),
+        requirements: json_or(row.get(4)?),
         params: json_or(row.get(5)?),
         timeout: row
             .get::<_, Option<i64>>(6)?
@@ -451,6 +452,13 @@ fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
         shard_tests: row
             .get::<_, Option<String>>(26)?
             .and_then(|s| serde_json::from_str(&s).ok()),
+    })
+    .map(|mut job: Job| {
+        job.platform = job
+            .matched_platform
+            .clone()
+            .unwrap_or_else(|| job.requirements.clone());
+        job
     })
 }
 
@@ -626,7 +634,7 @@ fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<
 fn queue_position(conn: &Connection, job: &Job, workers: &[WorkerView]) -> ApiResult<u64> {
     let fitting: Vec<&WorkerView> = workers
         .iter()
-        .filter(|w| w.has_jobtype(&job.jobtype) && w.fits(&job.platform))
+        .filter(|w| w.has_jobtype(&job.jobtype) && w.fits(&job.requirements))
         .collect();
     let mut stmt = conn.prepare_cached(
         "SELECT platform FROM jobs WHERE state = 'queued' AND jobtype = ?1 \
@@ -1074,7 +1082,8 @@ impl Store for SqliteStore {
                     warning,
                     attempts: Vec::new(),
                     jobtype: spec.jobtype,
-                    platform: spec.platform,
+                    platform: spec.platform.clone(),
+                    requirements: spec.platform,
                     params: spec.params,
                     priority: spec.priority,
                     timeout: spec.timeout,
@@ -1092,7 +1101,7 @@ impl Store for SqliteStore {
                     id: j.id,
                     jobtype: j.jobtype.clone(),
                     priority: j.priority,
-                    platform_json: serde_json::to_string(&j.platform)?,
+                    platform_json: serde_json::to_string(&j.requirements)?,
                     avoid: None,
                 });
             }
