@@ -288,3 +288,37 @@ fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
     server.cli(&["cancel", &ids[0].to_string()]);
     server.wait_final(ids[0], 20 * SEC);
 }
+
+#[test]
+fn logs_follow_waits_for_a_queued_job_to_start() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let ids = server.submit(&["later"]);
+    let mut child = Command::new(BIN)
+        .args(["logs", "-f", &ids[0].to_string()])
+        .env("TESTBOT_SERVER", &server.url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(SEC);
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "logs -f gave up on a queued job"
+    );
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "late",
+        "[jobtypes.later]\ncommand = \"echo finally\"\n",
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "finally\n");
+    let ok = wait_until(10 * SEC, || matches!(child.try_wait(), Ok(Some(_))));
+    assert!(ok);
+}

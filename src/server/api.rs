@@ -737,40 +737,56 @@ async fn read_log(
     }
     // Follow: send what is there, then each new piece as it is stored, and
     // end when the attempt is over (or the server shuts down).
-    let attempt = first.attempt;
-    let start = (st, q.offset, Some(first));
-    let stream = futures_util::stream::unfold(start, move |(st, mut offset, mut pending)| {
-        let attempt = Some(attempt);
-        async move {
-            let mut events = st.events.subscribe();
-            let mut shutdown = st.shutdown.clone();
-            loop {
-                let slice = match pending.take() {
-                    Some(s) => s,
-                    None => {
-                        events.borrow_and_update();
-                        match st.db(move |s| s.read_log(id, attempt, offset)).await {
-                            Ok(s) => s,
-                            Err(_) => return None,
+    // Without an attempt asked for, follow the job: wait for it to start,
+    // and go on to its next attempt if it is run again.
+    let fixed = q.attempt;
+    let start = (st, first.attempt, q.offset, Some(first));
+    let stream =
+        futures_util::stream::unfold(start, move |(st, mut attempt, mut offset, mut pending)| {
+            async move {
+                let mut events = st.events.subscribe();
+                let mut shutdown = st.shutdown.clone();
+                loop {
+                    let slice = match pending.take() {
+                        Some(s) => s,
+                        None => {
+                            events.borrow_and_update();
+                            let want = fixed.or(Some(attempt));
+                            let mut s = match st.db(move |s| s.read_log(id, want, offset)).await {
+                                Ok(s) => s,
+                                Err(_) => return None,
+                            };
+                            if fixed.is_none() && !s.live && !s.state.is_final() {
+                                // A newer attempt began: follow it from its start.
+                                match st.db(move |s| s.read_log(id, None, 0)).await {
+                                    Ok(next) if next.attempt != attempt => {
+                                        attempt = next.attempt;
+                                        offset = 0;
+                                        s = next;
+                                    }
+                                    Ok(_) => {}
+                                    Err(_) => return None,
+                                }
+                            }
+                            s
                         }
+                    };
+                    if !slice.data.is_empty() {
+                        offset = slice.end;
+                        let chunk: Result<Bytes, std::io::Error> = Ok(Bytes::from(slice.data));
+                        return Some((chunk, (st, attempt, offset, None)));
                     }
-                };
-                if !slice.data.is_empty() {
-                    offset = slice.end;
-                    let chunk: Result<Bytes, std::io::Error> = Ok(Bytes::from(slice.data));
-                    return Some((chunk, (st, offset, None)));
-                }
-                if !slice.live || *shutdown.borrow() {
-                    return None;
-                }
-                tokio::select! {
-                    _ = events.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = shutdown.wait_for(|s| *s) => {}
+                    if !slice.live || *shutdown.borrow() {
+                        return None;
+                    }
+                    tokio::select! {
+                        _ = events.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|s| *s) => {}
+                    }
                 }
             }
-        }
-    });
+        });
     Ok((headers, axum::body::Body::from_stream(stream)).into_response())
 }
 

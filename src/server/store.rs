@@ -1455,7 +1455,9 @@ impl Store for SqliteStore {
                 size,
                 end: expected,
                 state: job.state,
-                live: job.state == JobState::Running && job.attempt == attempt,
+                // More may come while the job has not ended and this is its
+                // current attempt (or it has not started yet).
+                live: !job.state.is_final() && job.attempt == attempt,
             })
         })
     }
