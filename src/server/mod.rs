@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+mod connections;
 pub mod error;
 pub mod explain;
 mod extract;
@@ -253,33 +254,15 @@ async fn run(
         tracing::info!("shutting down");
         shutdown_tx.send(true).ok();
     };
-    let mut stopped = state.shutdown.clone();
-    // Serving a Router itself would rebuild its route table for every
-    // connection (about 30 KB each, measured with massif).
-    let server = async move {
-        match tls {
-            Some(config) => {
-                axum::serve(
-                    tls_listener::TlsListener::new(listener, config),
-                    app.into_make_service(),
-                )
-                .with_graceful_shutdown(shutdown)
-                .await
-            }
-            None => {
-                axum::serve(listener, app.into_make_service())
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+    // Requests in flight get a moment to finish once shutdown begins;
+    // long-polls and log followers end at once on the shutdown signal.
+    let grace = Duration::from_secs(5);
+    match tls {
+        Some(config) => {
+            let listener = tls_listener::TlsListener::new(listener, config);
+            connections::serve(listener, app, shutdown, grace).await
         }
-    };
-    tokio::select! {
-        res = server => res.context("server failed")?,
-        _ = async {
-            let _ = stopped.wait_for(|s| *s).await;
-            // Requests in flight get a moment to finish; then we go.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        } => tracing::warn!("requests still open after 5s; stopping anyway"),
+        None => connections::serve(listener, app, shutdown, grace).await,
     }
     Ok(())
 }
