@@ -72,26 +72,29 @@ fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
         r.durations
             .insert(name.clone(), (c.time * 1000.0).round().max(0.0) as u64);
         use junit_parser::TestStatus::*;
-        match &c.status {
-            Success => r.passed += 1,
-            Skipped(_) => r.skipped += 1,
+        let (kind, message) = match &c.status {
+            Success => {
+                r.passed += 1;
+                continue;
+            }
+            Skipped(_) => {
+                r.skipped += 1;
+                continue;
+            }
             Failure(f) => {
                 r.failed += 1;
-                r.failures.push(TestFailure {
-                    name,
-                    kind: "failure".into(),
-                    message: first_non_empty(&f.message, &f.text),
-                });
+                ("failure", first_non_empty(&f.message, &f.text))
             }
             Error(e) => {
                 r.errors += 1;
-                r.failures.push(TestFailure {
-                    name,
-                    kind: "error".into(),
-                    message: first_non_empty(&e.message, &e.text),
-                });
+                ("error", first_non_empty(&e.message, &e.text))
             }
-        }
+        };
+        r.failures.push(TestFailure {
+            name,
+            kind: kind.into(),
+            message,
+        });
     }
     for inner in &s.suites {
         add_suite(r, inner);
