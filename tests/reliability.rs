@@ -356,3 +356,42 @@ fn a_restarted_worker_requeues_what_it_no_longer_runs() {
     assert!(t.elapsed() < 20 * SEC);
     let _: Value = job;
 }
+
+#[test]
+fn a_worker_without_its_server_stops_promptly_on_sigterm() {
+    let dir = tempdir();
+    // Never reached: the worker retries registering with backoff.
+    let mut w = Worker::start(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "orphan",
+        "[jobtypes.u]\ncommand = \"true\"\n",
+    );
+    std::thread::sleep(3 * SEC);
+    let t = Instant::now();
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(10 * SEC), Some(0), "{}", w.stderr());
+    assert!(t.elapsed() < 3 * SEC, "took {:?}", t.elapsed());
+    assert_eq!(
+        w.stderr().matches("cannot reach").count(),
+        1,
+        "one line per outage: {}",
+        w.stderr()
+    );
+
+    // Registered, then the server goes away: the same.
+    let mut server = Server::start(dir.path());
+    let mut w = Worker::start(
+        dir.path(),
+        &server.url,
+        "stranded",
+        "[jobtypes.u]\ncommand = \"true\"\n",
+    );
+    wait_online(&server, "stranded");
+    server.kill9();
+    std::thread::sleep(4 * SEC);
+    let t = Instant::now();
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(10 * SEC), Some(0), "{}", w.stderr());
+    assert!(t.elapsed() < 3 * SEC, "took {:?}", t.elapsed());
+}

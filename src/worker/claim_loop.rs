@@ -25,7 +25,7 @@ pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
     while shared.phase() == Phase::Run {
         if !shared.disk_ok() {
             shared.poke();
-            std::thread::sleep(Duration::from_secs(5));
+            shared.pause(Duration::from_secs(5));
             continue;
         }
         match shared
@@ -52,16 +52,16 @@ pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
             Err(ClientError::Refused { status: 404, .. }) => {
                 if let Err(e) = shared.register() {
                     tracing::error!("re-registering: {e:#}");
-                    std::thread::sleep(backoff.next_delay());
+                    shared.pause(backoff.next_delay());
                 }
             }
             Err(e @ ClientError::Refused { .. }) => {
                 tracing::error!("claim refused: {e}");
-                std::thread::sleep(backoff.next_delay());
+                shared.pause(backoff.next_delay());
             }
             Err(e) => {
                 shared.note_unreachable(&e);
-                std::thread::sleep(backoff.next_delay());
+                shared.pause(backoff.next_delay());
             }
         }
     }

@@ -247,7 +247,7 @@ fn upload(
                 if shared.phase() == Phase::Abort {
                     return Upload::GaveUp;
                 }
-                std::thread::sleep(backoff.next_delay());
+                shared.pause(backoff.next_delay());
             }
         }
     }

@@ -85,6 +85,8 @@ pub struct Shared {
     pub config: Config,
     pub running: Mutex<HashMap<i64, Running>>,
     phase: AtomicU8,
+    /// Notified when the phase changes, so pauses end early on shutdown.
+    phase_changed: (Mutex<()>, Condvar),
     /// Set to wake the heartbeat thread at once (a job started or ended).
     poke: (Mutex<bool>, Condvar),
     /// Whether the last request reached the server, to log once per outage.
@@ -108,8 +110,24 @@ impl Shared {
     }
 
     pub fn set_phase(&self, p: Phase) {
-        self.phase.fetch_max(p as u8, Ordering::SeqCst);
+        {
+            let _guard = self.phase_changed.0.lock().unwrap();
+            self.phase.fetch_max(p as u8, Ordering::SeqCst);
+            self.phase_changed.1.notify_all();
+        }
         self.poke();
+    }
+
+    /// Sleeps for `d`, or until the worker starts shutting down (or goes
+    /// from draining to aborting), whichever comes first.
+    pub fn pause(&self, d: Duration) {
+        let guard = self.phase_changed.0.lock().unwrap();
+        let at = self.phase();
+        let _ = self
+            .phase_changed
+            .1
+            .wait_timeout_while(guard, d, |_| self.phase() == at)
+            .unwrap();
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -250,10 +268,10 @@ impl Shared {
                 }
                 Err(e) => {
                     self.note_unreachable(&e);
-                    if self.phase() == Phase::Abort {
+                    if self.phase() != Phase::Run {
                         return Err(e.into());
                     }
-                    std::thread::sleep(backoff.next_delay());
+                    self.pause(backoff.next_delay());
                 }
             }
         }
@@ -288,6 +306,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         config,
         running: Mutex::new(HashMap::new()),
         phase: AtomicU8::new(Phase::Run as u8),
+        phase_changed: (Mutex::new(()), Condvar::new()),
         poke: (Mutex::new(false), Condvar::new()),
         reachable: AtomicBool::new(true),
         stopped: AtomicBool::new(false),
@@ -297,7 +316,12 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     if opts.handle_signals {
         handle_signals(shared.clone())?;
     }
-    let reg = shared.register()?;
+    let reg = match shared.register() {
+        Ok(r) => r,
+        // Told to stop before the server ever answered: nothing to finish.
+        Err(_) if shared.phase() != Phase::Run => return Ok(0),
+        Err(e) => return Err(e),
+    };
     tracing::info!(
         worker = %shared.config.name,
         server = %server,

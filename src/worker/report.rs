@@ -137,7 +137,7 @@ fn send(shared: &Shared, p: &Pending) -> bool {
                 if shared.phase() == Phase::Abort {
                     return false;
                 }
-                std::thread::sleep(backoff.next_delay());
+                shared.pause(backoff.next_delay());
             }
         }
     }
