@@ -179,20 +179,19 @@ fn builds_table(builds: &[Build]) -> String {
 }
 
 async fn index(State(st): State<AppState>) -> ApiResult<Html<String>> {
-    let summary = st.db(|s| s.summary(now_ms())).await?;
-    let workers = st.db(|s| s.workers(now_ms())).await?;
-    let jobs = st
+    let (summary, workers, jobs) = st
         .db(|s| {
-            s.jobs(&JobFilter {
+            let now = now_ms();
+            let latest = JobFilter {
                 limit: 50,
                 ..Default::default()
-            })
+            };
+            Ok((s.summary(now)?, s.workers(now)?, s.jobs(&latest)?))
         })
         .await?;
     let mut body = String::from("<h2>Queue</h2><table><tr>");
-    for (state, n) in &summary.jobs {
+    for state in summary.jobs.keys() {
         let _ = write!(body, "<th>{}</th>", esc(state));
-        let _ = n;
     }
     body.push_str("</tr><tr>");
     for n in summary.jobs.values() {

@@ -1668,10 +1668,12 @@ impl Store for SqliteStore {
     }
 
     fn summary(&self, now: i64) -> ApiResult<Summary> {
-        let workers = self.workers(now)?;
+        // Counting needs only each worker's status: one query, not a full
+        // record (with its running jobs) per worker.
+        let workers = self.with_conn(|c| load_workers(c, now, None))?;
         let mut counts = WorkerCounts::default();
         for w in &workers {
-            match w.status.as_str() {
+            match w.view.status.as_str() {
                 "offline" => counts.offline += 1,
                 "draining" => {
                     counts.online += 1;
