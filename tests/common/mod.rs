@@ -22,8 +22,56 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// A process a test started: ended by PID (SIGKILL) when dropped.
+pub struct Proc(Option<Child>);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("the process still runs").id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.0 {
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code, or None
+    /// if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let c = self.0.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.0 = None;
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 pub struct Server {
-    child: Option<Child>,
+    proc: Proc,
     pub url: String,
     pub addr: String,
     pub db: PathBuf,
@@ -79,7 +127,7 @@ impl Server {
             .trim_start_matches("http://")
             .to_string();
         Server {
-            child: Some(child),
+            proc: Proc(Some(child)),
             url,
             addr,
             db,
@@ -88,35 +136,21 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.proc.pid()
     }
 
     /// SIGKILL: no chance to clean up.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
-    /// Sends a signal and waits for the exit, returning its status.
+    /// Sends a signal and waits for the exit, returning its status (None,
+    /// and a SIGKILL, when it does not exit within `timeout`).
     pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> Option<i32> {
-        let mut c = self.child.take()?;
-        unsafe {
-            libc::kill(c.id() as i32, sig);
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.signal(sig);
+        let code = self.proc.wait_exit(timeout);
+        self.proc.kill9();
+        code
     }
 
     pub fn log_text(&self) -> String {
@@ -178,14 +212,8 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 pub struct Worker {
-    child: Option<Child>,
+    proc: Proc,
     pub name: String,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -233,7 +261,7 @@ impl Worker {
             .spawn()
             .expect("start testbot worker");
         Worker {
-            child: Some(child),
+            proc: Proc(Some(child)),
             name: name.to_string(),
             config: config.to_path_buf(),
             log,
@@ -241,48 +269,24 @@ impl Worker {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.proc.pid()
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     pub fn signal(&self, sig: i32) {
-        if let Some(c) = &self.child {
-            unsafe {
-                libc::kill(c.id() as i32, sig);
-            }
-        }
+        self.proc.signal(sig);
     }
 
     /// Waits for the worker to exit by itself; its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let c = self.child.as_mut()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = c.try_wait() {
-                self.child = None;
-                return st.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc.wait_exit(timeout)
     }
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.log.with_extension("err")).unwrap_or_default()
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
