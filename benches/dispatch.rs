@@ -2,7 +2,9 @@
 //! simulated workers that use the real client code. Prints each figure,
 //! then one JSON line with all of them. `cargo bench --bench dispatch`.
 //!
-//! Set `DISPATCH_QUICK=1` for a smaller run (fewer jobs and workers).
+//! Set `DISPATCH_QUICK=1` for a smaller run (fewer jobs and workers), and
+//! `DISPATCH_ONLY=latency,throughput,e2e,idle,deep,heartbeat` (any of them)
+//! to run only those figures.
 
 mod common;
 
@@ -18,6 +20,14 @@ use testbot::wire::{ClaimRequest, Heartbeat, HeartbeatReply, Job, JobState, Outc
 
 fn quick() -> bool {
     std::env::var_os("DISPATCH_QUICK").is_some()
+}
+
+/// Whether `DISPATCH_ONLY` (when set) names this figure.
+fn wanted(figure: &str) -> bool {
+    match std::env::var("DISPATCH_ONLY") {
+        Ok(only) => only.split(',').any(|f| f.trim() == figure),
+        Err(_) => true,
+    }
 }
 
 fn register(client: &Client, name: &str, jobtypes: &[&str], props: Value) {
@@ -160,7 +170,11 @@ fn server_throughput(url: &str) -> f64 {
 /// Figure 3: Two real workers with 4 slots each running `true`, against spawning
 /// `sh -c true` directly with the same parallelism.
 fn e2e_vs_floor(dir: &std::path::Path, url: &str) -> (f64, f64, f64) {
-    let n = if quick() { 400 } else { 2000 };
+    // DISPATCH_E2E_JOBS makes a longer run, e.g. to profile it.
+    let n = std::env::var("DISPATCH_E2E_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick() { 400 } else { 2000 });
     let parallel = 8;
     let t = Instant::now();
     let handles: Vec<_> = (0..parallel)
@@ -330,63 +344,87 @@ fn main() {
     let server_pid = server.0.id();
     std::thread::sleep(Duration::from_millis(500));
     let server_idle = rss_mb(server_pid);
-
-    let (p50, p99) = dispatch_latency(&url);
-    println!("dispatch_p50_ms:      {p50:.3}  (submit sent -> claim answered, 1000 jobs, 4 idle workers)");
-    println!("dispatch_p99_ms:      {p99:.3}");
-
-    let tp = server_throughput(&url);
-    println!("server_jobs_per_s:    {tp:.0}  (64 simulated slots, claim -> result)");
-
-    let (floor, per_job, ratio) = e2e_vs_floor(dir.path(), &url);
-    println!("floor_ms_per_job:     {floor:.3}  (sh -c true, 8 in parallel)");
-    println!("testbot_ms_per_job:   {per_job:.3}  (2 workers x 4 slots running true)");
-    println!("e2e_vs_floor:         {ratio:.2}");
-
-    let idle_worker = {
-        let w = worker(
-            dir.path(),
-            &url,
-            "idle",
-            "[jobtypes.idle]\ncommand = \"true\"\n",
-        );
-        wait_online(&url, "idle");
-        std::thread::sleep(Duration::from_secs(1));
-        rss_mb(w.0.id())
+    let mut figures = serde_json::Map::new();
+    let mut put = |k: &str, v: Value| {
+        figures.insert(k.to_string(), v);
     };
-    println!("worker_idle_rss_mb:   {idle_worker:.1}");
-    println!("server_idle_rss_mb:   {server_idle:.1}");
-
-    // A fresh server for the deep queue and the heartbeat load.
-    let dir2 = tempdir();
-    let (server2, url2) = serve(dir2.path(), &[]);
-    let (empty, deep, rate, total) = deep_queue(&url2);
-    println!("claim_ms_empty_queue: {empty:.3}");
-    println!("claim_ms_deep_queue:  {deep:.3}  ({total} queued over 50 jobtypes)");
-    println!("submit_jobs_per_s:    {rate:.0}  (builds of 1000)");
-    drop(server2);
-
-    let dir3 = tempdir();
-    let (server3, url3) = serve(dir3.path(), &[]);
-    let (n, cpu, rss) = heartbeat_load(&url3, server3.0.id());
-    println!("heartbeat_cpu:        {cpu:.1}% of one core  ({n} workers, beat every 10 s, claims held open)");
-    println!("heartbeat_rss_mb:     {rss:.1}");
-    drop(server3);
-
-    println!(
-        "{}",
-        json!({
-            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            "dispatch_p50_ms": round3(p50), "dispatch_p99_ms": round3(p99),
-            "server_jobs_per_s": tp.round(),
-            "floor_ms_per_job": round3(floor), "testbot_ms_per_job": round3(per_job),
-            "e2e_vs_floor": round3(ratio),
-            "heartbeat_workers": n, "heartbeat_cpu": round3(cpu), "heartbeat_rss_mb": round3(rss),
-            "claim_ms_empty_queue": round3(empty), "claim_ms_deep_queue": round3(deep),
-            "deep_queue_jobs": total, "submit_jobs_per_s": rate.round(),
-            "worker_idle_rss_mb": round3(idle_worker), "server_idle_rss_mb": round3(server_idle),
-        })
+    put(
+        "cores",
+        json!(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)),
     );
+
+    if wanted("latency") {
+        let (p50, p99) = dispatch_latency(&url);
+        println!("dispatch_p50_ms:      {p50:.3}  (submit sent -> claim answered, 1000 jobs, 4 idle workers)");
+        println!("dispatch_p99_ms:      {p99:.3}");
+        put("dispatch_p50_ms", json!(round3(p50)));
+        put("dispatch_p99_ms", json!(round3(p99)));
+    }
+
+    if wanted("throughput") {
+        let tp = server_throughput(&url);
+        println!("server_jobs_per_s:    {tp:.0}  (64 simulated slots, claim -> result)");
+        put("server_jobs_per_s", json!(tp.round()));
+    }
+
+    if wanted("e2e") {
+        let (floor, per_job, ratio) = e2e_vs_floor(dir.path(), &url);
+        println!("floor_ms_per_job:     {floor:.3}  (sh -c true, 8 in parallel)");
+        println!("testbot_ms_per_job:   {per_job:.3}  (2 workers x 4 slots running true)");
+        println!("e2e_vs_floor:         {ratio:.2}");
+        put("floor_ms_per_job", json!(round3(floor)));
+        put("testbot_ms_per_job", json!(round3(per_job)));
+        put("e2e_vs_floor", json!(round3(ratio)));
+    }
+
+    if wanted("idle") {
+        let idle_worker = {
+            let w = worker(
+                dir.path(),
+                &url,
+                "idle",
+                "[jobtypes.idle]\ncommand = \"true\"\n",
+            );
+            wait_online(&url, "idle");
+            std::thread::sleep(Duration::from_secs(1));
+            rss_mb(w.0.id())
+        };
+        println!("worker_idle_rss_mb:   {idle_worker:.1}");
+        println!("server_idle_rss_mb:   {server_idle:.1}");
+        put("worker_idle_rss_mb", json!(round3(idle_worker)));
+        put("server_idle_rss_mb", json!(round3(server_idle)));
+    }
+
+    if wanted("deep") {
+        // A fresh server for the deep queue, and another for the heartbeat load.
+        let dir2 = tempdir();
+        let (server2, url2) = serve(dir2.path(), &[]);
+        let (empty, deep, rate, total) = deep_queue(&url2);
+        println!("claim_ms_empty_queue: {empty:.3}");
+        println!("claim_ms_deep_queue:  {deep:.3}  ({total} queued over 50 jobtypes)");
+        println!("submit_jobs_per_s:    {rate:.0}  (builds of 1000)");
+        drop(server2);
+        put("claim_ms_empty_queue", json!(round3(empty)));
+        put("claim_ms_deep_queue", json!(round3(deep)));
+        put("deep_queue_jobs", json!(total));
+        put("submit_jobs_per_s", json!(rate.round()));
+    }
+
+    if wanted("heartbeat") {
+        let dir3 = tempdir();
+        let (server3, url3) = serve(dir3.path(), &[]);
+        let (n, cpu, rss) = heartbeat_load(&url3, server3.0.id());
+        println!("heartbeat_cpu:        {cpu:.1}% of one core  ({n} workers, beat every 10 s, claims held open)");
+        println!("heartbeat_rss_mb:     {rss:.1}");
+        drop(server3);
+        put("heartbeat_workers", json!(n));
+        put("heartbeat_cpu", json!(round3(cpu)));
+        put("heartbeat_rss_mb", json!(round3(rss)));
+    }
+
+    println!("{}", Value::Object(figures));
     drop(server);
 }
 
