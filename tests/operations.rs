@@ -281,3 +281,39 @@ fn tables_fit_80_columns_without_colour_off_a_terminal() {
         assert!(!text.contains('\x1b'), "colour off a terminal");
     }
 }
+
+#[test]
+fn two_workers_cannot_share_a_work_dir() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let body = "[jobtypes.t]\ncommand = \"true\"\n";
+    let mut first = Worker::start(dir.path(), &server.url, "first", body);
+    wait_online(&server, "first");
+    // Same work_dir, another name.
+    let shared_dir = dir.path().join("work-first");
+    let config = dir.path().join("second.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server = \"{}\"\nname = \"second\"\nwork_dir = \"{}\"\n{body}",
+            server.url,
+            shared_dir.display()
+        ),
+    )
+    .unwrap();
+    let mut second = Worker::start_config(dir.path(), "second", &config, &[]);
+    assert_eq!(second.wait_exit(10 * SEC), Some(2));
+    let err = second.stderr();
+    assert!(
+        err.contains("in use by another testbot worker") && err.contains("work-first"),
+        "{err}"
+    );
+    // The first worker still runs jobs; once it has stopped, the work_dir
+    // is free again.
+    let ids = server.submit(&["t"]);
+    server.wait_state(ids[0], "passed", 20 * SEC);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.wait_exit(10 * SEC), Some(0));
+    let _again = Worker::start_config(dir.path(), "second", &config, &[]);
+    wait_online(&server, "second");
+}

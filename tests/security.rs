@@ -367,23 +367,41 @@ fn limits_are_4xx_errors_naming_the_field() {
 }
 
 #[test]
-fn job_directories_are_private_and_removed() {
+fn job_directories_are_private_fresh_and_emptied() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let _w = Worker::start(
         dir.path(),
         &server.url,
         "tidy",
-        "[jobtypes.where]\ncommand = \"stat -c %a . ; pwd\"\n",
+        "[jobtypes.where]\ncommand = \"stat -c %a . ; pwd; ls -A | wc -l; \
+         touch left; mkdir -p sub/deeper; echo $TESTBOT_JOB_FILE; echo '{}' > $TESTBOT_RESULT_FILE\"\n",
     );
     wait_online(&server, "tidy");
-    let ids = server.submit(&["where"]);
-    server.wait_state(ids[0], "passed", 20 * SEC);
-    let log = server.log_of(ids[0]);
-    let mut lines = log.lines();
-    assert_eq!(lines.next(), Some("700"), "{log}");
-    let job_dir = lines.next().unwrap();
-    assert!(!Path::new(job_dir).exists(), "{job_dir} was left behind");
+    // Two jobs one after the other on the same slot: the second must not
+    // see what the first left.
+    for _ in 0..2 {
+        let ids = server.submit(&["where"]);
+        server.wait_state(ids[0], "passed", 20 * SEC);
+        let log = server.log_of(ids[0]);
+        let mut lines = log.lines();
+        assert_eq!(lines.next(), Some("700"), "{log}");
+        let job_dir = Path::new(lines.next().unwrap());
+        assert_eq!(lines.next().map(str::trim), Some("0"), "not fresh: {log}");
+        let job_file = Path::new(lines.next().unwrap());
+        let left: Vec<_> = std::fs::read_dir(job_dir)
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{} kept {left:?}", job_dir.display());
+        let meta: Vec<_> = std::fs::read_dir(job_file.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!meta.contains(&"result.json".to_string()), "{meta:?}");
+        let kept = std::fs::read_to_string(job_file).unwrap_or_default();
+        assert!(!kept.contains("where"), "the job file kept the job: {kept}");
+    }
 
     let _k = Worker::start(
         dir.path(),

@@ -15,7 +15,7 @@ use super::{job_runner, report, Phase, Shared};
 const CLAIM_WAIT: Duration = Duration::from_secs(15);
 
 /// Returns whether every job this slot ran passed (for `--once`).
-pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
+pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
     let path = format!("/api/v1/workers/{}/claim", shared.config.name);
     let req = ClaimRequest {
         wait: CLAIM_WAIT.as_secs_f64(),
@@ -37,11 +37,11 @@ pub fn run(shared: &Arc<Shared>, once: bool) -> bool {
                 backoff = Backoff::new();
                 let (id, attempt) = (job.id, job.attempt);
                 tracing::info!(job = id, attempt, jobtype = %job.jobtype, "job claimed");
-                let finished = job_runner::run(shared, job);
+                let finished = job_runner::run(shared, job, slot);
                 let state = finished.outcome.state;
                 tracing::info!(job = id, attempt, %state, "job ended");
                 all_passed &= state == JobState::Passed;
-                report::deliver(shared, id, finished);
+                report::deliver(shared, id, slot, finished);
                 shared.running.lock().unwrap().remove(&id);
                 shared.poke();
                 if once {

@@ -25,27 +25,43 @@ use super::{Control, Running, Shared};
 const SECRET_ENV: &[&str] = &["TESTBOT_TOKEN"];
 
 /// The files testbot shares with one job's command, beside its directory.
+///
+/// Each slot reuses its own pair of directories (`slot-N` for the command,
+/// `slot-N.testbot` for testbot's files), emptied before and after every
+/// job: a fresh directory to the command, without the file system creating
+/// and deleting inodes for every job. With `keep_job_dirs` each job gets
+/// its own `job-ID-ATTEMPT` pair instead, left in place afterwards.
 struct JobFiles {
     dir: PathBuf,
     meta: PathBuf,
+    keep: bool,
 }
 
 impl JobFiles {
-    fn create(work_dir: &Path, job: &Job) -> std::io::Result<JobFiles> {
-        let stem = format!("job-{}-{}", job.id, job.attempt);
+    fn create(work_dir: &Path, job: &Job, slot: usize, keep: bool) -> std::io::Result<JobFiles> {
+        let stem = if keep {
+            format!("job-{}-{}", job.id, job.attempt)
+        } else {
+            format!("slot-{slot}")
+        };
         let files = JobFiles {
             dir: work_dir.join(&stem),
             meta: work_dir.join(format!("{stem}.testbot")),
+            keep,
         };
-        files.remove();
-        let mut b = std::fs::DirBuilder::new();
-        b.mode(0o700);
-        b.create(&files.dir)?;
-        b.create(&files.meta)?;
-        b.create(files.junit_dir())?;
-        std::fs::write(
-            files.job_file(),
-            serde_json::to_vec_pretty(job).unwrap_or_default(),
+        if keep {
+            files.remove();
+        }
+        empty_dir(&files.dir)?;
+        if !files.meta.is_dir() {
+            remove_entry(&files.meta);
+            std::fs::DirBuilder::new().mode(0o700).create(&files.meta)?;
+        }
+        files.clear_meta();
+        empty_dir(&files.junit_dir())?;
+        super::files::overwrite(
+            &files.job_file(),
+            &serde_json::to_vec_pretty(job).unwrap_or_default(),
         )?;
         Ok(files)
     }
@@ -70,6 +86,63 @@ impl JobFiles {
         let _ = std::fs::remove_dir_all(&self.dir);
         let _ = std::fs::remove_dir_all(&self.meta);
     }
+
+    /// After the job: a slot's directories are emptied for its next job,
+    /// a kept job's are left as they are.
+    fn finish(&self) {
+        if !self.keep {
+            let _ = empty_dir(&self.dir);
+            let _ = empty_dir(&self.junit_dir());
+            self.clear_meta();
+            // The job's params stay no longer than the job.
+            let _ = super::files::overwrite(&self.job_file(), b"{}\n");
+        }
+    }
+
+    /// Removes everything from the meta directory but the junit directory
+    /// and the job file, which is written over.
+    fn clear_meta(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.meta) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if name == "junit" && is_dir {
+                continue;
+            }
+            if name == "job.json" && !is_dir {
+                continue;
+            }
+            remove_entry(&e.path());
+        }
+    }
+}
+
+/// Makes `dir` an empty directory only its owner may enter, touching the
+/// file system only where it is not one already.
+fn empty_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                return Ok(());
+            }
+            drop(entries);
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // Not a directory, or not ours to read: start over.
+        Err(_) => remove_entry(dir),
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700);
+    b.create(dir)
+}
+
+fn remove_entry(path: &Path) {
+    if std::fs::remove_file(path).is_err() {
+        let _ = std::fs::remove_dir_all(path);
+    }
 }
 
 /// A job that has ended, with its log possibly still on its way.
@@ -81,7 +154,7 @@ pub struct Finished {
 
 /// Runs the job and returns how it ended. Never fails: every way a job can
 /// go wrong is an outcome with a reason.
-pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
+pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
     let no_log = |mut outcome: Outcome| {
         outcome.infrastructure = true;
         Finished { outcome, log: None }
@@ -118,7 +191,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
         .platform_index
         .and_then(|i| config.platforms.get(i))
         .unwrap_or(&config.platforms[0]);
-    let files = match JobFiles::create(&config.work_dir, &job) {
+    let files = match JobFiles::create(&config.work_dir, &job, slot, config.keep_job_dirs) {
         Ok(f) => f,
         Err(e) => {
             return no_log(ended(
@@ -180,7 +253,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
     }
 
     let timeout = job.timeout.or(jobtype.timeout).unwrap_or(DEFAULT_TIMEOUT);
-    let spool = super::report::spool_path(shared, job.id, job.attempt);
+    let spool = super::report::spool_path(shared, slot);
     let streamer = match LogStreamer::start(
         shared.clone(),
         job.id,
@@ -190,7 +263,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
     ) {
         Ok(s) => s,
         Err(e) => {
-            files.remove();
+            files.finish();
             return no_log(ended(
                 JobState::Error,
                 None,
@@ -205,7 +278,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
     let (child, reader) = match spawn(&jobtype.command, &files.dir, &env) {
         Ok(pair) => pair,
         Err(e) => {
-            files.remove();
+            files.finish();
             let mut outcome = ended(
                 JobState::Error,
                 None,
@@ -262,9 +335,7 @@ pub fn run(shared: &Arc<Shared>, job: Job) -> Finished {
         &files.dir,
         jobtype.junit.as_deref(),
     ));
-    if !config.keep_job_dirs {
-        files.remove();
-    }
+    files.finish();
 
     let exit_code = status.and_then(|s| s.code());
     let mut outcome = match stopped {
@@ -381,6 +452,26 @@ fn signal_group(pgid: i32, sig: i32) {
     }
 }
 
+/// The `sh` on the worker's PATH, found once: with a changed environment
+/// the standard library would otherwise try every PATH entry for every job.
+fn shell() -> &'static Path {
+    static SH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    SH.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            // A relative entry would be looked up from the job's directory.
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join("sh"))
+            .find(|p| {
+                std::fs::metadata(p)
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+            .unwrap_or_else(|| PathBuf::from("sh"))
+    })
+}
+
 /// Starts `sh -c COMMAND` in its own process group with stdout and stderr
 /// on one pipe, so the log interleaves them as they were written.
 fn spawn(
@@ -389,7 +480,7 @@ fn spawn(
     env: &BTreeMap<String, String>,
 ) -> std::io::Result<(std::process::Child, std::io::PipeReader)> {
     let (reader, writer) = std::io::pipe()?;
-    let mut cmd = Command::new("sh");
+    let mut cmd = Command::new(shell());
     cmd.arg("-c")
         .arg(command)
         .current_dir(dir)

@@ -64,7 +64,7 @@ impl LogStreamer {
         spool: PathBuf,
         control: Sender<Control>,
     ) -> std::io::Result<LogStreamer> {
-        File::create(&spool)?;
+        super::files::empty(&spool)?;
         let progress: SharedProgress = Arc::default();
         let sender = {
             let progress = progress.clone();

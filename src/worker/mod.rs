@@ -13,6 +13,7 @@
 pub mod backoff;
 pub mod claim_loop;
 pub mod config;
+pub mod files;
 pub mod heartbeat;
 pub mod job_runner;
 pub mod junit;
@@ -297,6 +298,9 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let token = config.token.clone().or(opts.token);
     std::fs::create_dir_all(config.work_dir.join("outbox"))
         .with_context(|| format!("cannot create the work_dir {}", config.work_dir.display()))?;
+    // Slots reuse fixed directories and outbox files: two workers on one
+    // work_dir would run jobs in each other's directories.
+    let _work_dir_lock = lock_work_dir(&config.work_dir)?;
     let client = match opts.ca_file.as_ref().or(config.ca_file.as_ref()) {
         Some(ca) => Client::with_ca_file(&server, token, ca)?,
         None => Client::new(&server, token),
@@ -344,7 +348,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
             let once = opts.once;
             std::thread::Builder::new()
                 .name(format!("slot-{i}"))
-                .spawn(move || claim_loop::run(&shared, once))
+                .spawn(move || claim_loop::run(&shared, i as usize, once))
         })
         .collect::<Result<_, _>>()?;
     let mut all_passed = true;
@@ -356,6 +360,32 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     shared.stopped.store(true, Ordering::SeqCst);
     heartbeat::send(&shared, 0.0);
     Ok(if opts.once && !all_passed { 1 } else { 0 })
+}
+
+/// Holds an exclusive lock on `work_dir/lock` for as long as the returned
+/// file is open (the kernel releases it when the process ends, however).
+fn lock_work_dir(work_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = work_dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock(2) on a file descriptor this function owns.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            anyhow::bail!(
+                "work_dir {} is in use by another testbot worker; give each worker its own work_dir",
+                work_dir.display()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    Ok(file)
 }
 
 /// Free bytes for unprivileged users on the file system holding `path`.

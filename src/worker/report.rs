@@ -1,10 +1,12 @@
 //! Delivering results so that none is lost while the server is away.
 //!
-//! When a job ends, its outcome is written to `work_dir/outbox/` beside the
-//! spool file of its log; both are removed once the server has taken them
-//! (or refused them as stale). Sending retries with backoff; a worker that
-//! is restarted delivers what its previous run left in the outbox, log
-//! first, then result.
+//! Each slot has two files in `work_dir/outbox/`: `slot-N.log`, the spool
+//! of its current job's log, and `slot-N.json`, the outcome of its last job
+//! until the server has it. When a job ends its outcome is written there;
+//! once the server has taken it (or refused it as stale) both files are
+//! emptied, not removed, so that a job costs the file system no new inodes.
+//! Sending retries with backoff; a worker that is restarted delivers what
+//! its previous run left in the outbox, log first, then result.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,7 @@ use crate::wire::{Job, Outcome};
 
 use super::backoff::Backoff;
 use super::job_runner::Finished;
-use super::log_streamer;
+use super::{files, log_streamer};
 use super::{Phase, Shared};
 
 #[derive(Serialize, Deserialize)]
@@ -28,25 +30,25 @@ pub fn outbox(shared: &Shared) -> PathBuf {
     shared.config.work_dir.join("outbox")
 }
 
-/// Where an attempt's log is spooled while it is sent.
-pub fn spool_path(shared: &Shared, job: i64, attempt: u32) -> PathBuf {
-    outbox(shared).join(format!("{job}-{attempt}.log"))
+/// Where a slot spools its job's log while it is sent.
+pub fn spool_path(shared: &Shared, slot: usize) -> PathBuf {
+    outbox(shared).join(format!("slot-{slot}.log"))
 }
 
-fn pending_path(shared: &Shared, job: i64, attempt: u32) -> PathBuf {
-    outbox(shared).join(format!("{job}-{attempt}.json"))
+fn pending_path(shared: &Shared, slot: usize) -> PathBuf {
+    outbox(shared).join(format!("slot-{slot}.json"))
 }
 
 /// Delivers one ended job: keeps the outcome on disk, waits for the log to
 /// reach the server, then sends the result.
-pub fn deliver(shared: &Shared, job: i64, finished: Finished) {
+pub fn deliver(shared: &Shared, job: i64, slot: usize, finished: Finished) {
     let attempt = finished.outcome.attempt;
-    let file = pending_path(shared, job, attempt);
+    let file = pending_path(shared, slot);
     let pending = Pending {
         job,
         outcome: finished.outcome,
     };
-    if let Err(e) = std::fs::write(&file, serde_json::to_vec(&pending).unwrap_or_default()) {
+    if let Err(e) = files::overwrite(&file, &serde_json::to_vec(&pending).unwrap_or_default()) {
         tracing::warn!(
             job,
             attempt,
@@ -55,13 +57,26 @@ pub fn deliver(shared: &Shared, job: i64, finished: Finished) {
     }
     let log_done = finished.log.is_none_or(|sent| sent.wait());
     if log_done && send(shared, &pending) {
-        remove(shared, job, attempt, &file);
+        done(&file);
     }
 }
 
-fn remove(shared: &Shared, job: i64, attempt: u32, file: &Path) {
-    let _ = std::fs::remove_file(file);
-    let _ = std::fs::remove_file(spool_path(shared, job, attempt));
+/// The server has an outbox entry: a slot's files are emptied for its next
+/// job; an entry of any other name (from an older version) is removed.
+fn done(pending: &Path) {
+    let spool = pending.with_extension("log");
+    let is_slot = pending
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("slot-"));
+    if is_slot {
+        // Not cut to zero: see `files`.
+        let _ = files::overwrite(pending, b"\n");
+        let _ = files::empty(&spool);
+    } else {
+        let _ = std::fs::remove_file(pending);
+        let _ = std::fs::remove_file(spool);
+    }
 }
 
 /// Sends what an earlier run of this worker could not, and drops log
@@ -76,9 +91,12 @@ pub fn deliver_outbox(shared: &Shared) {
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let pending = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Pending>(&b).ok());
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        if bytes.trim_ascii().is_empty() {
+            // A slot's outcome the server already has.
+            continue;
+        }
+        let pending = serde_json::from_slice::<Pending>(&bytes).ok();
         let Some(p) = pending else {
             tracing::warn!("dropping an unreadable outbox entry {}", path.display());
             let _ = std::fs::remove_file(&path);
@@ -93,10 +111,10 @@ pub fn deliver_outbox(shared: &Shared) {
             attempt,
             "delivering a result left from an earlier run"
         );
-        let spool = spool_path(shared, p.job, attempt);
+        let spool = path.with_extension("log");
         let log_done = !spool.exists() || log_streamer::resend(shared, p.job, attempt, &spool);
         if log_done && send(shared, &p) {
-            remove(shared, p.job, attempt, &path);
+            done(&path);
         }
     }
     // A spool without an outcome belongs to a run that died mid-job; the
@@ -104,10 +122,11 @@ pub fn deliver_outbox(shared: &Shared) {
     if let Ok(entries) = std::fs::read_dir(outbox(shared)) {
         for e in entries.flatten() {
             let path = e.path();
+            let pending = path.with_extension("json");
             if path.extension().and_then(|e| e.to_str()) == Some("log")
-                && !path.with_extension("json").exists()
+                && std::fs::read(&pending).map_or(true, |b| b.trim_ascii().is_empty())
             {
-                let _ = std::fs::remove_file(path);
+                done(&pending);
             }
         }
     }
