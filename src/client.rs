@@ -108,7 +108,11 @@ impl Client {
         let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
             .timeout_read(Duration::from_secs(60))
-            .timeout_write(Duration::from_secs(60));
+            .timeout_write(Duration::from_secs(60))
+            // A worker's slots, heartbeat and log uploads share this agent:
+            // keep a connection for each of them rather than ureq's default
+            // of one, which closed and reopened one for nearly every job.
+            .max_idle_connections_per_host(64);
         if let Some(tls) = tls {
             builder = builder.tls_config(tls);
         }
