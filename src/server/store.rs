@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -155,6 +155,65 @@ pub struct SqliteStore {
     /// The most log bytes kept per attempt; past it the start and the end
     /// are kept and the middle is cut.
     log_cap: u64,
+    /// What the checkpointer thread waits on.
+    wal: Arc<(Mutex<WalState>, Condvar)>,
+}
+
+#[derive(Default)]
+struct WalState {
+    /// Something was committed since the last checkpoint began.
+    dirty: bool,
+    /// Commits since a checkpoint last caught up with the whole WAL.
+    commits: u32,
+}
+
+/// After this many commits without a complete checkpoint, the writer
+/// checkpoints itself (see [`SqliteStore::note_commit`]).
+const WRITER_CHECKPOINT_COMMITS: u32 = 1000;
+
+/// A PASSIVE checkpoint; when it copied the whole WAL, the next write
+/// starts the WAL over, and the count of commits since starts again.
+fn checkpoint(conn: &Connection, wal: &(Mutex<WalState>, Condvar)) {
+    match conn.row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    }) {
+        Ok((0, log, copied)) if log == copied => {
+            wal.0.lock().unwrap_or_else(|e| e.into_inner()).commits = 0;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("WAL checkpoint: {e}"),
+    }
+}
+
+/// Statements through the connection's statement cache: SQLite parses and
+/// plans each distinct statement once, not on every request.
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P: rusqlite::Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P: rusqlite::Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
 }
 
 /// The default of `serve --log-cap`.
@@ -276,8 +335,13 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .with_context(|| format!("cannot use the database {}", path.display()))?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Checkpoints (copying the WAL into the database, with fsyncs) run
+        // on a thread of their own, not inside whichever request's commit
+        // crossed the threshold while every other request waited on it.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(256);
         // New databases give freed pages back, so retention keeps the file
         // bounded; this must be set before the first table exists.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
@@ -288,10 +352,61 @@ impl SqliteStore {
             seen: Mutex::default(),
             path: path.to_path_buf(),
             log_cap: DEFAULT_LOG_CAP,
+            wal: Arc::default(),
         };
         store.migrate()?;
         store.load_queue()?;
+        store.start_checkpointer()?;
         Ok(store)
+    }
+
+    /// Checkpoints the WAL in the background: after a commit, waits a
+    /// little for more, then copies what the WAL holds into the database.
+    /// PASSIVE never blocks the writer.
+    fn start_checkpointer(&self) -> anyhow::Result<()> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let wal = self.wal.clone();
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                let (lock, cond) = &*wal;
+                loop {
+                    {
+                        let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+                        while !st.dirty {
+                            st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    lock.lock().unwrap_or_else(|e| e.into_inner()).dirty = false;
+                    checkpoint(&conn, &wal);
+                }
+            })?;
+        Ok(())
+    }
+
+    /// After a commit, with the connection still held: wakes the
+    /// checkpointer, and checkpoints here when it has not caught up for
+    /// long. Under a steady stream of writes a background checkpoint never
+    /// copies the frames written while it ran, so the WAL would never
+    /// start over and would grow without end; a checkpoint that no write
+    /// can overtake lets it start over, and costs little, as the
+    /// background has copied most of it already.
+    fn note_commit(&self, conn: &Connection) {
+        let (lock, cond) = &*self.wal;
+        let starving = {
+            let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
+            st.commits += 1;
+            if !st.dirty {
+                st.dirty = true;
+                cond.notify_one();
+            }
+            st.commits >= WRITER_CHECKPOINT_COMMITS
+        };
+        if starving {
+            checkpoint(conn, &self.wal);
+        }
     }
 
     /// Fills the in-memory queue from the database at start.
@@ -370,12 +485,19 @@ impl SqliteStore {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        self.note_commit(&conn);
         Ok(out)
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn)
+        let before = conn.total_changes();
+        let out = f(&conn);
+        // It may have written outside a transaction.
+        if conn.total_changes() != before {
+            self.note_commit(&conn);
+        }
+        out
     }
 }
 
@@ -569,7 +691,7 @@ const AVOID_MS: i64 = 60_000;
 /// after [`QUARANTINE_AFTER`] in a row.
 fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()> {
     let (streak, quarantines): (i64, i64) = match tx
-        .query_row(
+        .row(
             "UPDATE workers SET infra_streak = infra_streak + 1 WHERE name = ?1 \
              RETURNING infra_streak, quarantines",
             [worker],
@@ -582,7 +704,7 @@ fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()>
     };
     if streak >= QUARANTINE_AFTER {
         let period = (QUARANTINE_FIRST_MS << quarantines.min(10)).min(QUARANTINE_MAX_MS);
-        tx.execute(
+        tx.exec(
             "UPDATE workers SET infra_streak = 0, quarantines = quarantines + 1, \
              quarantined_until = ?2 WHERE name = ?1",
             params![worker, now + period],
@@ -598,7 +720,7 @@ fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()>
 
 /// A job ran to a real outcome there: the worker is healthy again.
 fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
-    tx.execute(
+    tx.exec(
         "UPDATE workers SET infra_streak = 0, quarantines = 0 WHERE name = ?1 AND (infra_streak > 0 OR quarantines > 0)",
         [worker],
     )?;
@@ -608,7 +730,7 @@ fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
 /// After an infrastructure failure on `worker`, makes the job avoid it for
 /// a while when another available worker could run it.
 fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<()> {
-    let (jobtype, reqs): (String, Props) = tx.query_row(
+    let (jobtype, reqs): (String, Props) = tx.row(
         "SELECT jobtype, platform FROM jobs WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, json_or(r.get(1)?))),
@@ -620,7 +742,7 @@ fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<
             && w.view.fits(&reqs)
     });
     if others {
-        tx.execute(
+        tx.exec(
             "UPDATE jobs SET avoid_worker = ?2, avoid_until = ?3 WHERE id = ?1",
             params![id, worker, now + AVOID_MS],
         )?;
@@ -653,7 +775,7 @@ fn queue_position(conn: &Connection, job: &Job, workers: &[WorkerView]) -> ApiRe
 
 /// Puts a running job back in the queue for its next attempt.
 fn requeue(tx: &Transaction, id: i64, reason: &str) -> ApiResult<()> {
-    tx.execute(
+    tx.exec(
         "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
          matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 WHERE id = ?1",
         params![id, reason],
@@ -692,7 +814,7 @@ fn known_tests(conn: &Connection, jobtype: &str) -> ApiResult<Vec<(String, Optio
 /// Ends or requeues a running job whose worker is gone.
 fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
     let (attempt, max_attempts, cancel, reruns, worker): (u32, u32, bool, u32, Option<String>) =
-        tx.query_row(
+        tx.row(
             "SELECT attempt, max_attempts, cancel_requested, reruns, worker FROM jobs WHERE id = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?, r.get(4)?)),
@@ -700,7 +822,7 @@ fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
     if let Some(w) = &worker {
         note_infra_failure(tx, w, now)?;
     }
-    tx.execute(
+    tx.exec(
         "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
          WHERE job_id = ?1 AND attempt = ?2",
         params![id, attempt, now, why],
@@ -720,7 +842,7 @@ fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
         } else {
             ("error", why.to_string())
         };
-        tx.execute(
+        tx.exec(
             "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, reason = ?4 \
              WHERE id = ?1",
             params![id, state, now, reason],
@@ -749,7 +871,7 @@ fn build_state(counts: &BTreeMap<String, u64>) -> String {
 
 fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
     let (name, meta, extra, created): (String, String, String, i64) = conn
-        .query_row(
+        .row(
             "SELECT name, meta, extra, created_at FROM builds WHERE id = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -763,7 +885,7 @@ fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
         let (state, n) = row?;
         counts.insert(state, n);
     }
-    let flaky: u64 = conn.query_row(
+    let flaky: u64 = conn.row(
         "SELECT count(*) FROM jobs WHERE build_id = ?1 AND state = 'passed' AND reruns > 0",
         [id],
         |r| r.get(0),
@@ -895,7 +1017,7 @@ impl SqliteStore {
         }
         self.with_tx(|tx| {
             let lease: Option<i64> = tx
-                .query_row(
+                .row(
                     "SELECT lease_ms FROM workers WHERE name = ?1",
                     [name],
                     |r| r.get(0),
@@ -906,7 +1028,7 @@ impl SqliteStore {
                     "unknown worker {name:?}; register first"
                 )));
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE workers SET last_seen = ?2, info = ?3, status = ?4 WHERE name = ?1",
                 params![name, now, info, status],
             )?;
@@ -961,7 +1083,7 @@ impl SqliteStore {
             del.execute(params![id, attempt, pos])?;
             stored -= len as u64;
         }
-        tx.execute(
+        tx.exec(
             "UPDATE attempts SET log_stored = ?3 WHERE job_id = ?1 AND attempt = ?2",
             params![id, attempt, stored as i64],
         )?;
@@ -979,7 +1101,7 @@ impl Store for SqliteStore {
         let out = self.with_tx(|tx| {
             let build_id = match build {
                 Some((name, meta, extra)) => {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, ?2, ?3, ?4)",
                         params![
                             name,
@@ -1012,7 +1134,7 @@ impl Store for SqliteStore {
                         Some(*b)
                     }
                     (Some(BuildRef::Name(name)), None) => {
-                        tx.execute(
+                        tx.exec(
                             "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, '{}', '{}', ?2)",
                             params![name, now],
                         )?;
@@ -1162,14 +1284,14 @@ impl Store for SqliteStore {
             let job = load_job(tx, id)?;
             match job.state {
                 JobState::Queued => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE jobs SET state = 'canceled', cancel_requested = 1, finished_at = ?2, \
                          reason = 'canceled before it ran' WHERE id = ?1",
                         params![id, now],
                     )?;
                 }
                 JobState::Running => {
-                    tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+                    tx.exec("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
                 }
                 _ => {}
             }
@@ -1183,7 +1305,7 @@ impl Store for SqliteStore {
         let lease = lease_ms(reg.heartbeat_interval_ms);
         let mut lost = Vec::new();
         let out = self.with_tx(|tx| {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO workers (name, jobtypes, platforms, info, extra, slots, heartbeat_ms, \
                  lease_ms, version, registered_at, last_seen, accept) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
@@ -1220,7 +1342,7 @@ impl Store for SqliteStore {
                     .iter()
                     .any(|j| j.id == id && j.attempt == attempt)
                 {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE jobs SET lease_expires = ?2 WHERE id = ?1",
                         params![id, now + lease as i64],
                     )?;
@@ -1323,7 +1445,7 @@ impl Store for SqliteStore {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = None;
         let out = self.with_tx(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
                 params![name, now],
             )?;
@@ -1349,7 +1471,7 @@ impl Store for SqliteStore {
             // canceled: the guarded update tells, and we look further.
             while let Some((id, index)) = queue.best_for(&me, now) {
                 let matched = serde_json::to_string(&w.platforms[index])?;
-                let taken = tx.execute(
+                let taken = tx.exec(
                     "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
                      platform_index = ?3, matched_platform = ?4, started_at = ?5, \
                      lease_expires = ?6, info = NULL WHERE id = ?1 AND state = 'queued'",
@@ -1359,7 +1481,7 @@ impl Store for SqliteStore {
                     queue.remove(id);
                     continue;
                 }
-                tx.execute(
+                tx.exec(
                     "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
                      SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
                     [id],
@@ -1378,7 +1500,7 @@ impl Store for SqliteStore {
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> ApiResult<LogReply> {
         self.with_tx(|tx| {
             let job = check_current(tx, id, &q.worker, q.attempt)?;
-            let size: u64 = tx.query_row(
+            let size: u64 = tx.row(
                 "SELECT log_size FROM attempts WHERE job_id = ?1 AND attempt = ?2",
                 params![id, q.attempt],
                 |r| r.get::<_, i64>(0).map(|n| n as u64),
@@ -1393,11 +1515,11 @@ impl Store for SqliteStore {
             let skip = (size - offset) as usize;
             if skip < bytes.len() {
                 let new = &bytes[skip..];
-                tx.execute(
+                tx.exec(
                     "INSERT INTO log_chunks (job_id, attempt, pos, data) VALUES (?1, ?2, ?3, ?4)",
                     params![id, q.attempt, size as i64, new],
                 )?;
-                let stored: i64 = tx.query_row(
+                let stored: i64 = tx.row(
                     "UPDATE attempts SET log_size = log_size + ?3, log_stored = log_stored + ?3 \
                      WHERE job_id = ?1 AND attempt = ?2 RETURNING log_stored",
                     params![id, q.attempt, new.len() as i64],
@@ -1419,7 +1541,7 @@ impl Store for SqliteStore {
             let job = load_job(c, id)?;
             let attempt = attempt.unwrap_or(job.attempt);
             let size: u64 = c
-                .query_row(
+                .row(
                     "SELECT log_size FROM attempts WHERE job_id = ?1 AND attempt = ?2",
                     params![id, attempt],
                     |r| r.get::<_, i64>(0).map(|n| n as u64),
@@ -1523,7 +1645,7 @@ impl Store for SqliteStore {
                 result.extend(core);
             }
             let reason = o.reason.as_deref().unwrap_or("");
-            tx.execute(
+            tx.exec(
                 "UPDATE attempts SET finished_at = ?3, state = ?4, reason = ?5 \
                  WHERE job_id = ?1 AND attempt = ?2",
                 params![id, o.attempt, now, o.state.as_str(), o.reason],
@@ -1553,7 +1675,7 @@ impl Store for SqliteStore {
                 // A test failure with reruns left: run it again and remember
                 // what failed, to name the flaky tests if a rerun passes.
                 let mut before: Vec<String> =
-                    tx.query_row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                    tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
                         r.get::<_, Option<String>>(0).map(json_or)
                     })?;
                 for f in o.tests.iter().flat_map(|t| &t.failures) {
@@ -1561,7 +1683,7 @@ impl Store for SqliteStore {
                         before.push(f.name.clone());
                     }
                 }
-                tx.execute(
+                tx.exec(
                     "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
                     params![id, serde_json::to_string(&before)?],
                 )?;
@@ -1585,14 +1707,14 @@ impl Store for SqliteStore {
                 // now passed are flaky.
                 let flaky_tests = if state == JobState::Passed && job.reruns > 0 {
                     let before: Vec<String> =
-                        tx.query_row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                        tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
                             r.get::<_, Option<String>>(0).map(json_or)
                         })?;
                     Some(serde_json::to_string(&before)?)
                 } else {
                     None
                 };
-                tx.execute(
+                tx.exec(
                     "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
                      reason = ?4, result = ?5, flaky_tests = ?6 WHERE id = ?1",
                     params![
@@ -1631,7 +1753,7 @@ impl Store for SqliteStore {
 
     fn renew_all_leases(&self, now: i64) -> ApiResult<()> {
         self.with_tx(|tx| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET lease_expires = max(coalesce(lease_expires, 0), ?1 + \
                  coalesce((SELECT lease_ms FROM workers WHERE workers.name = jobs.worker), ?2)) \
                  WHERE state = 'running'",
@@ -1747,7 +1869,7 @@ impl Store for SqliteStore {
                 })?
                 .collect::<Result<_, _>>()?;
             let log_bytes: i64 =
-                c.query_row("SELECT coalesce(sum(log_stored), 0) FROM attempts", [], |r| r.get(0))?;
+                c.row("SELECT coalesce(sum(log_stored), 0) FROM attempts", [], |r| r.get(0))?;
             Ok(Gauges {
                 summary,
                 jobs,
@@ -1772,18 +1894,18 @@ impl Store for SqliteStore {
             }
             let list = serde_json::to_string(&ids)?;
             for table in ["log_chunks", "attempts"] {
-                tx.execute(
+                tx.exec(
                     &format!(
                         "DELETE FROM {table} WHERE job_id IN (SELECT value FROM json_each(?1))"
                     ),
                     [&list],
                 )?;
             }
-            tx.execute(
+            tx.exec(
                 "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
                 [&list],
             )?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM builds WHERE created_at < ?1 \
                  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.build_id = builds.id)",
                 [before],
@@ -1833,7 +1955,7 @@ impl Store for SqliteStore {
 
     fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker> {
         self.with_tx(|tx| {
-            let changed = tx.execute(
+            let changed = tx.exec(
                 "UPDATE workers SET drained = ?2, \
                  quarantined_until = CASE WHEN ?2 THEN quarantined_until ELSE NULL END, \
                  infra_streak = CASE WHEN ?2 THEN infra_streak ELSE 0 END, \
