@@ -175,6 +175,43 @@ fn a_result_made_while_the_server_is_away_arrives_when_it_is_back() {
 }
 
 #[test]
+fn a_result_left_by_a_killed_worker_is_delivered_when_it_restarts() {
+    let dir = tempdir();
+    let addr = free_addr();
+    let mut server = Server::start_with(dir.path(), &addr, &[]);
+    let marker = dir.path().join("runs");
+    let config = worker_config(
+        dir.path(),
+        &server.url,
+        "phoenix",
+        &format!(
+            "[jobtypes.once]\ncommand = \"echo run >> '{}'; echo from-the-first-run; sleep 1\"\n",
+            marker.display()
+        ),
+    );
+    let mut w = Worker::start_config(dir.path(), "phoenix", &config, &[]);
+    wait_online(&server, "phoenix");
+    let ids = server.submit(&["once"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    server.kill9();
+    // The job ends while the server is away: its outcome waits in the
+    // outbox. Then the worker dies too.
+    std::thread::sleep(Duration::from_millis(2500));
+    w.kill9();
+    let server = Server::start_with(dir.path(), &addr, &[]);
+    let _w = Worker::start_config(dir.path(), "phoenix", &config, &[]);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 1, "the job ran again: {job}");
+    assert!(
+        server.log_of(ids[0]).contains("from-the-first-run"),
+        "the log of the first run was lost"
+    );
+    let runs = std::fs::read_to_string(&marker).unwrap();
+    assert_eq!(runs.lines().count(), 1, "the command ran {runs:?}");
+}
+
+#[test]
 fn a_stale_attempt_is_refused_with_409() {
     let dir = tempdir();
     let server = Server::start(dir.path());

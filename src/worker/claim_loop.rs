@@ -8,6 +8,7 @@ use crate::client::{ClientError, Maybe};
 use crate::wire::{ClaimRequest, Job, JobState};
 
 use super::backoff::Backoff;
+use super::slot::Slot;
 use super::{job_runner, report, Phase, Shared};
 
 /// How long one claim waits on the server. Short enough that a draining
@@ -22,6 +23,7 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
     };
     let mut backoff = Backoff::new();
     let mut all_passed = true;
+    let mut slot = Slot::new(&shared.config.work_dir, slot);
     while shared.phase() == Phase::Run {
         if !shared.disk_ok() {
             shared.poke();
@@ -37,11 +39,11 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
                 backoff = Backoff::new();
                 let (id, attempt) = (job.id, job.attempt);
                 tracing::info!(job = id, attempt, jobtype = %job.jobtype, "job claimed");
-                let finished = job_runner::run(shared, job, slot);
+                let finished = job_runner::run(shared, job, &mut slot);
                 let state = finished.outcome.state;
                 tracing::info!(job = id, attempt, %state, "job ended");
                 all_passed &= state == JobState::Passed;
-                report::deliver(shared, id, slot, finished);
+                report::deliver(shared, &mut slot, id, finished);
                 shared.running.lock().unwrap().remove(&id);
                 shared.poke();
                 if once {

@@ -7,7 +7,6 @@
 //! came from the server is ever pasted into the command text.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -18,132 +17,12 @@ use crate::time::{now_ms, rfc3339};
 use crate::wire::{param_env_name, Extra, Job, JobState, Outcome};
 
 use super::config::DEFAULT_TIMEOUT;
-use super::log_streamer::{LogStreamer, Sent};
+use super::log_streamer::{self, ExitWatch, LogStreamer, Sent};
+use super::slot::Slot;
 use super::{Control, Running, Shared};
 
 /// Environment variables a job never inherits from the worker.
 const SECRET_ENV: &[&str] = &["TESTBOT_TOKEN"];
-
-/// The files testbot shares with one job's command, beside its directory.
-///
-/// Each slot reuses its own pair of directories (`slot-N` for the command,
-/// `slot-N.testbot` for testbot's files), emptied before and after every
-/// job: a fresh directory to the command, without the file system creating
-/// and deleting inodes for every job. With `keep_job_dirs` each job gets
-/// its own `job-ID-ATTEMPT` pair instead, left in place afterwards.
-struct JobFiles {
-    dir: PathBuf,
-    meta: PathBuf,
-    keep: bool,
-}
-
-impl JobFiles {
-    fn create(work_dir: &Path, job: &Job, slot: usize, keep: bool) -> std::io::Result<JobFiles> {
-        let stem = if keep {
-            format!("job-{}-{}", job.id, job.attempt)
-        } else {
-            format!("slot-{slot}")
-        };
-        let files = JobFiles {
-            dir: work_dir.join(&stem),
-            meta: work_dir.join(format!("{stem}.testbot")),
-            keep,
-        };
-        if keep {
-            files.remove();
-        }
-        empty_dir(&files.dir)?;
-        if !files.meta.is_dir() {
-            remove_entry(&files.meta);
-            std::fs::DirBuilder::new().mode(0o700).create(&files.meta)?;
-        }
-        files.clear_meta();
-        empty_dir(&files.junit_dir())?;
-        super::files::overwrite(
-            &files.job_file(),
-            &serde_json::to_vec_pretty(job).unwrap_or_default(),
-        )?;
-        Ok(files)
-    }
-
-    fn job_file(&self) -> PathBuf {
-        self.meta.join("job.json")
-    }
-    fn result_file(&self) -> PathBuf {
-        self.meta.join("result.json")
-    }
-    fn info_file(&self) -> PathBuf {
-        self.meta.join("info.json")
-    }
-    fn junit_dir(&self) -> PathBuf {
-        self.meta.join("junit")
-    }
-    fn shard_tests_file(&self) -> PathBuf {
-        self.meta.join("shard-tests.txt")
-    }
-
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_dir_all(&self.meta);
-    }
-
-    /// After the job: a slot's directories are emptied for its next job,
-    /// a kept job's are left as they are.
-    fn finish(&self) {
-        if !self.keep {
-            let _ = empty_dir(&self.dir);
-            let _ = empty_dir(&self.junit_dir());
-            self.clear_meta();
-            // The job's params stay no longer than the job.
-            let _ = super::files::overwrite(&self.job_file(), b"{}\n");
-        }
-    }
-
-    /// Removes everything from the meta directory but the junit directory
-    /// and the job file, which is written over.
-    fn clear_meta(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.meta) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if name == "junit" && is_dir {
-                continue;
-            }
-            if name == "job.json" && !is_dir {
-                continue;
-            }
-            remove_entry(&e.path());
-        }
-    }
-}
-
-/// Makes `dir` an empty directory only its owner may enter, touching the
-/// file system only where it is not one already.
-fn empty_dir(dir: &Path) -> std::io::Result<()> {
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_none() {
-                return Ok(());
-            }
-            drop(entries);
-            std::fs::remove_dir_all(dir)?;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        // Not a directory, or not ours to read: start over.
-        Err(_) => remove_entry(dir),
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.mode(0o700);
-    b.create(dir)
-}
-
-fn remove_entry(path: &Path) {
-    if std::fs::remove_file(path).is_err() {
-        let _ = std::fs::remove_dir_all(path);
-    }
-}
 
 /// A job that has ended, with its log possibly still on its way.
 pub struct Finished {
@@ -154,7 +33,7 @@ pub struct Finished {
 
 /// Runs the job and returns how it ended. Never fails: every way a job can
 /// go wrong is an outcome with a reason.
-pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
+pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     let no_log = |mut outcome: Outcome| {
         outcome.infrastructure = true;
         Finished { outcome, log: None }
@@ -191,7 +70,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
         .platform_index
         .and_then(|i| config.platforms.get(i))
         .unwrap_or(&config.platforms[0]);
-    let files = match JobFiles::create(&config.work_dir, &job, slot, config.keep_job_dirs) {
+    let files = match slot.prepare(&job, config.keep_job_dirs) {
         Ok(f) => f,
         Err(e) => {
             return no_log(ended(
@@ -228,9 +107,11 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
         env.insert("TESTBOT_SHARD_INDEX".into(), i.to_string());
         env.insert("TESTBOT_SHARD_TOTAL".into(), n.to_string());
     }
+    let mut had_shard_tests = false;
     if let Some(tests) = &job.shard_tests {
         let mut list = tests.join("\n");
         list.push('\n');
+        had_shard_tests = true;
         if std::fs::write(files.shard_tests_file(), list).is_ok() {
             env.insert(
                 "TESTBOT_SHARD_TESTS_FILE".into(),
@@ -253,32 +134,17 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
     }
 
     let timeout = job.timeout.or(jobtype.timeout).unwrap_or(DEFAULT_TIMEOUT);
-    let spool = super::report::spool_path(shared, slot);
-    let streamer = match LogStreamer::start(
+    let streamer = LogStreamer::new(
         shared.clone(),
         job.id,
         job.attempt,
-        spool.clone(),
+        slot.spool(),
         control_tx.clone(),
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            files.finish();
-            return no_log(ended(
-                JobState::Error,
-                None,
-                Some(format!(
-                    "cannot create the log spool {}: {e}",
-                    spool.display()
-                )),
-                Extra::new(),
-            ));
-        }
-    };
+    );
     let (child, reader) = match spawn(&jobtype.command, &files.dir, &env) {
         Ok(pair) => pair,
         Err(e) => {
-            files.finish();
+            slot.finish(&files, true, had_shard_tests);
             let mut outcome = ended(
                 JobState::Error,
                 None,
@@ -293,16 +159,28 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
         }
     };
     let pgid = child.id() as i32;
-    let pump = streamer.pump(reader);
-    {
-        let tx = control_tx;
-        let mut child = child;
-        std::thread::spawn(move || {
-            if let Ok(status) = child.wait() {
-                let _ = tx.send(Control::Exited(status));
-            }
-        });
-    }
+    // One thread reads the output and reaps the command where the kernel
+    // gives a pidfd; otherwise a second one waits for the command.
+    let pump = match log_streamer::pidfd_open(child.id()) {
+        Some(pidfd) => streamer.pump(
+            reader,
+            Some(ExitWatch {
+                pidfd,
+                child,
+                control: control_tx,
+            }),
+        ),
+        None => {
+            let tx = control_tx;
+            let mut child = child;
+            std::thread::spawn(move || {
+                if let Ok(status) = child.wait() {
+                    let _ = tx.send(Control::Exited(status));
+                }
+            });
+            streamer.pump(reader, None)
+        }
+    };
 
     let (status, stopped) = supervise(&control_rx, pgid, timeout, config.kill_grace);
     // Whatever the command left running in its group goes with it.
@@ -313,8 +191,9 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
     let sent = streamer.close();
 
     let mut data = Extra::new();
-    if let Ok(bytes) = std::fs::read(files.result_file()) {
-        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+    let mut had_result = true;
+    match std::fs::read(files.result_file()) {
+        Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
             Ok(serde_json::Value::Object(map)) => data = map,
             Ok(_) => {
                 data.insert(
@@ -328,14 +207,16 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: usize) -> Finished {
                     format!("the result file is not valid JSON: {e}").into(),
                 );
             }
-        }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => had_result = false,
+        Err(_) => {}
     }
     let report = super::junit::read(&super::junit::find_files(
         &files.junit_dir(),
         &files.dir,
         jobtype.junit.as_deref(),
     ));
-    files.finish();
+    slot.finish(&files, had_result, had_shard_tests);
 
     let exit_code = status.and_then(|s| s.code());
     let mut outcome = match stopped {

@@ -1,16 +1,19 @@
 //! Streams a running command's output to the server.
 //!
-//! A pump thread appends everything the command writes to a spool file in
-//! the worker's outbox; a sender thread uploads from that file what has
-//! gathered, at least every 200 ms (sooner when 64 KiB are waiting), each
+//! A pump thread appends everything the command writes to the slot's spool
+//! file in the worker's outbox (and, where the kernel has pidfds, notices
+//! the command's exit, so no other thread waits for it); a sender thread,
+//! started by the first output, uploads from that file what has gathered, at least every 200 ms (sooner when 64 KiB are waiting), each
 //! upload tagged with its offset so a retry after a lost answer is never
 //! stored twice. The command is never slowed by the network, the worker's
 //! memory stays bounded whatever it prints, and output the server has not
 //! taken survives a server outage and a worker restart on disk.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{PipeReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -35,73 +38,124 @@ struct Progress {
     written: u64,
     /// The command's output ended: send what is left, then stop.
     closed: bool,
+    /// The spool was written to: it must be emptied after delivery.
+    touched: bool,
+    /// The sender thread, started by the first output.
+    sender: Option<JoinHandle<bool>>,
 }
 
 type SharedProgress = Arc<(Mutex<Progress>, Condvar)>;
 
+/// What the sender thread needs, kept until there is output to send.
+struct SenderArgs {
+    shared: Arc<Shared>,
+    job_id: i64,
+    attempt: u32,
+    control: Sender<Control>,
+}
+
 pub struct LogStreamer {
     progress: SharedProgress,
     spool: PathBuf,
-    sender: JoinHandle<bool>,
+    args: Arc<SenderArgs>,
 }
 
 /// How the upload of a log ended.
-pub struct Sent(JoinHandle<bool>);
+pub struct Sent {
+    sender: Option<JoinHandle<bool>>,
+    /// The spool holds this log: empty it once the server has it.
+    pub touched: bool,
+}
 
 impl Sent {
     /// Waits for the sender; true when the server has the whole log (or
-    /// refused it as stale), false when it gave up with bytes unsent.
+    /// refused it as stale, or there was none), false when it gave up with
+    /// bytes unsent.
     pub fn wait(self) -> bool {
-        self.0.join().unwrap_or(false)
+        self.sender.is_none_or(|s| s.join().unwrap_or(false))
     }
 }
 
+/// How the pump learns that the command exited: a pidfd it polls beside
+/// the pipe, so one thread does both (the command is reaped there).
+pub struct ExitWatch {
+    pub pidfd: OwnedFd,
+    pub child: Child,
+    pub control: Sender<Control>,
+}
+
 impl LogStreamer {
-    pub fn start(
+    /// Nothing touches the spool (it is empty between jobs) and no thread
+    /// starts until the command prints something.
+    pub fn new(
         shared: Arc<Shared>,
         job_id: i64,
         attempt: u32,
         spool: PathBuf,
         control: Sender<Control>,
-    ) -> std::io::Result<LogStreamer> {
-        super::files::empty(&spool)?;
-        let progress: SharedProgress = Arc::default();
-        let sender = {
-            let progress = progress.clone();
-            let spool = spool.clone();
-            std::thread::Builder::new()
-                .name(format!("log-{job_id}"))
-                .spawn(move || {
-                    send_loop(&shared, job_id, attempt, &spool, &progress, Some(&control))
-                })?
-        };
-        Ok(LogStreamer {
-            progress,
+    ) -> LogStreamer {
+        LogStreamer {
+            progress: Arc::default(),
             spool,
-            sender,
-        })
+            args: Arc::new(SenderArgs {
+                shared,
+                job_id,
+                attempt,
+                control,
+            }),
+        }
     }
 
-    /// Starts a thread that copies `source` into the spool until EOF; the
+    /// Starts a thread that copies `source` into the spool until EOF (and,
+    /// given `exit`, reaps the command when it exits and says so); the
     /// returned receiver disconnects when the source ends.
-    pub fn pump(&self, mut source: impl Read + Send + 'static) -> mpsc::Receiver<()> {
+    pub fn pump(&self, source: PipeReader, exit: Option<ExitWatch>) -> mpsc::Receiver<()> {
         let progress = self.progress.clone();
         let spool = self.spool.clone();
+        let args = self.args.clone();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             let _done = done_tx;
-            let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(&spool) else {
-                return;
-            };
+            let mut source = source;
+            let mut exit = exit;
+            let mut file: Option<File> = None;
             let mut chunk = vec![0u8; 64 << 10];
             loop {
+                if let Some(watch) = &exit {
+                    match wait_readable(source.as_raw_fd(), watch.pidfd.as_raw_fd()) {
+                        Readable::Exited => {
+                            if let Some(w) = exit.take() {
+                                reap(w);
+                            }
+                            continue;
+                        }
+                        Readable::Output => {}
+                    }
+                }
                 let n = match source.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
-                if file.write_all(&chunk[..n]).is_err() {
+                {
+                    let mut p = progress.0.lock().unwrap();
+                    if p.closed {
+                        continue;
+                    }
+                    p.touched = true;
+                }
+                if file.is_none() {
+                    file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&spool)
+                        .ok();
+                }
+                let Some(f) = file.as_mut() else {
+                    continue;
+                };
+                if f.write_all(&chunk[..n]).is_err() {
                     // The disk is full: keep draining the pipe so the
                     // command is not blocked; the log loses this part.
                     continue;
@@ -112,7 +166,14 @@ impl LogStreamer {
                     continue;
                 }
                 p.written += n as u64;
+                if p.sender.is_none() {
+                    p.sender = start_sender(&args, &spool, &progress);
+                }
                 cond.notify_all();
+            }
+            // The output ended before the command did (it closed it).
+            if let Some(w) = exit.take() {
+                reap(w);
             }
         });
         done_rx
@@ -122,10 +183,100 @@ impl LogStreamer {
     /// all of it. Wait on the returned handle for that.
     pub fn close(self) -> Sent {
         let (lock, cond) = &*self.progress;
-        lock.lock().unwrap().closed = true;
+        let mut p = lock.lock().unwrap();
+        p.closed = true;
         cond.notify_all();
-        Sent(self.sender)
+        Sent {
+            sender: p.sender.take(),
+            touched: p.touched,
+        }
     }
+}
+
+fn start_sender(
+    args: &Arc<SenderArgs>,
+    spool: &Path,
+    progress: &SharedProgress,
+) -> Option<JoinHandle<bool>> {
+    let job_id = args.job_id;
+    let args = args.clone();
+    let spool = spool.to_path_buf();
+    let progress = progress.clone();
+    let r = std::thread::Builder::new()
+        .name(format!("log-{job_id}"))
+        .spawn(move || {
+            send_loop(
+                &args.shared,
+                args.job_id,
+                args.attempt,
+                &spool,
+                &progress,
+                Some(&args.control),
+            )
+        });
+    match r {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(job = job_id, "cannot start the log sender: {e}");
+            None
+        }
+    }
+}
+
+enum Readable {
+    Output,
+    Exited,
+}
+
+/// Waits until the pipe has output (or hung up) or the process exited.
+fn wait_readable(pipe: i32, pidfd: i32) -> Readable {
+    let mut fds = [
+        libc::pollfd {
+            fd: pipe,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two pollfd for the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if rc < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Polling failed: fall back to reading, which blocks as before.
+            return Readable::Output;
+        }
+        if fds[1].revents != 0 {
+            return Readable::Exited;
+        }
+        return Readable::Output;
+    }
+}
+
+fn reap(w: ExitWatch) {
+    let mut child = w.child;
+    if let Ok(status) = child.wait() {
+        let _ = w.control.send(Control::Exited(status));
+    }
+}
+
+/// A pidfd for `pid` (Linux 5.3 and later); none where the kernel or a
+/// sandbox refuses it.
+pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new file
+    // descriptor or -1; nothing is borrowed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this descriptor to us alone.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Uploads what an earlier run spooled but could not send. True when the
@@ -136,6 +287,7 @@ pub fn resend(shared: &Shared, job_id: i64, attempt: u32, spool: &Path) -> bool 
         Mutex::new(Progress {
             written,
             closed: true,
+            ..Default::default()
         }),
         Condvar::new(),
     ));

@@ -20,6 +20,7 @@ pub mod junit;
 pub mod log_streamer;
 pub mod platform;
 pub mod report;
+pub mod slot;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -94,6 +95,9 @@ pub struct Shared {
     reachable: AtomicBool,
     /// Every slot has ended: the heartbeat thread sends its last and ends.
     stopped: AtomicBool,
+    /// Jobs whose outcomes an earlier run left in the outbox, until they
+    /// are delivered (see [`report::outbox_jobs`]).
+    outbox_jobs: Mutex<Vec<RunningJob>>,
     /// Why the worker claims nothing now (low disk), for its heartbeat.
     pub problem: Mutex<Option<String>>,
     /// Runs inside `testbot serve`: the server it cannot reach is its own
@@ -240,7 +244,11 @@ impl Shared {
             slots: self.config.slots,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            running: self.running_jobs(),
+            running: {
+                let mut r = self.running_jobs();
+                r.extend(self.outbox_jobs.lock().unwrap().iter().cloned());
+                r
+            },
             accept: self
                 .config
                 .accept
@@ -315,8 +323,10 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         reachable: AtomicBool::new(true),
         stopped: AtomicBool::new(false),
         problem: Mutex::new(None),
+        outbox_jobs: Mutex::new(Vec::new()),
         embedded: !opts.handle_signals,
     });
+    *shared.outbox_jobs.lock().unwrap() = report::outbox_jobs(&shared);
     if opts.handle_signals {
         handle_signals(shared.clone())?;
     }
@@ -335,6 +345,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     );
     // Results a previous run could not deliver go first.
     report::deliver_outbox(&shared);
+    shared.outbox_jobs.lock().unwrap().clear();
 
     {
         let shared = shared.clone();
