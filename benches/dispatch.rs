@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 use testbot::client::{Client, Maybe};
-use testbot::wire::{ClaimRequest, Heartbeat, HeartbeatReply, Job, JobState, Outcome};
+use testbot::wire::{
+    ClaimRequest, ClaimResult, Heartbeat, HeartbeatReply, Job, JobState, Outcome,
+    RESULT_REFUSED_HEADER,
+};
 
 fn quick() -> bool {
     std::env::var_os("DISPATCH_QUICK").is_some()
@@ -44,7 +47,7 @@ fn claim(client: &Client, name: &str, wait: f64) -> Option<Job> {
     match client
         .post_maybe::<_, Job>(
             &format!("/api/v1/workers/{name}/claim"),
-            &ClaimRequest { wait },
+            &ClaimRequest { wait, result: None },
             Duration::from_secs_f64(wait + 30.0),
         )
         .expect("claim")
@@ -54,8 +57,8 @@ fn claim(client: &Client, name: &str, wait: f64) -> Option<Job> {
     }
 }
 
-fn finish(client: &Client, name: &str, job: &Job) {
-    let o = Outcome {
+fn outcome(name: &str, job: &Job) -> Outcome {
+    Outcome {
         worker: name.to_string(),
         attempt: job.attempt,
         state: JobState::Passed,
@@ -67,10 +70,40 @@ fn finish(client: &Client, name: &str, job: &Job) {
         infrastructure: false,
         tests: None,
         data: Default::default(),
-    };
+    }
+}
+
+fn finish(client: &Client, name: &str, job: &Job) {
     let _: Value = client
-        .post(&format!("/api/v1/jobs/{}/result", job.id), &o)
+        .post(
+            &format!("/api/v1/jobs/{}/result", job.id),
+            &outcome(name, job),
+        )
         .expect("result");
+}
+
+/// A claim carrying the previous job's result, as the worker sends it.
+fn claim_with_result(client: &Client, name: &str, done: Option<&Job>) -> Option<Job> {
+    let req = ClaimRequest {
+        wait: 0.0,
+        result: done.map(|job| ClaimResult {
+            job: job.id,
+            outcome: outcome(name, job),
+        }),
+    };
+    let (answer, refused) = client
+        .post_maybe_header::<_, Job>(
+            &format!("/api/v1/workers/{name}/claim"),
+            &req,
+            Duration::from_secs(30),
+            RESULT_REFUSED_HEADER,
+        )
+        .expect("claim");
+    assert!(refused.is_none(), "result refused: {refused:?}");
+    match answer {
+        Maybe::Some(j) => Some(j),
+        Maybe::NoContent => None,
+    }
 }
 
 /// Figure 1: Idle workers wait in claims; each submission's time until a worker
@@ -136,7 +169,8 @@ fn submit_builds(url: &str, total: usize, per_build: usize, make: impl Fn(usize)
     total as f64 / t.elapsed().as_secs_f64()
 }
 
-/// Figure 2: 64 simulated slots doing claim -> result, no process spawned.
+/// Figure 2: 64 simulated slots doing claim -> result, no process spawned;
+/// each result goes with the slot's next claim, as the worker sends it.
 fn server_throughput(url: &str) -> f64 {
     let total = if quick() { 5_000 } else { 30_000 };
     submit_builds(url, total, 1000, |_| json!({"jobtype": "tp"}));
@@ -151,9 +185,16 @@ fn server_throughput(url: &str) -> f64 {
         let barrier = barrier.clone();
         handles.push(std::thread::spawn(move || {
             barrier.wait();
-            while let Some(job) = claim(&client, &name, 0.0) {
-                finish(&client, &name, &job);
-                done.fetch_add(1, Ordering::Relaxed);
+            let mut last: Option<Job> = None;
+            loop {
+                let next = claim_with_result(&client, &name, last.as_ref());
+                if last.is_some() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                match next {
+                    Some(job) => last = Some(job),
+                    None => break,
+                }
             }
         }));
     }
@@ -257,7 +298,10 @@ fn heartbeat_load(url: &str, server_pid: u32) -> (usize, f64, f64) {
                     }
                     let _ = client.post_maybe::<_, Job>(
                         &format!("/api/v1/workers/{name}/claim"),
-                        &ClaimRequest { wait: 10.0 },
+                        &ClaimRequest {
+                            wait: 10.0,
+                            result: None,
+                        },
                         Duration::from_secs(40),
                     );
                 }

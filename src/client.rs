@@ -172,11 +172,34 @@ impl Client {
         body: &B,
         timeout: Duration,
     ) -> Result<Maybe<T>> {
+        self.post_maybe_header(path, body, timeout, "")
+            .map(|(m, _)| m)
+    }
+
+    /// [`Client::post_maybe`], also returning the value of one header of
+    /// the answer.
+    pub fn post_maybe_header<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+        header: &str,
+    ) -> Result<(Maybe<T>, Option<String>)> {
         let url = self.url(path);
         let resp = self.request("POST", path).timeout(timeout).send_json(body);
+        let value = resp
+            .as_ref()
+            .ok()
+            .and_then(|r| r.header(header))
+            .map(str::to_string);
         match resp {
-            Ok(r) if r.status() == 204 => Ok(Maybe::NoContent),
-            other => decode(&url, other).map(Maybe::Some),
+            Ok(r) if r.status() == 204 => {
+                // Read the (empty) body so the connection goes back to the
+                // pool.
+                let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
+                Ok((Maybe::NoContent, value))
+            }
+            other => decode(&url, other).map(|t| (Maybe::Some(t), value)),
         }
     }
 

@@ -319,7 +319,25 @@ pub struct HeartbeatReply {
 pub struct ClaimRequest {
     #[serde(default = "default_wait")]
     pub wait: f64,
+    /// The outcome of the job this slot just ran, recorded before the
+    /// claim: one request between two jobs instead of two. Recorded as
+    /// `POST /api/v1/jobs/{id}/result` would; if that refuses it (stale
+    /// attempt), the claim goes on and the answer carries the reason in
+    /// the `Testbot-Result-Refused` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ClaimResult>,
 }
+
+/// A result sent with a claim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimResult {
+    pub job: i64,
+    pub outcome: Outcome,
+}
+
+/// The header a claim's answer carries when the result sent with it was
+/// refused.
+pub const RESULT_REFUSED_HEADER: &str = "testbot-result-refused";
 
 /// Query of `POST /api/v1/jobs/{id}/log`; the body is the raw bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -86,7 +86,8 @@ fn metrics_after_jobs_pass_and_fail() {
     // "fine\n" twice and "broken\n".
     assert_eq!(metric(&text, "testbot_log_bytes_stored"), Some(17.0));
     assert!(
-        metric(&text, "testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}")
+        // Three jobs claimed (their results went with the next claims).
+        metric(&text, "testbot_http_requests_total{route=\"/api/v1/workers/{name}/claim\",method=\"POST\",status=\"200\"}")
             == Some(3.0),
         "{text}"
     );

@@ -274,6 +274,69 @@ fn a_stale_attempt_is_refused_with_409() {
 }
 
 #[test]
+fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = r#"{"name": "hand", "jobtypes": ["h"], "heartbeat_interval_ms": 60000}"#;
+    assert_eq!(post(base, "/api/v1/workers", reg).0, 200);
+    let ids = server.submit(&["h", "h"]);
+    // A hand-written worker: ureq, raw JSON, reading the header.
+    let claim = |body: String| -> (u16, Option<Value>, Option<String>) {
+        let r = ureq::post(&format!("{base}/api/v1/workers/hand/claim"))
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .expect("claim");
+        let refused = r.header("testbot-result-refused").map(str::to_string);
+        let status = r.status();
+        let job = (status == 200).then(|| r.into_json::<Value>().unwrap());
+        (status, job, refused)
+    };
+    let with_result = |job: &Value, attempt: u64, state: &str| {
+        format!(
+            r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": {attempt}, "state": "{state}", "exit_code": 0}}}}}}"#,
+            job["id"]
+        )
+    };
+    let (_, first, _) = claim(r#"{"wait": 0}"#.to_string());
+    let first = first.expect("a job");
+    assert_eq!(first["id"], ids[0]);
+    let (status, second, refused) = claim(with_result(&first, 1, "passed"));
+    assert_eq!(status, 200);
+    assert_eq!(refused, None);
+    let second = second.expect("the second job");
+    assert_eq!(second["id"], ids[1]);
+    let done = server.job(ids[0]);
+    assert_eq!(done["state"], "passed", "{done}");
+    assert_eq!(done["result"]["worker"], "hand", "{done}");
+    // The first job's result again, and the second's with a wrong attempt:
+    // both refused, said in the header, and neither job changes.
+    let (status, none, refused) = claim(with_result(&first, 1, "failed"));
+    assert_eq!((status, none), (204, None));
+    assert!(refused.is_some_and(|r| !r.is_empty()));
+    let (status, _, refused) = claim(with_result(&second, 7, "failed"));
+    assert_eq!(status, 204);
+    let refused = refused.expect("a refusal");
+    assert!(
+        refused.contains('7') || refused.contains("attempt"),
+        "{refused}"
+    );
+    assert_eq!(server.job(ids[0])["state"], "passed");
+    assert_eq!(server.job(ids[1])["state"], "running");
+    // A result for another worker is the claim's error.
+    let (code, body) = post(
+        base,
+        "/api/v1/workers/hand/claim",
+        &format!(
+            r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"worker": "other", "attempt": 1, "state": "passed"}}}}}}"#,
+            ids[1]
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("worker"), "{body}");
+}
+
+#[test]
 fn canceling_a_running_job_kills_its_process_group_at_once() {
     let dir = tempdir();
     let server = Server::start(dir.path());

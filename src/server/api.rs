@@ -450,22 +450,58 @@ async fn claim(
     if !req.wait.is_finite() || req.wait < 0.0 {
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
+    // The slot's last outcome is recorded with the first claim, in one
+    // transaction. A refusal (stale attempt, bad input) is the result's,
+    // not the claim's: the claim goes on and the answer says why; a failure
+    // of the server fails the request, and the worker sends the result
+    // again.
+    let mut refused = None;
+    let mut result = None;
+    if let Some(r) = req.result {
+        let mut outcome = r.outcome;
+        if outcome.worker.is_empty() {
+            outcome.worker = name.clone();
+        }
+        if outcome.worker != name {
+            return Err(ApiError::bad(format!(
+                "result.outcome.worker: {:?} is not the claiming worker {name:?}",
+                outcome.worker
+            )));
+        }
+        match check_result(&outcome) {
+            Ok(()) => result = Some((r.job, outcome)),
+            Err(e) => refused = Some(e.to_string()),
+        }
+    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs_f64(req.wait.min(MAX_CLAIM_WAIT));
     let mut queue = st.queue.subscribe();
     let mut shutdown = st.shutdown.clone();
     loop {
         queue.borrow_and_update();
-        if !st.store.may_claim(&name) {
+        let claim = if let Some((id, outcome)) = result.take() {
+            let n = name.clone();
+            let ran = Recorded::of(&outcome);
+            let (finished, claim) = st
+                .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
+                .await?;
+            match finished {
+                Ok(job) => ran.after(&st, &job),
+                Err(e) => refused = Some(e.to_string()),
+            }
+            claim
+        } else if st.store.may_claim(&name) {
+            let n = name.clone();
+            st.db(move |s| s.claim(&n, now_ms())).await?
+        } else {
             tokio::select! {
                 changed = queue.changed() => if changed.is_err() { break },
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = shutdown.wait_for(|s| *s) => break,
             }
             continue;
-        }
-        let n = name.clone();
-        match st.db(move |s| s.claim(&n, now_ms())).await? {
+        };
+        match claim {
             Claim::Job(job) => {
                 tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
                 if job.attempt == 1 {
@@ -473,7 +509,7 @@ async fn claim(
                         st.metrics.observe_dispatch((now_ms() - t) as f64 / 1000.0);
                     }
                 }
-                return Ok(Json(job).into_response());
+                return Ok(with_refusal(Json(job).into_response(), &refused));
             }
             Claim::Draining => break,
             // Drained or quarantined workers wait like idle ones; undrain
@@ -486,7 +522,21 @@ async fn claim(
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(with_refusal(
+        StatusCode::NO_CONTENT.into_response(),
+        &refused,
+    ))
+}
+
+/// Says in the claim's answer why the result sent with it was refused.
+fn with_refusal(mut resp: Response, refused: &Option<String>) -> Response {
+    if let Some(msg) = refused {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&msg.replace(['\r', '\n'], " ")) {
+            resp.headers_mut()
+                .insert(crate::wire::RESULT_REFUSED_HEADER, v);
+        }
+    }
+    resp
 }
 
 fn parse_list<T: std::str::FromStr>(what: &str, s: &str) -> ApiResult<Vec<T>> {
@@ -818,20 +868,47 @@ async fn finish(
     let outcome: Outcome = serde_path_to_error::deserialize(body)
         .map_err(|e| ApiError::bad(format!("invalid result: {}: {}", e.path(), e.inner())))?;
     bind(&st, &caller, &outcome.worker)?;
-    let ran = outcome.duration_ms as f64 / 1000.0;
-    let stopped = outcome.infrastructure || outcome.state == JobState::Canceled;
-    check_json_size("data", &outcome.data, limits::RESULT_BYTES)?;
-    check_json_size("tests", &outcome.tests, limits::RESULT_BYTES)?;
+    record_result(&st, id, outcome).await.map(Json)
+}
+
+/// Records a job's outcome (from `/result` or sent with a claim).
+async fn record_result(st: &AppState, id: i64, outcome: Outcome) -> ApiResult<Job> {
+    check_result(&outcome)?;
+    let ran = Recorded::of(&outcome);
     let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
-    if !stopped {
-        st.metrics.observe_duration(&job.jobtype, ran);
+    ran.after(st, &job);
+    Ok(job)
+}
+
+fn check_result(outcome: &Outcome) -> ApiResult<()> {
+    check_json_size("data", &outcome.data, limits::RESULT_BYTES)?;
+    check_json_size("tests", &outcome.tests, limits::RESULT_BYTES)
+}
+
+/// What is noted once an outcome is recorded.
+struct Recorded {
+    ran: f64,
+    stopped: bool,
+}
+
+impl Recorded {
+    fn of(outcome: &Outcome) -> Recorded {
+        Recorded {
+            ran: outcome.duration_ms as f64 / 1000.0,
+            stopped: outcome.infrastructure || outcome.state == JobState::Canceled,
+        }
     }
-    tracing::info!(job = id, attempt = job.attempt, state = %job.state, "result recorded");
-    if job.state == JobState::Queued {
-        st.wake_claims();
+
+    fn after(&self, st: &AppState, job: &Job) {
+        if !self.stopped {
+            st.metrics.observe_duration(&job.jobtype, self.ran);
+        }
+        tracing::info!(job = job.id, attempt = job.attempt, state = %job.state, "result recorded");
+        if job.state == JobState::Queued {
+            st.wake_claims();
+        }
+        st.wake_followers();
     }
-    st.wake_followers();
-    Ok(Json(job))
 }
 
 #[derive(Deserialize)]

@@ -115,6 +115,17 @@ pub trait Store: Send + Sync + 'static {
     fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>>;
     /// Records how an attempt ended; refuses an attempt that is not current.
     fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> ApiResult<Job>;
+    /// Records the outcome of the job a worker's slot just ran and claims
+    /// its next job, in one transaction. The outcome's refusal (stale
+    /// attempt, bad input) is returned beside the claim, which happens all
+    /// the same.
+    fn finish_and_claim(
+        &self,
+        id: i64,
+        outcome: &Outcome,
+        name: &str,
+        now: i64,
+    ) -> ApiResult<(ApiResult<Job>, Claim)>;
     /// Puts jobs whose lease ran out back in the queue (or ends them);
     /// returns how many leases ran out.
     fn expire_leases(&self, now: i64) -> ApiResult<usize>;
@@ -719,6 +730,195 @@ fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()>
 }
 
 /// A job ran to a real outcome there: the worker is healthy again.
+/// Gives `name` the best queued job it can run, in `tx`; `claimed` is set
+/// to the job taken, for the caller to drop from the index after commit.
+fn claim_in(
+    tx: &Transaction,
+    queue: &mut QueueIndex,
+    name: &str,
+    now: i64,
+    claimed: &mut Option<i64>,
+) -> ApiResult<Claim> {
+    tx.exec(
+        // At most once a second: a page written per claim otherwise.
+        "UPDATE workers SET last_seen = ?2 WHERE name = ?1 AND last_seen < ?2 - 1000",
+        params![name, now],
+    )?;
+    let Some(row) = load_workers(tx, now, Some(name))?.into_iter().next() else {
+        return Err(ApiError::not_found(format!(
+            "unknown worker {name:?}; register first"
+        )));
+    };
+    if row.reported == "draining" {
+        return Ok(Claim::Draining);
+    }
+    if row.drained || row.quarantined {
+        return Ok(Claim::Held);
+    }
+    let w = row.view;
+    let me = Claimant {
+        name,
+        jobtypes: &w.jobtypes,
+        platforms: &w.platforms,
+        accept: &w.accept,
+    };
+    // The index may hold a job another transaction just took or
+    // canceled: the guarded update tells, and we look further.
+    while let Some((id, index)) = queue.best_for(&me, now) {
+        let matched = serde_json::to_string(&w.platforms[index])?;
+        let taken = tx.exec(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
+             platform_index = ?3, matched_platform = ?4, started_at = ?5, \
+             lease_expires = ?6, info = NULL WHERE id = ?1 AND state = 'queued'",
+            params![
+                id,
+                name,
+                index as i64,
+                matched,
+                now,
+                now + row.lease_ms as i64
+            ],
+        )?;
+        if taken == 0 {
+            queue.remove(id);
+            continue;
+        }
+        tx.exec(
+            "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
+             SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
+            [id],
+        )?;
+        *claimed = Some(id);
+        return load_job(tx, id).map(|j| Claim::Job(Box::new(j)));
+    }
+    Ok(Claim::Nothing)
+}
+
+/// Records a job's outcome in `tx`: ends it, or queues it again.
+fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
+    if !o.state.is_final() {
+        return Err(ApiError::bad(format!(
+            "a result's state must be final, not {}",
+            o.state
+        )));
+    }
+    let job = check_current(tx, id, &o.worker, o.attempt)?;
+    // Fill in what a hand-written result may leave out.
+    let mut filled = o.clone();
+    if filled.worker.is_empty() {
+        filled.worker = job.worker.clone().unwrap_or_default();
+    }
+    if filled.finished_at.is_empty() {
+        filled.finished_at = rfc3339(now);
+    }
+    if filled.started_at.is_empty() {
+        filled.started_at = job
+            .started_at
+            .clone()
+            .unwrap_or_else(|| filled.finished_at.clone());
+    }
+    let o = &filled;
+    let mut result = o.data.clone();
+    let core = serde_json::json!({
+        "passed": o.state == JobState::Passed,
+        "state": o.state,
+        "exit_code": o.exit_code,
+        "duration_ms": o.duration_ms,
+        "started_at": o.started_at,
+        "finished_at": o.finished_at,
+        "worker": o.worker,
+        "attempt": o.attempt,
+        "reason": o.reason,
+    });
+    if let Value::Object(core) = core {
+        result.extend(core);
+    }
+    let reason = o.reason.as_deref().unwrap_or("");
+    tx.exec(
+        "UPDATE attempts SET finished_at = ?3, state = ?4, reason = ?5 \
+         WHERE job_id = ?1 AND attempt = ?2",
+        params![id, o.attempt, now, o.state.as_str(), o.reason],
+    )?;
+    if let Some(report) = &o.tests {
+        record_durations(tx, &job.jobtype, report, now)?;
+        result.insert("tests".into(), serde_json::to_value(report)?);
+    }
+    let infra_attempts = job.attempt - job.reruns.min(job.attempt);
+    let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
+    if o.infrastructure {
+        note_infra_failure(tx, &o.worker, now)?;
+    } else if matches!(
+        o.state,
+        JobState::Passed | JobState::Failed | JobState::TimedOut
+    ) {
+        note_healthy(tx, &o.worker)?;
+    }
+    if o.infrastructure && !job.cancel_requested && infra_attempts < job.max_attempts {
+        requeue(
+            tx,
+            id,
+            &format!("{reason} (attempt {}); queued again", o.attempt),
+        )?;
+        avoid_worker(tx, id, &o.worker, now)?;
+    } else if failed_test && !job.cancel_requested && job.reruns < job.retry_failed {
+        // A test failure with reruns left: run it again and remember
+        // what failed, to name the flaky tests if a rerun passes.
+        let mut before: Vec<String> =
+            tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<String>>(0).map(json_or)
+            })?;
+        for f in o.tests.iter().flat_map(|t| &t.failures) {
+            if !before.contains(&f.name) {
+                before.push(f.name.clone());
+            }
+        }
+        tx.exec(
+            "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&before)?],
+        )?;
+        requeue(
+            tx,
+            id,
+            &format!(
+                "{reason} (attempt {}); rerun {} of {}",
+                o.attempt,
+                job.reruns + 1,
+                job.retry_failed
+            ),
+        )?;
+    } else {
+        let state = if job.cancel_requested && o.state != JobState::Passed {
+            JobState::Canceled
+        } else {
+            o.state
+        };
+        // Passing after failing: the tests that failed before and
+        // now passed are flaky.
+        let flaky_tests = if state == JobState::Passed && job.reruns > 0 {
+            let before: Vec<String> =
+                tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                    r.get::<_, Option<String>>(0).map(json_or)
+                })?;
+            Some(serde_json::to_string(&before)?)
+        } else {
+            None
+        };
+        tx.exec(
+            "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
+             reason = ?4, result = ?5, flaky_tests = ?6 WHERE id = ?1",
+            params![
+                id,
+                state.as_str(),
+                now,
+                o.reason,
+                Value::Object(result).to_string(),
+                flaky_tests
+            ],
+        )?;
+    }
+    load_job(tx, id)
+}
+
 fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
     tx.exec(
         "UPDATE workers SET infra_streak = 0, quarantines = 0 WHERE name = ?1 AND (infra_streak > 0 OR quarantines > 0)",
@@ -1444,57 +1644,52 @@ impl Store for SqliteStore {
     fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = None;
-        let out = self.with_tx(|tx| {
-            tx.exec(
-                "UPDATE workers SET last_seen = ?2 WHERE name = ?1",
-                params![name, now],
-            )?;
-            let Some(row) = load_workers(tx, now, Some(name))?.into_iter().next() else {
-                return Err(ApiError::not_found(format!(
-                    "unknown worker {name:?}; register first"
-                )));
-            };
-            if row.reported == "draining" {
-                return Ok(Claim::Draining);
-            }
-            if row.drained || row.quarantined {
-                return Ok(Claim::Held);
-            }
-            let w = row.view;
-            let me = Claimant {
-                name,
-                jobtypes: &w.jobtypes,
-                platforms: &w.platforms,
-                accept: &w.accept,
-            };
-            // The index may hold a job another transaction just took or
-            // canceled: the guarded update tells, and we look further.
-            while let Some((id, index)) = queue.best_for(&me, now) {
-                let matched = serde_json::to_string(&w.platforms[index])?;
-                let taken = tx.exec(
-                    "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
-                     platform_index = ?3, matched_platform = ?4, started_at = ?5, \
-                     lease_expires = ?6, info = NULL WHERE id = ?1 AND state = 'queued'",
-                    params![id, name, index as i64, matched, now, now + row.lease_ms as i64],
-                )?;
-                if taken == 0 {
-                    queue.remove(id);
-                    continue;
-                }
-                tx.exec(
-                    "INSERT OR REPLACE INTO attempts (job_id, attempt, worker, platform_index, started_at) \
-                     SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = ?1",
-                    [id],
-                )?;
-                claimed = Some(id);
-                return load_job(tx, id).map(|j| Claim::Job(Box::new(j)));
-            }
-            Ok(Claim::Nothing)
-        })?;
+        let out = self.with_tx(|tx| claim_in(tx, &mut queue, name, now, &mut claimed))?;
         if let Some(id) = claimed {
             queue.remove(id);
         }
         Ok(out)
+    }
+
+    fn finish_and_claim(
+        &self,
+        id: i64,
+        o: &Outcome,
+        name: &str,
+        now: i64,
+    ) -> ApiResult<(ApiResult<Job>, Claim)> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut claimed = None;
+        let (finished, claim) = self.with_tx(|tx| {
+            // The result's refusal is the result's alone: undo what it
+            // did and claim all the same. Failures of the database fail
+            // both.
+            tx.exec("SAVEPOINT result", [])?;
+            let finished = match finish_in(tx, id, o, now) {
+                Ok(job) => {
+                    tx.exec("RELEASE result", [])?;
+                    Ok(job)
+                }
+                Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
+                Err(refused) => {
+                    tx.exec("ROLLBACK TO result", [])?;
+                    tx.exec("RELEASE result", [])?;
+                    Err(refused)
+                }
+            };
+            let claim = claim_in(tx, &mut queue, name, now, &mut claimed)?;
+            Ok((finished, claim))
+        })?;
+        if let Some(id) = claimed {
+            queue.remove(id);
+        }
+        drop(queue);
+        if let Ok(job) = &finished {
+            if job.state == JobState::Queued {
+                self.resync(&[job.id])?;
+            }
+        }
+        Ok((finished, claim))
     }
 
     fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> ApiResult<LogReply> {
@@ -1606,130 +1801,11 @@ impl Store for SqliteStore {
     }
 
     fn finish(&self, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
-        if !o.state.is_final() {
-            return Err(ApiError::bad(format!(
-                "a result's state must be final, not {}",
-                o.state
-            )));
+        let out = self.with_tx(|tx| finish_in(tx, id, o, now))?;
+        // Only a job queued again changes the queue.
+        if out.state == JobState::Queued {
+            self.resync(&[id])?;
         }
-        let out = self.with_tx(|tx| {
-            let job = check_current(tx, id, &o.worker, o.attempt)?;
-            // Fill in what a hand-written result may leave out.
-            let mut filled = o.clone();
-            if filled.worker.is_empty() {
-                filled.worker = job.worker.clone().unwrap_or_default();
-            }
-            if filled.finished_at.is_empty() {
-                filled.finished_at = rfc3339(now);
-            }
-            if filled.started_at.is_empty() {
-                filled.started_at = job
-                    .started_at
-                    .clone()
-                    .unwrap_or_else(|| filled.finished_at.clone());
-            }
-            let o = &filled;
-            let mut result = o.data.clone();
-            let core = serde_json::json!({
-                "passed": o.state == JobState::Passed,
-                "state": o.state,
-                "exit_code": o.exit_code,
-                "duration_ms": o.duration_ms,
-                "started_at": o.started_at,
-                "finished_at": o.finished_at,
-                "worker": o.worker,
-                "attempt": o.attempt,
-                "reason": o.reason,
-            });
-            if let Value::Object(core) = core {
-                result.extend(core);
-            }
-            let reason = o.reason.as_deref().unwrap_or("");
-            tx.exec(
-                "UPDATE attempts SET finished_at = ?3, state = ?4, reason = ?5 \
-                 WHERE job_id = ?1 AND attempt = ?2",
-                params![id, o.attempt, now, o.state.as_str(), o.reason],
-            )?;
-            if let Some(report) = &o.tests {
-                record_durations(tx, &job.jobtype, report, now)?;
-                result.insert("tests".into(), serde_json::to_value(report)?);
-            }
-            let infra_attempts = job.attempt - job.reruns.min(job.attempt);
-            let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
-            if o.infrastructure {
-                note_infra_failure(tx, &o.worker, now)?;
-            } else if matches!(
-                o.state,
-                JobState::Passed | JobState::Failed | JobState::TimedOut
-            ) {
-                note_healthy(tx, &o.worker)?;
-            }
-            if o.infrastructure && !job.cancel_requested && infra_attempts < job.max_attempts {
-                requeue(
-                    tx,
-                    id,
-                    &format!("{reason} (attempt {}); queued again", o.attempt),
-                )?;
-                avoid_worker(tx, id, &o.worker, now)?;
-            } else if failed_test && !job.cancel_requested && job.reruns < job.retry_failed {
-                // A test failure with reruns left: run it again and remember
-                // what failed, to name the flaky tests if a rerun passes.
-                let mut before: Vec<String> =
-                    tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
-                        r.get::<_, Option<String>>(0).map(json_or)
-                    })?;
-                for f in o.tests.iter().flat_map(|t| &t.failures) {
-                    if !before.contains(&f.name) {
-                        before.push(f.name.clone());
-                    }
-                }
-                tx.exec(
-                    "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
-                    params![id, serde_json::to_string(&before)?],
-                )?;
-                requeue(
-                    tx,
-                    id,
-                    &format!(
-                        "{reason} (attempt {}); rerun {} of {}",
-                        o.attempt,
-                        job.reruns + 1,
-                        job.retry_failed
-                    ),
-                )?;
-            } else {
-                let state = if job.cancel_requested && o.state != JobState::Passed {
-                    JobState::Canceled
-                } else {
-                    o.state
-                };
-                // Passing after failing: the tests that failed before and
-                // now passed are flaky.
-                let flaky_tests = if state == JobState::Passed && job.reruns > 0 {
-                    let before: Vec<String> =
-                        tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
-                            r.get::<_, Option<String>>(0).map(json_or)
-                        })?;
-                    Some(serde_json::to_string(&before)?)
-                } else {
-                    None
-                };
-                tx.exec(
-                    "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
-                     reason = ?4, result = ?5, flaky_tests = ?6 WHERE id = ?1",
-                    params![
-                        id,
-                        state.as_str(),
-                        now,
-                        o.reason,
-                        Value::Object(result).to_string(),
-                        flaky_tests
-                    ],
-                )?;
-            }
-            load_job(tx, id)
-        })?;
-        self.resync(&[id])?;
         Ok(out)
     }
 

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{ClientError, Maybe};
-use crate::wire::{ClaimRequest, Job, JobState};
+use crate::wire::{ClaimRequest, ClaimResult, Job, JobState, RESULT_REFUSED_HEADER};
 
 use super::backoff::Backoff;
+use super::report::Ready;
 use super::slot::Slot;
 use super::{job_runner, report, Phase, Shared};
 
@@ -18,39 +19,64 @@ const CLAIM_WAIT: Duration = Duration::from_secs(15);
 /// Returns whether every job this slot ran passed (for `--once`).
 pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
     let path = format!("/api/v1/workers/{}/claim", shared.config.name);
-    let req = ClaimRequest {
-        wait: CLAIM_WAIT.as_secs_f64(),
-    };
     let mut backoff = Backoff::new();
     let mut all_passed = true;
     let mut slot = Slot::new(&shared.config.work_dir, slot);
+    // The last job's outcome, sent with the next claim.
+    let mut ready: Option<Ready> = None;
     while shared.phase() == Phase::Run {
         if !shared.disk_ok() {
+            flush(shared, &mut slot, &mut ready);
             shared.poke();
             shared.pause(Duration::from_secs(5));
             continue;
         }
-        match shared
-            .client
-            .post_maybe::<_, Job>(&path, &req, CLAIM_WAIT + Duration::from_secs(10))
-        {
-            Ok(Maybe::Some(job)) => {
+        let req = ClaimRequest {
+            wait: CLAIM_WAIT.as_secs_f64(),
+            result: ready.as_ref().map(|r| ClaimResult {
+                job: r.pending.job,
+                outcome: r.pending.outcome.clone(),
+            }),
+        };
+        match shared.client.post_maybe_header::<_, Job>(
+            &path,
+            &req,
+            CLAIM_WAIT + Duration::from_secs(10),
+            RESULT_REFUSED_HEADER,
+        ) {
+            Ok((answer, refused)) => {
                 shared.note_reachable();
                 backoff = Backoff::new();
+                if let Some(r) = ready.take() {
+                    if let Some(why) = refused {
+                        tracing::warn!(
+                            job = r.pending.job,
+                            attempt = r.pending.outcome.attempt,
+                            "result refused: {why}"
+                        );
+                    }
+                    shared.outbox_done(r.pending.job);
+                    report::delivered(&mut slot, r);
+                }
+                let Maybe::Some(job) = answer else {
+                    continue;
+                };
                 let (id, attempt) = (job.id, job.attempt);
                 tracing::info!(job = id, attempt, jobtype = %job.jobtype, "job claimed");
                 let finished = job_runner::run(shared, job, &mut slot);
                 let state = finished.outcome.state;
                 tracing::info!(job = id, attempt, %state, "job ended");
                 all_passed &= state == JobState::Passed;
-                report::deliver(shared, &mut slot, id, finished);
+                ready = report::ready(&mut slot, id, finished);
+                if ready.is_some() {
+                    shared.outbox_add(id, attempt);
+                }
                 shared.running.lock().unwrap().remove(&id);
                 shared.poke();
                 if once {
                     break;
                 }
             }
-            Ok(Maybe::NoContent) => shared.note_reachable(),
             Err(ClientError::Refused { status: 404, .. }) => {
                 if let Err(e) = shared.register() {
                     tracing::error!("re-registering: {e:#}");
@@ -59,6 +85,8 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
             }
             Err(e @ ClientError::Refused { .. }) => {
                 tracing::error!("claim refused: {e}");
+                // Whatever the server disliked, the result goes on its own.
+                flush(shared, &mut slot, &mut ready);
                 shared.pause(backoff.next_delay());
             }
             Err(e) => {
@@ -67,5 +95,15 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
             }
         }
     }
+    // No claim follows: the last outcome goes alone.
+    flush(shared, &mut slot, &mut ready);
     all_passed
+}
+
+fn flush(shared: &Shared, slot: &mut Slot, ready: &mut Option<Ready>) {
+    if let Some(r) = ready.take() {
+        let job = r.pending.job;
+        report::send_alone(shared, slot, r);
+        shared.outbox_done(job);
+    }
 }

@@ -230,6 +230,21 @@ impl Shared {
         }
     }
 
+    /// A job's outcome waits to be sent: registrations name it as still
+    /// this worker's until [`Shared::outbox_done`].
+    pub fn outbox_add(&self, id: i64, attempt: u32) {
+        self.outbox_jobs.lock().unwrap().push(RunningJob {
+            id,
+            attempt,
+            info: None,
+            canceling: false,
+        });
+    }
+
+    pub fn outbox_done(&self, id: i64) {
+        self.outbox_jobs.lock().unwrap().retain(|j| j.id != id);
+    }
+
     pub fn registration(&self) -> Registration {
         Registration {
             name: self.config.name.clone(),

@@ -22,9 +22,18 @@ pub fn outbox(shared: &Shared) -> PathBuf {
     shared.config.work_dir.join("outbox")
 }
 
-/// Delivers one ended job: keeps the outcome on disk, waits for the log to
-/// reach the server, then sends the result.
-pub fn deliver(shared: &Shared, slot: &mut Slot, job: i64, finished: Finished) {
+/// An ended job's outcome, kept in its slot's journal, its log with the
+/// server: ready to be sent, with the next claim or alone.
+pub struct Ready {
+    pub pending: Pending,
+    /// The slot's spool holds the log: empty it once delivered.
+    touched: bool,
+}
+
+/// Keeps the outcome on disk and waits for the log to reach the server.
+/// None when the worker aborts with the log unsent: the outcome stays in
+/// the journal for the next run to deliver.
+pub fn ready(slot: &mut Slot, job: i64, finished: Finished) -> Option<Ready> {
     let attempt = finished.outcome.attempt;
     if let Err(e) = slot.journal.record(job, &finished.outcome) {
         tracing::warn!(
@@ -33,10 +42,6 @@ pub fn deliver(shared: &Shared, slot: &mut Slot, job: i64, finished: Finished) {
             "cannot keep the result on disk ({e}); sending it anyway"
         );
     }
-    let pending = Pending {
-        job,
-        outcome: finished.outcome,
-    };
     let (log_done, touched) = match finished.log {
         Some(sent) => {
             let touched = sent.touched;
@@ -44,11 +49,28 @@ pub fn deliver(shared: &Shared, slot: &mut Slot, job: i64, finished: Finished) {
         }
         None => (true, false),
     };
-    if log_done && send(shared, &pending) {
-        slot.journal.delivered(job);
-        if touched {
-            let _ = files::empty(&slot.spool());
-        }
+    log_done.then_some(Ready {
+        pending: Pending {
+            job,
+            outcome: finished.outcome,
+        },
+        touched,
+    })
+}
+
+/// The server has answered for the outcome (taken or refused).
+pub fn delivered(slot: &mut Slot, r: Ready) {
+    slot.journal.delivered(r.pending.job);
+    if r.touched {
+        let _ = files::empty(&slot.spool());
+    }
+}
+
+/// Sends the outcome on its own, retrying while the server is away; it
+/// stays in the journal if the worker aborts first.
+pub fn send_alone(shared: &Shared, slot: &mut Slot, r: Ready) {
+    if send(shared, &r.pending) {
+        delivered(slot, r);
     }
 }
 
