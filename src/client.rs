@@ -70,6 +70,9 @@ impl std::error::Error for ClientError {}
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// The longest one read or write on a connection may wait.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A connection to one testbot server.
 #[derive(Clone)]
 pub struct Client {
@@ -107,8 +110,8 @@ impl Client {
     ) -> Client {
         let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
-            .timeout_read(Duration::from_secs(60))
-            .timeout_write(Duration::from_secs(60))
+            .timeout_read(READ_TIMEOUT)
+            .timeout_write(READ_TIMEOUT)
             // A worker's slots, heartbeat and log uploads share this agent:
             // keep a connection for each of them rather than ureq's default
             // of one, which closed and reopened one for nearly every job.
@@ -186,7 +189,15 @@ impl Client {
         header: &str,
     ) -> Result<(Maybe<T>, Option<String>)> {
         let url = self.url(path);
-        let resp = self.request("POST", path).timeout(timeout).send_json(body);
+        let mut req = self.request("POST", path);
+        // A deadline for the whole request makes ureq set both socket
+        // timeouts before every read (two system calls each); the agent's
+        // per-read timeout bounds claims and heartbeats well enough, which
+        // the server answers within a minute.
+        if timeout > READ_TIMEOUT {
+            req = req.timeout(timeout);
+        }
+        let resp = req.send_json(body);
         let value = resp
             .as_ref()
             .ok()

@@ -449,3 +449,25 @@ fn serve_with_an_embedded_worker_runs_the_example_config() {
     let out = server.cli(&["submit", "--wait", "fail"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[test]
+fn a_job_that_removes_its_directories_does_not_break_the_next() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // Each job checks that its directories and job file are there, then
+    // removes them all; the slot reuses them for the next job.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "wrecker",
+        "[jobtypes.wreck]\ncommand = \"ls -d \\\"$TESTBOT_JUNIT_DIR\\\" . \\\"$TESTBOT_JOB_FILE\\\" && \
+         grep -q wreck \\\"$TESTBOT_JOB_FILE\\\" && \
+         rm -rf \\\"$TESTBOT_JUNIT_DIR\\\" \\\"$(dirname \\\"$TESTBOT_JOB_FILE\\\")\\\" \\\"$PWD\\\"\"\n",
+    );
+    wait_online(&server, "wrecker");
+    for _ in 0..3 {
+        let ids = server.submit(&["wreck"]);
+        let job = server.wait_final(ids[0], 20 * SEC);
+        assert_eq!(job["state"], "passed", "{job}\n{}", server.log_of(ids[0]));
+    }
+}

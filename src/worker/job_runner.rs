@@ -211,12 +211,10 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => had_result = false,
         Err(_) => {}
     }
-    let report = super::junit::read(&super::junit::find_files(
-        &files.junit_dir(),
-        &files.dir,
-        jobtype.junit.as_deref(),
-    ));
-    slot.finish(&files, had_result, had_shard_tests);
+    let (reports, junit_used) =
+        super::junit::find_files_and_more(&files.junit_dir(), &files.dir, jobtype.junit.as_deref());
+    let report = super::junit::read(&reports);
+    slot.finish(&files, had_result || junit_used, had_shard_tests);
 
     let exit_code = status.and_then(|s| s.code());
     let mut outcome = match stopped {

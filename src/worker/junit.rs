@@ -8,8 +8,18 @@ use crate::wire::{TestFailure, TestReport};
 /// The files to read: every `.xml` below `junit_dir`, and what `pattern`
 /// (relative to `job_dir`) matches.
 pub fn find_files(junit_dir: &Path, job_dir: &Path, pattern: Option<&str>) -> Vec<PathBuf> {
+    find_files_and_more(junit_dir, job_dir, pattern).0
+}
+
+/// [`find_files`], and whether `junit_dir` held anything at all (or could
+/// not be read).
+pub fn find_files_and_more(
+    junit_dir: &Path,
+    job_dir: &Path,
+    pattern: Option<&str>,
+) -> (Vec<PathBuf>, bool) {
     let mut files = Vec::new();
-    collect_xml(junit_dir, &mut files);
+    let any = collect_xml(junit_dir, &mut files);
     if let Some(p) = pattern {
         let full = job_dir.join(p);
         if let Ok(paths) = glob::glob(&full.to_string_lossy()) {
@@ -18,14 +28,18 @@ pub fn find_files(junit_dir: &Path, job_dir: &Path, pattern: Option<&str>) -> Ve
     }
     files.sort();
     files.dedup();
-    files
+    (files, any)
 }
 
-fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Adds the `.xml` files below `dir`; says whether `dir` held anything
+/// (or could not be read: then it needs a look, too).
+fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return true;
     };
+    let mut any = false;
     for e in entries.flatten() {
+        any = true;
         let p = e.path();
         if p.is_dir() {
             collect_xml(&p, out);
@@ -33,6 +47,7 @@ fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) {
             out.push(p);
         }
     }
+    any
 }
 
 /// Reads the files into one report; `None` when there were none.

@@ -117,14 +117,19 @@ impl Slot {
     /// After the job: a slot's directories are emptied for the next one
     /// and the job file is written over with `{}`; a kept job's stay as
     /// they are.
-    /// `had_result` and `had_shard_tests`: whether those files may exist.
-    pub fn finish(&mut self, files: &JobFiles, had_result: bool, had_shard_tests: bool) {
+    /// `left_files`: the job may have left files in testbot's directory
+    /// (a result file, JUnit files); `had_shard_tests`: testbot wrote the
+    /// list of tests there.
+    pub fn finish(&mut self, files: &JobFiles, left_files: bool, had_shard_tests: bool) {
         if files.keep {
             return;
         }
-        let mut ok = empty_dir(&files.dir).is_ok() && empty_dir(&files.junit_dir()).is_ok();
+        let mut ok = empty_dir(&files.dir).is_ok();
+        if left_files {
+            ok &= empty_dir(&files.junit_dir()).is_ok();
+        }
         for (had, path) in [
-            (had_result, files.result_file()),
+            (left_files, files.result_file()),
             (true, files.info_file()),
             (had_shard_tests, files.shard_tests_file()),
         ] {
