@@ -337,6 +337,38 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
 }
 
 #[test]
+fn output_held_open_by_an_escaped_process_does_not_stall_the_next_job() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // `setsid` takes the sleep out of the job's process group, so killing
+    // the group leaves it holding the job's output pipe.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "leaky",
+        "[jobtypes.leak]\ncommand = \"setsid sleep 7.25 & sleep 0.5; echo first\"\n\
+         [jobtypes.next]\ncommand = \"echo second\"\n",
+    );
+    wait_online(&server, "leaky");
+    let first = server.submit(&["leak"]);
+    let job = server.wait_final(first[0], 20 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(processes_with("7.25").len(), 1, "the sleep did not escape");
+    let t = Instant::now();
+    let second = server.submit(&["next"]);
+    let job = server.wait_final(second[0], 20 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert!(
+        t.elapsed() < 4 * SEC,
+        "the next job waited {:?}",
+        t.elapsed()
+    );
+    assert!(server.log_of(second[0]).contains("second"));
+    assert!(server.log_of(first[0]).contains("first"));
+    kill_tagged("7.25");
+}
+
+#[test]
 fn canceling_a_running_job_kills_its_process_group_at_once() {
     let dir = tempdir();
     let server = Server::start(dir.path());

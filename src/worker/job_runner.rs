@@ -163,6 +163,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     // gives a pidfd; otherwise a second one waits for the command.
     let pump = match log_streamer::pidfd_open(child.id()) {
         Some(pidfd) => streamer.pump(
+            &mut slot.pumper,
             reader,
             Some(ExitWatch {
                 pidfd,
@@ -178,7 +179,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                     let _ = tx.send(Control::Exited(status));
                 }
             });
-            streamer.pump(reader, None)
+            streamer.pump(&mut slot.pumper, reader, None)
         }
     };
 

@@ -14,6 +14,7 @@ use std::io::{PipeReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -106,16 +107,19 @@ impl LogStreamer {
         }
     }
 
-    /// Starts a thread that copies `source` into the spool until EOF (and,
-    /// given `exit`, reaps the command when it exits and says so); the
+    /// Has the slot's pump thread copy `source` into the spool until EOF
+    /// (and, given `exit`, reap the command when it exits and say so); the
     /// returned receiver disconnects when the source ends.
-    pub fn pump(&self, source: PipeReader, exit: Option<ExitWatch>) -> mpsc::Receiver<()> {
+    pub fn pump(
+        &self,
+        pumper: &mut Pumper,
+        source: PipeReader,
+        exit: Option<ExitWatch>,
+    ) -> mpsc::Receiver<()> {
         let progress = self.progress.clone();
         let spool = self.spool.clone();
         let args = self.args.clone();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            let _done = done_tx;
+        pumper.run(Box::new(move || {
             let mut source = source;
             let mut exit = exit;
             let mut file: Option<File> = None;
@@ -175,8 +179,7 @@ impl LogStreamer {
             if let Some(w) = exit.take() {
                 reap(w);
             }
-        });
-        done_rx
+        }))
     }
 
     /// Marks the output complete; the sender goes on until the server has
@@ -190,6 +193,64 @@ impl LogStreamer {
             sender: p.sender.take(),
             touched: p.touched,
         }
+    }
+}
+
+type PumpJob = Box<dyn FnOnce() + Send>;
+/// A pump job and the sender whose drop says it is done.
+type PumpWork = (PumpJob, mpsc::Sender<()>);
+
+/// A slot's pump thread, kept from job to job rather than started for
+/// each. A pump still busy when the next job starts (a process that left
+/// the job's group holds its pipe open) is left to finish on its own, and
+/// a new thread takes over.
+#[derive(Default)]
+pub struct Pumper {
+    thread: Option<(mpsc::Sender<PumpWork>, Arc<AtomicBool>)>,
+}
+
+impl Pumper {
+    fn run(&mut self, job: PumpJob) -> mpsc::Receiver<()> {
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut work = Some((job, done_tx));
+        if let Some((tx, busy)) = &self.thread {
+            if !busy.swap(true, Ordering::SeqCst) {
+                match tx.send(work.take().expect("not sent yet")) {
+                    Ok(()) => return done_rx,
+                    Err(mpsc::SendError(w)) => work = Some(w),
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel::<PumpWork>();
+        let busy = Arc::new(AtomicBool::new(true));
+        let idle = busy.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pump".into())
+            .spawn(move || {
+                for (job, done) in rx {
+                    job();
+                    // Idle before the job's end is told, so the next job
+                    // finds this thread free.
+                    idle.store(false, Ordering::SeqCst);
+                    drop(done);
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(work.take().expect("not sent yet"));
+                self.thread = Some((tx, busy));
+            }
+            Err(e) => {
+                // No thread: run it here rather than lose the output (the
+                // job then waits on its own pipe).
+                tracing::warn!("cannot start a pump thread: {e}");
+                if let Some((job, _done)) = work.take() {
+                    job();
+                }
+                self.thread = None;
+            }
+        }
+        done_rx
     }
 }
 

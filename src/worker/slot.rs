@@ -27,6 +27,8 @@ pub struct Slot {
     /// The job file, open, with its inode and length.
     job_file: Option<(File, u64, u64)>,
     pub journal: Journal,
+    /// The thread that reads the slot's jobs' output.
+    pub pumper: super::log_streamer::Pumper,
 }
 
 /// The paths one job's command is given.
@@ -67,6 +69,7 @@ impl Slot {
             clean: false,
             job_file: None,
             journal: Journal::new(journal_path(work_dir, index)),
+            pumper: Default::default(),
         }
     }
 
