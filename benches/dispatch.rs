@@ -209,7 +209,10 @@ fn server_throughput(url: &str) -> f64 {
 }
 
 /// Figure 3: Two real workers with 4 slots each running `true`, against spawning
-/// `sh -c true` directly with the same parallelism.
+/// `sh -c true` directly with the same parallelism. Neither the floor's
+/// shells nor the workers get the `LD_LIBRARY_PATH` cargo sets for benches:
+/// the dynamic loader searching it makes every `sh` slower, which would
+/// flatter the ratio.
 fn e2e_vs_floor(dir: &std::path::Path, url: &str) -> (f64, f64, f64) {
     // DISPATCH_E2E_JOBS makes a longer run, e.g. to profile it.
     let n = std::env::var("DISPATCH_E2E_JOBS")
@@ -222,7 +225,11 @@ fn e2e_vs_floor(dir: &std::path::Path, url: &str) -> (f64, f64, f64) {
         .map(|_| {
             std::thread::spawn(move || {
                 for _ in 0..n / parallel {
-                    let st = Command::new("sh").args(["-c", "true"]).status().unwrap();
+                    let st = Command::new("sh")
+                        .args(["-c", "true"])
+                        .env_remove("LD_LIBRARY_PATH")
+                        .status()
+                        .unwrap();
                     assert!(st.success());
                 }
             })

@@ -56,6 +56,7 @@ pub fn worker(dir: &Path, url: &str, name: &str, body: &str) -> Proc {
         .args(["worker", "--config"])
         .arg(&cfg)
         .env("RUST_LOG", "warn")
+        .env_remove("LD_LIBRARY_PATH")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
