@@ -444,52 +444,77 @@ async fn claim(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
-    Body(req): Body<ClaimRequest>,
+    // Boxed, like the work with a result below: a handler's arguments live
+    // as long as its future, and thousands of claims are held open at once;
+    // a result inline would cost each a kilobyte or so.
+    Body(req): Body<Box<ClaimRequest>>,
 ) -> ApiResult<Response> {
     bind(&st, &caller, &name)?;
     if !req.wait.is_finite() || req.wait < 0.0 {
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
-    // The slot's last outcome is recorded with the first claim, in one
-    // transaction. A refusal (stale attempt, bad input) is the result's,
-    // not the claim's: the claim goes on and the answer says why; a failure
-    // of the server fails the request, and the worker sends the result
-    // again.
-    let mut refused = None;
-    let mut result = None;
-    if let Some(r) = req.result {
-        let mut outcome = r.outcome;
-        if outcome.worker.is_empty() {
-            outcome.worker = name.clone();
-        }
-        if outcome.worker != name {
-            return Err(ApiError::bad(format!(
-                "result.outcome.worker: {:?} is not the claiming worker {name:?}",
-                outcome.worker
-            )));
-        }
-        match check_result(&outcome) {
-            Ok(()) => result = Some((r.job, outcome)),
-            Err(e) => refused = Some(e.to_string()),
-        }
+    let wait = req.wait;
+    let (first, refused) = match req.result {
+        Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
+        None => (None, None),
+    };
+    hold_claim(st, name, wait, first, refused).await
+}
+
+/// The slot's last outcome is recorded with the first claim, in one
+/// transaction. A refusal (stale attempt, bad input) is the result's, not
+/// the claim's: the claim goes on and the answer says why; a failure of the
+/// server fails the request, and the worker sends the result again.
+async fn claim_with_result(
+    st: &AppState,
+    name: &str,
+    r: ClaimResult,
+) -> ApiResult<(Option<Claim>, Option<String>)> {
+    let mut outcome = r.outcome;
+    if outcome.worker.is_empty() {
+        outcome.worker = name.to_string();
     }
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_secs_f64(req.wait.min(MAX_CLAIM_WAIT));
+    if outcome.worker != name {
+        return Err(ApiError::bad(format!(
+            "result.outcome.worker: {:?} is not the claiming worker {name:?}",
+            outcome.worker
+        )));
+    }
+    if let Err(e) = check_result(&outcome) {
+        return Ok((None, Some(e.to_string())));
+    }
+    let id = r.job;
+    let n = name.to_string();
+    let ran = Recorded::of(&outcome);
+    let (finished, claim) = st
+        .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
+        .await?;
+    let refused = match finished {
+        Ok(job) => {
+            ran.after(st, &job);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    Ok((Some(claim), refused))
+}
+
+/// Claims until a job comes or `wait` seconds pass; `first` is a claim
+/// already made.
+async fn hold_claim(
+    st: AppState,
+    name: String,
+    wait: f64,
+    mut first: Option<Claim>,
+    refused: Option<String>,
+) -> ApiResult<Response> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(MAX_CLAIM_WAIT));
     let mut queue = st.queue.subscribe();
     let mut shutdown = st.shutdown.clone();
     loop {
         queue.borrow_and_update();
-        let claim = if let Some((id, outcome)) = result.take() {
-            let n = name.clone();
-            let ran = Recorded::of(&outcome);
-            let (finished, claim) = st
-                .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
-                .await?;
-            match finished {
-                Ok(job) => ran.after(&st, &job),
-                Err(e) => refused = Some(e.to_string()),
-            }
-            claim
+        let claim = if let Some(c) = first.take() {
+            c
         } else if st.store.may_claim(&name) {
             let n = name.clone();
             st.db(move |s| s.claim(&n, now_ms())).await?
