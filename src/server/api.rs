@@ -454,60 +454,10 @@ async fn claim(
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
     let wait = req.wait;
-    let (first, refused) = match req.result {
+    let (mut first, refused) = match req.result {
         Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
         None => (None, None),
     };
-    hold_claim(st, name, wait, first, refused).await
-}
-
-/// The slot's last outcome is recorded with the first claim, in one
-/// transaction. A refusal (stale attempt, bad input) is the result's, not
-/// the claim's: the claim goes on and the answer says why; a failure of the
-/// server fails the request, and the worker sends the result again.
-async fn claim_with_result(
-    st: &AppState,
-    name: &str,
-    r: ClaimResult,
-) -> ApiResult<(Option<Claim>, Option<String>)> {
-    let mut outcome = r.outcome;
-    if outcome.worker.is_empty() {
-        outcome.worker = name.to_string();
-    }
-    if outcome.worker != name {
-        return Err(ApiError::bad(format!(
-            "result.outcome.worker: {:?} is not the claiming worker {name:?}",
-            outcome.worker
-        )));
-    }
-    if let Err(e) = check_result(&outcome) {
-        return Ok((None, Some(e.to_string())));
-    }
-    let id = r.job;
-    let n = name.to_string();
-    let ran = Recorded::of(&outcome);
-    let (finished, claim) = st
-        .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
-        .await?;
-    let refused = match finished {
-        Ok(job) => {
-            ran.after(st, &job);
-            None
-        }
-        Err(e) => Some(e.to_string()),
-    };
-    Ok((Some(claim), refused))
-}
-
-/// Claims until a job comes or `wait` seconds pass; `first` is a claim
-/// already made.
-async fn hold_claim(
-    st: AppState,
-    name: String,
-    wait: f64,
-    mut first: Option<Claim>,
-    refused: Option<String>,
-) -> ApiResult<Response> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(MAX_CLAIM_WAIT));
     let mut queue = st.queue.subscribe();
     let mut shutdown = st.shutdown.clone();
@@ -551,6 +501,44 @@ async fn hold_claim(
         StatusCode::NO_CONTENT.into_response(),
         &refused,
     ))
+}
+
+/// The slot's last outcome is recorded with the first claim, in one
+/// transaction. A refusal (stale attempt, bad input) is the result's, not
+/// the claim's: the claim goes on and the answer says why; a failure of the
+/// server fails the request, and the worker sends the result again.
+async fn claim_with_result(
+    st: &AppState,
+    name: &str,
+    r: ClaimResult,
+) -> ApiResult<(Option<Claim>, Option<String>)> {
+    let mut outcome = r.outcome;
+    if outcome.worker.is_empty() {
+        outcome.worker = name.to_string();
+    }
+    if outcome.worker != name {
+        return Err(ApiError::bad(format!(
+            "result.outcome.worker: {:?} is not the claiming worker {name:?}",
+            outcome.worker
+        )));
+    }
+    if let Err(e) = check_result(&outcome) {
+        return Ok((None, Some(e.to_string())));
+    }
+    let id = r.job;
+    let n = name.to_string();
+    let ran = Recorded::of(&outcome);
+    let (finished, claim) = st
+        .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
+        .await?;
+    let refused = match finished {
+        Ok(job) => {
+            ran.after(st, &job);
+            None
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    Ok((Some(claim), refused))
 }
 
 /// Says in the claim's answer why the result sent with it was refused.
