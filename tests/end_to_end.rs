@@ -396,10 +396,19 @@ fn unknown_commands_and_missing_programs_are_errors() {
         "[jobtypes.missing]\ncommand = \"definitely-not-a-program-xyz\"\n",
     );
     wait_online(&server, "err");
+    let t = Instant::now();
     let ids = server.submit(&["missing"]);
     let job = server.wait_final(ids[0], 20 * SEC);
     assert_eq!(job["state"], "error", "{job}");
     assert!(job["reason"].as_str().unwrap().contains("not found"));
+    // Retried on the same worker (no other fits) at once, each time its
+    // result goes with its next claim.
+    assert_eq!(job["attempt"], 3, "{job}");
+    assert!(
+        t.elapsed() < 5 * SEC,
+        "three attempts took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

@@ -454,18 +454,24 @@ async fn claim(
         return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
     }
     let wait = req.wait;
+    // Subscribed before the result is recorded: a job it queues again (an
+    // infrastructure failure) wakes the wait below, as any submit would.
+    let mut queue = st.queue.subscribe();
     let (mut first, refused) = match req.result {
         Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
         None => (None, None),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(MAX_CLAIM_WAIT));
-    let mut queue = st.queue.subscribe();
     let mut shutdown = st.shutdown.clone();
     loop {
-        queue.borrow_and_update();
         let claim = if let Some(c) = first.take() {
+            // Made before any news since subscribing: that news is still
+            // unseen and ends the wait at once.
             c
-        } else if st.store.may_claim(&name) {
+        } else if {
+            queue.borrow_and_update();
+            st.store.may_claim(&name)
+        } {
             let n = name.clone();
             st.db(move |s| s.claim(&n, now_ms())).await?
         } else {
