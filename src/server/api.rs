@@ -464,23 +464,23 @@ async fn claim(
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(MAX_CLAIM_WAIT));
     let mut shutdown = st.shutdown.clone();
     loop {
-        let claim = if let Some(c) = first.take() {
+        let claim = match first.take() {
             // Made before any news since subscribing: that news is still
             // unseen and ends the wait at once.
-            c
-        } else if {
-            queue.borrow_and_update();
-            st.store.may_claim(&name)
-        } {
-            let n = name.clone();
-            st.db(move |s| s.claim(&n, now_ms())).await?
-        } else {
-            tokio::select! {
-                changed = queue.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = shutdown.wait_for(|s| *s) => break,
+            Some(c) => c,
+            None => {
+                queue.borrow_and_update();
+                if !st.store.may_claim(&name) {
+                    tokio::select! {
+                        changed = queue.changed() => if changed.is_err() { break },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = shutdown.wait_for(|s| *s) => break,
+                    }
+                    continue;
+                }
+                let n = name.clone();
+                st.db(move |s| s.claim(&n, now_ms())).await?
             }
-            continue;
         };
         match claim {
             Claim::Job(job) => {
