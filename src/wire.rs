@@ -290,6 +290,11 @@ pub struct Registered {
     pub name: String,
     /// How long a claimed job stays leased without a heartbeat.
     pub lease_ms: u64,
+    /// The server records a result sent with the next claim
+    /// ([`ClaimRequest::result`]); a worker sends results on their own to a
+    /// server that does not say so.
+    #[serde(default)]
+    pub claim_results: bool,
 }
 
 /// `POST /api/v1/workers/{name}/heartbeat`.
@@ -321,9 +326,9 @@ pub struct ClaimRequest {
     pub wait: f64,
     /// The outcome of the job this slot just ran, recorded before the
     /// claim: one request between two jobs instead of two. Recorded as
-    /// `POST /api/v1/jobs/{id}/result` would; if that refuses it (stale
-    /// attempt), the claim goes on and the answer carries the reason in
-    /// the `Testbot-Result-Refused` header.
+    /// `POST /api/v1/jobs/{id}/result` would; the answer's `Testbot-Result`
+    /// header says `recorded`, or `refused: WHY` (a stale attempt: the
+    /// claim goes on all the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ClaimResult>,
 }
@@ -335,9 +340,10 @@ pub struct ClaimResult {
     pub outcome: Outcome,
 }
 
-/// The header a claim's answer carries when the result sent with it was
-/// refused.
-pub const RESULT_REFUSED_HEADER: &str = "testbot-result-refused";
+/// The header of a claim's answer that says what became of the result sent
+/// with it: [`RESULT_RECORDED`] or `refused: WHY`.
+pub const RESULT_HEADER: &str = "testbot-result";
+pub const RESULT_RECORDED: &str = "recorded";
 
 /// Query of `POST /api/v1/jobs/{id}/log`; the body is the raw bytes.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -287,10 +287,10 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
             .set("Content-Type", "application/json")
             .send_string(&body)
             .expect("claim");
-        let refused = r.header("testbot-result-refused").map(str::to_string);
+        let said = r.header("testbot-result").map(str::to_string);
         let status = r.status();
         let job = (status == 200).then(|| r.into_json::<Value>().unwrap());
-        (status, job, refused)
+        (status, job, said)
     };
     let with_result = |job: &Value, attempt: u64, state: &str| {
         format!(
@@ -298,12 +298,13 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
             job["id"]
         )
     };
-    let (_, first, _) = claim(r#"{"wait": 0}"#.to_string());
+    let (_, first, said) = claim(r#"{"wait": 0}"#.to_string());
+    assert_eq!(said, None, "no result, no word on one");
     let first = first.expect("a job");
     assert_eq!(first["id"], ids[0]);
-    let (status, second, refused) = claim(with_result(&first, 1, "passed"));
+    let (status, second, said) = claim(with_result(&first, 1, "passed"));
     assert_eq!(status, 200);
-    assert_eq!(refused, None);
+    assert_eq!(said.as_deref(), Some("recorded"));
     let second = second.expect("the second job");
     assert_eq!(second["id"], ids[1]);
     let done = server.job(ids[0]);
@@ -311,14 +312,14 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
     assert_eq!(done["result"]["worker"], "hand", "{done}");
     // The first job's result again, and the second's with a wrong attempt:
     // both refused, said in the header, and neither job changes.
-    let (status, none, refused) = claim(with_result(&first, 1, "failed"));
+    let (status, none, said) = claim(with_result(&first, 1, "failed"));
     assert_eq!((status, none), (204, None));
-    assert!(refused.is_some_and(|r| !r.is_empty()));
-    let (status, _, refused) = claim(with_result(&second, 7, "failed"));
+    assert!(said.is_some_and(|r| r.starts_with("refused: ")));
+    let (status, _, said) = claim(with_result(&second, 7, "failed"));
     assert_eq!(status, 204);
-    let refused = refused.expect("a refusal");
+    let refused = said.expect("a refusal");
     assert!(
-        refused.contains('7') || refused.contains("attempt"),
+        refused.starts_with("refused: ") && (refused.contains('7') || refused.contains("attempt")),
         "{refused}"
     );
     assert_eq!(server.job(ids[0])["state"], "passed");
@@ -366,6 +367,119 @@ fn output_held_open_by_an_escaped_process_does_not_stall_the_next_job() {
     assert!(server.log_of(second[0]).contains("second"));
     assert!(server.log_of(first[0]).contains("first"));
     kill_tagged("7.25");
+}
+
+/// Stands between a worker and the server as a server would that predates
+/// results sent with claims: its registration answer does not offer them,
+/// it drops `result` from claim bodies and answers without the
+/// `Testbot-Result` header. Its threads end with the test.
+fn old_server_proxy(upstream: &str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().build();
+                let mut out = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if path.ends_with("/claim") {
+                        let mut v: Value = serde_json::from_slice(&body).unwrap();
+                        v.as_object_mut().unwrap().remove("result");
+                        body = serde_json::to_vec(&v).unwrap();
+                    }
+                    let resp = match agent
+                        .request(&method, &format!("{upstream}{path}"))
+                        .set("Content-Type", "application/json")
+                        .send_bytes(&body)
+                    {
+                        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+                        Err(_) => return,
+                    };
+                    assert!(resp.header("testbot-result").is_none() || !path.ends_with("/claim"));
+                    let status = resp.status();
+                    let mut bytes = Vec::new();
+                    let _ = resp.into_reader().read_to_end(&mut bytes);
+                    if path == "/api/v1/workers" && status == 200 {
+                        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+                        v.as_object_mut().unwrap().remove("claim_results");
+                        bytes = serde_json::to_vec(&v).unwrap();
+                    }
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        bytes.len()
+                    );
+                    if out.write_all(head.as_bytes()).is_err() || out.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn results_reach_a_server_that_ignores_results_sent_with_claims() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let proxy = old_server_proxy(&server.url);
+    let _w = Worker::start(
+        dir.path(),
+        &proxy,
+        "skew",
+        "slots = 2\n[jobtypes.t]\ncommand = \"echo ran\"\n",
+    );
+    wait_online(&server, "skew");
+    let ids = server.submit(&["t", "t", "t", "t"]);
+    for id in &ids {
+        let job = server.wait_final(*id, 20 * SEC);
+        assert_eq!(job["state"], "passed", "{job}");
+        assert_eq!(job["attempt"], 1, "{job}");
+    }
+    // Every result went on its own, the way such a server takes them.
+    let metrics = ureq::get(&format!("{}/metrics", server.url))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let sent_alone: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(sent_alone, 4.0, "{metrics}");
 }
 
 #[test]

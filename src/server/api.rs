@@ -373,6 +373,7 @@ async fn register(
     Ok(Json(Registered {
         name,
         lease_ms: out.lease_ms,
+        claim_results: true,
     }))
 }
 
@@ -457,7 +458,7 @@ async fn claim(
     // Subscribed before the result is recorded: a job it queues again (an
     // infrastructure failure) wakes the wait below, as any submit would.
     let mut queue = st.queue.subscribe();
-    let (mut first, refused) = match req.result {
+    let (mut first, answer) = match req.result {
         Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
         None => (None, None),
     };
@@ -490,7 +491,7 @@ async fn claim(
                         st.metrics.observe_dispatch((now_ms() - t) as f64 / 1000.0);
                     }
                 }
-                return Ok(with_refusal(Json(job).into_response(), &refused));
+                return Ok(with_result_answer(Json(job).into_response(), &answer));
             }
             Claim::Draining => break,
             // Drained or quarantined workers wait like idle ones; undrain
@@ -503,16 +504,17 @@ async fn claim(
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
-    Ok(with_refusal(
+    Ok(with_result_answer(
         StatusCode::NO_CONTENT.into_response(),
-        &refused,
+        &answer,
     ))
 }
 
 /// The slot's last outcome is recorded with the first claim, in one
 /// transaction. A refusal (stale attempt, bad input) is the result's, not
 /// the claim's: the claim goes on and the answer says why; a failure of the
-/// server fails the request, and the worker sends the result again.
+/// server fails the request, and the worker sends the result again. Returns
+/// the claim made, and what the `Testbot-Result` header is to say.
 async fn claim_with_result(
     st: &AppState,
     name: &str,
@@ -529,7 +531,7 @@ async fn claim_with_result(
         )));
     }
     if let Err(e) = check_result(&outcome) {
-        return Ok((None, Some(e.to_string())));
+        return Ok((None, Some(format!("refused: {e}"))));
     }
     let id = r.job;
     let n = name.to_string();
@@ -537,22 +539,37 @@ async fn claim_with_result(
     let (finished, claim) = st
         .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
         .await?;
-    let refused = match finished {
+    let answer = match finished {
         Ok(job) => {
             ran.after(st, &job);
-            None
+            crate::wire::RESULT_RECORDED.to_string()
         }
-        Err(e) => Some(e.to_string()),
+        Err(e) => {
+            tracing::warn!(job = id, worker = %name, "result sent with a claim refused: {e}");
+            format!("refused: {e}")
+        }
     };
-    Ok((Some(claim), refused))
+    Ok((Some(claim), Some(answer)))
 }
 
-/// Says in the claim's answer why the result sent with it was refused.
-fn with_refusal(mut resp: Response, refused: &Option<String>) -> Response {
-    if let Some(msg) = refused {
-        if let Ok(v) = axum::http::HeaderValue::from_str(&msg.replace(['\r', '\n'], " ")) {
-            resp.headers_mut()
-                .insert(crate::wire::RESULT_REFUSED_HEADER, v);
+/// Says in the claim's answer what became of the result sent with it. A
+/// worker that gets no such header is talking to a server that does not
+/// know results with claims, and sends the result on its own.
+fn with_result_answer(mut resp: Response, answer: &Option<String>) -> Response {
+    if let Some(msg) = answer {
+        // Only visible ASCII goes in a header.
+        let clean: String = msg
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .collect();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&clean) {
+            resp.headers_mut().insert(crate::wire::RESULT_HEADER, v);
         }
     }
     resp

@@ -1,11 +1,12 @@
 //! One thread per slot: ask the server for a job (a long-poll that answers
 //! the moment a fitting job is queued), run it, report it, repeat.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{ClientError, Maybe};
-use crate::wire::{ClaimRequest, ClaimResult, Job, JobState, RESULT_REFUSED_HEADER};
+use crate::wire::{ClaimRequest, ClaimResult, Job, JobState, RESULT_HEADER, RESULT_RECORDED};
 
 use super::backoff::Backoff;
 use super::report::Ready;
@@ -42,21 +43,28 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
             &path,
             &req,
             CLAIM_WAIT + Duration::from_secs(10),
-            RESULT_REFUSED_HEADER,
+            RESULT_HEADER,
         ) {
-            Ok((answer, refused)) => {
+            Ok((answer, said)) => {
                 shared.note_reachable();
                 backoff = Backoff::new();
                 if let Some(r) = ready.take() {
-                    if let Some(why) = refused {
-                        tracing::warn!(
-                            job = r.pending.job,
-                            attempt = r.pending.outcome.attempt,
-                            "result refused: {why}"
-                        );
+                    let job = r.pending.job;
+                    match said.as_deref() {
+                        Some(RESULT_RECORDED) => report::delivered(&mut slot, r),
+                        Some(why) => {
+                            tracing::warn!(
+                                job,
+                                attempt = r.pending.outcome.attempt,
+                                "result {why}"
+                            );
+                            report::delivered(&mut slot, r);
+                        }
+                        // A server that does not take results with claims
+                        // (an older version) ignored it: send it alone.
+                        None => report::send_alone(shared, &mut slot, r),
                     }
-                    shared.outbox_done(r.pending.job);
-                    report::delivered(&mut slot, r);
+                    shared.outbox_done(job);
                 }
                 let Maybe::Some(job) = answer else {
                     continue;
@@ -70,6 +78,9 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
                 ready = report::ready(&mut slot, id, finished);
                 if ready.is_some() {
                     shared.outbox_add(id, attempt);
+                }
+                if !shared.claim_results.load(Ordering::SeqCst) {
+                    flush(shared, &mut slot, &mut ready);
                 }
                 shared.running.lock().unwrap().remove(&id);
                 shared.poke();

@@ -95,6 +95,9 @@ pub struct Shared {
     reachable: AtomicBool,
     /// Every slot has ended: the heartbeat thread sends its last and ends.
     stopped: AtomicBool,
+    /// The server takes a result with the next claim (it said so when this
+    /// worker registered).
+    pub claim_results: AtomicBool,
     /// Jobs whose outcomes an earlier run left in the outbox, until they
     /// are delivered (see [`report::outbox_jobs`]).
     outbox_jobs: Mutex<Vec<RunningJob>>,
@@ -285,6 +288,7 @@ impl Shared {
             {
                 Ok(r) => {
                     self.note_reachable();
+                    self.claim_results.store(r.claim_results, Ordering::SeqCst);
                     return Ok(r);
                 }
                 Err(e @ ClientError::Refused { .. }) => {
@@ -339,6 +343,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         stopped: AtomicBool::new(false),
         problem: Mutex::new(None),
         outbox_jobs: Mutex::new(Vec::new()),
+        claim_results: AtomicBool::new(false),
         embedded: !opts.handle_signals,
     });
     *shared.outbox_jobs.lock().unwrap() = report::outbox_jobs(&shared);
