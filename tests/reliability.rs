@@ -369,11 +369,19 @@ fn output_held_open_by_an_escaped_process_does_not_stall_the_next_job() {
     kill_tagged("7.25");
 }
 
-/// Stands between a worker and the server as a server would that predates
-/// results sent with claims: its registration answer does not offer them,
-/// it drops `result` from claim bodies and answers without the
-/// `Testbot-Result` header. Its threads end with the test.
-fn old_server_proxy(upstream: &str) -> String {
+/// How [`proxy`] changes what passes.
+#[derive(Clone, Copy)]
+enum Proxy {
+    /// As a server would that predates results sent with claims: its
+    /// registration answer does not offer them, it drops `result` from
+    /// claim bodies and answers without the `Testbot-Result` header.
+    OldServer,
+    /// Claims carrying a result reach the server this much later.
+    SlowResults(Duration),
+}
+
+/// A loopback HTTP proxy to `upstream`; its threads end with the test.
+fn proxy(upstream: &str, mode: Proxy) -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
@@ -416,7 +424,15 @@ fn old_server_proxy(upstream: &str) -> String {
                     }
                     if path.ends_with("/claim") {
                         let mut v: Value = serde_json::from_slice(&body).unwrap();
-                        v.as_object_mut().unwrap().remove("result");
+                        match mode {
+                            Proxy::OldServer => {
+                                v.as_object_mut().unwrap().remove("result");
+                            }
+                            Proxy::SlowResults(d) if v.get("result").is_some() => {
+                                std::thread::sleep(d)
+                            }
+                            Proxy::SlowResults(_) => {}
+                        }
                         body = serde_json::to_vec(&v).unwrap();
                     }
                     let resp = match agent
@@ -427,11 +443,13 @@ fn old_server_proxy(upstream: &str) -> String {
                         Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
                         Err(_) => return,
                     };
-                    assert!(resp.header("testbot-result").is_none() || !path.ends_with("/claim"));
                     let status = resp.status();
                     let mut bytes = Vec::new();
                     let _ = resp.into_reader().read_to_end(&mut bytes);
-                    if path == "/api/v1/workers" && status == 200 {
+                    if matches!(mode, Proxy::OldServer)
+                        && path == "/api/v1/workers"
+                        && status == 200
+                    {
                         let mut v: Value = serde_json::from_slice(&bytes).unwrap();
                         v.as_object_mut().unwrap().remove("claim_results");
                         bytes = serde_json::to_vec(&v).unwrap();
@@ -454,7 +472,7 @@ fn old_server_proxy(upstream: &str) -> String {
 fn results_reach_a_server_that_ignores_results_sent_with_claims() {
     let dir = tempdir();
     let server = Server::start(dir.path());
-    let proxy = old_server_proxy(&server.url);
+    let proxy = proxy(&server.url, Proxy::OldServer);
     let _w = Worker::start(
         dir.path(),
         &proxy,
@@ -480,6 +498,26 @@ fn results_reach_a_server_that_ignores_results_sent_with_claims() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(sent_alone, 4.0, "{metrics}");
+}
+
+#[test]
+fn a_result_waiting_for_its_claim_keeps_the_jobs_lease() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // The claim carrying the result takes longer than a lease (5 s) to get
+    // through; heartbeats pass meanwhile.
+    let proxy = proxy(&server.url, Proxy::SlowResults(Duration::from_secs(7)));
+    let _w = Worker::start(
+        dir.path(),
+        &proxy,
+        "patient2",
+        "[jobtypes.t]\ncommand = \"echo ran\"\n",
+    );
+    wait_online(&server, "patient2");
+    let ids = server.submit(&["t"]);
+    let job = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 1, "the lease ran out meanwhile: {job}");
 }
 
 #[test]

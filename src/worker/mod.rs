@@ -100,7 +100,7 @@ pub struct Shared {
     pub claim_results: AtomicBool,
     /// Jobs whose outcomes an earlier run left in the outbox, until they
     /// are delivered (see [`report::outbox_jobs`]).
-    outbox_jobs: Mutex<Vec<RunningJob>>,
+    pub outbox_jobs: Mutex<Vec<RunningJob>>,
     /// Why the worker claims nothing now (low disk), for its heartbeat.
     pub problem: Mutex<Option<String>>,
     /// Runs inside `testbot serve`: the server it cannot reach is its own
