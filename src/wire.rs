@@ -510,7 +510,8 @@ fn idle() -> String {
 fn default_heartbeat_ms() -> u64 {
     60_000
 }
-fn default_wait() -> f64 {
+/// A claim's `wait` when it gives none.
+pub fn default_wait() -> f64 {
     30.0
 }
 

@@ -11,13 +11,6 @@ use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn metric(text: &str, line_start: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn metrics_after_jobs_pass_and_fail() {
     let dir = tempdir();

@@ -335,6 +335,20 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
     );
     assert_eq!(code, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("worker"), "{body}");
+    // As forgiving as /result: `passed` in place of a state; and a result
+    // without any is refused, not the claim.
+    let (status, _, said) = claim(format!(
+        r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": 1}}}}}}"#,
+        ids[1]
+    ));
+    assert_eq!(status, 204);
+    assert!(said.is_some_and(|s| s.starts_with("refused: ") && s.contains("state")));
+    let (_, _, said) = claim(format!(
+        r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": 1, "passed": true}}}}}}"#,
+        ids[1]
+    ));
+    assert_eq!(said.as_deref(), Some("recorded"));
+    assert_eq!(server.job(ids[1])["state"], "passed");
 }
 
 #[test]
@@ -492,12 +506,11 @@ fn results_reach_a_server_that_ignores_results_sent_with_claims() {
         .unwrap()
         .into_string()
         .unwrap();
-    let sent_alone: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(sent_alone, 4.0, "{metrics}");
+    let sent_alone = metric(
+        &metrics,
+        "testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}",
+    );
+    assert_eq!(sent_alone, Some(4.0), "{metrics}");
 }
 
 #[test]

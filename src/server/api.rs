@@ -439,6 +439,24 @@ async fn heartbeat(
     Ok(Json(reply))
 }
 
+/// A [`ClaimRequest`] as the server reads it: the outcome stays JSON until
+/// [`parse_outcome`] reads it as `/result` would, so a result the claim
+/// carries is as forgiving as one sent alone, and a bad one is the
+/// result's refusal, not the claim's.
+#[derive(Deserialize)]
+struct ClaimBody {
+    #[serde(default = "default_wait")]
+    wait: f64,
+    #[serde(default)]
+    result: Option<ClaimBodyResult>,
+}
+
+#[derive(Deserialize)]
+struct ClaimBodyResult {
+    job: i64,
+    outcome: serde_json::Value,
+}
+
 /// Long-poll: answers with a job as soon as one the worker can run is
 /// queued, or 204 after `wait` seconds.
 async fn claim(
@@ -448,7 +466,7 @@ async fn claim(
     // Boxed, like the work with a result below: a handler's arguments live
     // as long as its future, and thousands of claims are held open at once;
     // a result inline would cost each a kilobyte or so.
-    Body(req): Body<Box<ClaimRequest>>,
+    Body(req): Body<Box<ClaimBody>>,
 ) -> ApiResult<Response> {
     bind(&st, &caller, &name)?;
     if !req.wait.is_finite() || req.wait < 0.0 {
@@ -518,9 +536,12 @@ async fn claim(
 async fn claim_with_result(
     st: &AppState,
     name: &str,
-    r: ClaimResult,
+    r: ClaimBodyResult,
 ) -> ApiResult<(Option<Claim>, Option<String>)> {
-    let mut outcome = r.outcome;
+    let mut outcome = match parse_outcome(r.outcome) {
+        Ok(o) => o,
+        Err(e) => return Ok((None, Some(format!("refused: {e}")))),
+    };
     if outcome.worker.is_empty() {
         outcome.worker = name.to_string();
     }
@@ -880,9 +901,16 @@ async fn finish(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
-    Body(mut body): Body<serde_json::Value>,
+    Body(body): Body<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
-    // A result may say `passed` or give `exit_code` instead of `state`.
+    let outcome = parse_outcome(body)?;
+    bind(&st, &caller, &outcome.worker)?;
+    record_result(&st, id, outcome).await.map(Json)
+}
+
+/// Reads a result; it may say `passed` or give `exit_code` instead of
+/// `state`. Errors name the field.
+fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
     if let Some(obj) = body.as_object_mut() {
         if !obj.contains_key("state") {
             let passed = match (obj.get("passed"), obj.get("exit_code")) {
@@ -901,10 +929,8 @@ async fn finish(
             );
         }
     }
-    let outcome: Outcome = serde_path_to_error::deserialize(body)
-        .map_err(|e| ApiError::bad(format!("invalid result: {}: {}", e.path(), e.inner())))?;
-    bind(&st, &caller, &outcome.worker)?;
-    record_result(&st, id, outcome).await.map(Json)
+    serde_path_to_error::deserialize(body)
+        .map_err(|e| ApiError::bad(format!("invalid result: {}: {}", e.path(), e.inner())))
 }
 
 /// Records a job's outcome (from `/result` or sent with a claim).

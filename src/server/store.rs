@@ -420,6 +420,14 @@ impl SqliteStore {
         }
     }
 
+    /// After a result committed: only a job queued again changes the queue.
+    fn after_finish(&self, job: &Job) -> ApiResult<()> {
+        if job.state == JobState::Queued {
+            self.resync(&[job.id])?;
+        }
+        Ok(())
+    }
+
     /// Fills the in-memory queue from the database at start.
     fn load_queue(&self) -> anyhow::Result<()> {
         let mut q = self.queue.lock().unwrap();
@@ -1685,9 +1693,7 @@ impl Store for SqliteStore {
         }
         drop(queue);
         if let Ok(job) = &finished {
-            if job.state == JobState::Queued {
-                self.resync(&[job.id])?;
-            }
+            self.after_finish(job)?;
         }
         Ok((finished, claim))
     }
@@ -1802,10 +1808,7 @@ impl Store for SqliteStore {
 
     fn finish(&self, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
         let out = self.with_tx(|tx| finish_in(tx, id, o, now))?;
-        // Only a job queued again changes the queue.
-        if out.state == JobState::Queued {
-            self.resync(&[id])?;
-        }
+        self.after_finish(&out)?;
         Ok(out)
     }
 

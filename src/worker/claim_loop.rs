@@ -51,13 +51,11 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
                 if let Some(r) = ready.take() {
                     let job = r.pending.job;
                     match said.as_deref() {
-                        Some(RESULT_RECORDED) => report::delivered(&mut slot, r),
-                        Some(why) => {
-                            tracing::warn!(
-                                job,
-                                attempt = r.pending.outcome.attempt,
-                                "result {why}"
-                            );
+                        Some(word) => {
+                            if word != RESULT_RECORDED {
+                                let attempt = r.pending.outcome.attempt;
+                                tracing::warn!(job, attempt, "result {word}");
+                            }
                             report::delivered(&mut slot, r);
                         }
                         // A server that does not take results with claims

@@ -50,16 +50,15 @@ pub fn run(shared: &Shared) {
 /// Sends one heartbeat (held up to `wait` seconds) and acts on the answer.
 pub fn send(shared: &Shared, wait: f64) {
     let path = format!("/api/v1/workers/{}/heartbeat", shared.config.name);
-    let mut jobs = shared.running_jobs();
     let status = if shared.phase() >= Phase::Drain && !shared.is_stopped() {
         "draining"
-    } else if jobs.is_empty() {
+    } else if shared.running.lock().unwrap().is_empty() {
         "idle"
     } else {
         "busy"
     };
     // Jobs whose results wait for the slot's next claim keep their leases.
-    jobs.extend(shared.outbox_jobs.lock().unwrap().iter().cloned());
+    let jobs = shared.held_jobs();
     let hb = Heartbeat {
         status: status.to_string(),
         wait,

@@ -172,13 +172,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             }),
         ),
         None => {
-            let tx = control_tx;
-            let mut child = child;
-            std::thread::spawn(move || {
-                if let Ok(status) = child.wait() {
-                    let _ = tx.send(Control::Exited(status));
-                }
-            });
+            std::thread::spawn(move || log_streamer::reap(child, &control_tx));
             streamer.pump(&mut slot.pumper, reader, None)
         }
     };

@@ -3,9 +3,10 @@
 //! A pump thread appends everything the command writes to the slot's spool
 //! file in the worker's outbox (and, where the kernel has pidfds, notices
 //! the command's exit, so no other thread waits for it); a sender thread,
-//! started by the first output, uploads from that file what has gathered, at least every 200 ms (sooner when 64 KiB are waiting), each
-//! upload tagged with its offset so a retry after a lost answer is never
-//! stored twice. The command is never slowed by the network, the worker's
+//! started by the first output, uploads from that file what has gathered,
+//! at least every 200 ms (sooner when 64 KiB are waiting), each upload
+//! tagged with its offset so a retry after a lost answer is never stored
+//! twice. The command is never slowed by the network, the worker's
 //! memory stays bounded whatever it prints, and output the server has not
 //! taken survives a server outage and a worker restart on disk.
 
@@ -129,7 +130,7 @@ impl LogStreamer {
                     match wait_readable(source.as_raw_fd(), watch.pidfd.as_raw_fd()) {
                         Readable::Exited => {
                             if let Some(w) = exit.take() {
-                                reap(w);
+                                reap(w.child, &w.control);
                             }
                             continue;
                         }
@@ -177,7 +178,7 @@ impl LogStreamer {
             }
             // The output ended before the command did (it closed it).
             if let Some(w) = exit.take() {
-                reap(w);
+                reap(w.child, &w.control);
             }
         }))
     }
@@ -320,10 +321,10 @@ fn wait_readable(pipe: i32, pidfd: i32) -> Readable {
     }
 }
 
-fn reap(w: ExitWatch) {
-    let mut child = w.child;
+/// Waits for the command and tells the job's controller how it exited.
+pub fn reap(mut child: Child, control: &Sender<Control>) {
     if let Ok(status) = child.wait() {
-        let _ = w.control.send(Control::Exited(status));
+        let _ = control.send(Control::Exited(status));
     }
 }
 

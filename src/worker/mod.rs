@@ -99,8 +99,9 @@ pub struct Shared {
     /// worker registered).
     pub claim_results: AtomicBool,
     /// Jobs whose outcomes an earlier run left in the outbox, until they
-    /// are delivered (see [`report::outbox_jobs`]).
-    pub outbox_jobs: Mutex<Vec<RunningJob>>,
+    /// are delivered (see [`report::left_over`]), and jobs whose
+    /// results wait for their slot's next claim.
+    outbox_jobs: Mutex<Vec<RunningJob>>,
     /// Why the worker claims nothing now (low disk), for its heartbeat.
     pub problem: Mutex<Option<String>>,
     /// Runs inside `testbot serve`: the server it cannot reach is its own
@@ -248,6 +249,14 @@ impl Shared {
         self.outbox_jobs.lock().unwrap().retain(|j| j.id != id);
     }
 
+    /// The jobs this worker holds a lease on: those running, and those
+    /// whose outcome waits to be sent.
+    pub fn held_jobs(&self) -> Vec<RunningJob> {
+        let mut jobs = self.running_jobs();
+        jobs.extend(self.outbox_jobs.lock().unwrap().iter().cloned());
+        jobs
+    }
+
     pub fn registration(&self) -> Registration {
         Registration {
             name: self.config.name.clone(),
@@ -262,11 +271,7 @@ impl Shared {
             slots: self.config.slots,
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            running: {
-                let mut r = self.running_jobs();
-                r.extend(self.outbox_jobs.lock().unwrap().iter().cloned());
-                r
-            },
+            running: self.held_jobs(),
             accept: self
                 .config
                 .accept
@@ -346,7 +351,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         claim_results: AtomicBool::new(false),
         embedded: !opts.handle_signals,
     });
-    *shared.outbox_jobs.lock().unwrap() = report::outbox_jobs(&shared);
+    let left_over = report::left_over(&shared);
     if opts.handle_signals {
         handle_signals(shared.clone())?;
     }
@@ -364,8 +369,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         "registered"
     );
     // Results a previous run could not deliver go first.
-    report::deliver_outbox(&shared);
-    shared.outbox_jobs.lock().unwrap().clear();
+    report::deliver_outbox(&shared, left_over);
 
     {
         let shared = shared.clone();

@@ -7,10 +7,10 @@
 //! Sending retries with backoff; a worker that is restarted delivers what
 //! its previous run left in the outbox, log first, then result.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::client::ClientError;
-use crate::wire::{Job, RunningJob};
+use crate::wire::Job;
 
 use super::backoff::Backoff;
 use super::job_runner::Finished;
@@ -74,9 +74,15 @@ pub fn send_alone(shared: &Shared, slot: &mut Slot, r: Ready) {
     }
 }
 
-/// The outcomes an earlier run of this worker left undelivered, with the
-/// file that holds each.
-fn outbox_entries(shared: &Shared) -> Vec<(PathBuf, Pending)> {
+/// An outcome an earlier run of this worker left undelivered, with the file
+/// that holds it.
+pub struct LeftOver(PathBuf, Pending);
+
+/// The outcomes an earlier run of this worker left undelivered; each is
+/// noted as a job this worker still holds, so that the registration names
+/// it and the server keeps it for the delivery that follows instead of
+/// running it again.
+pub fn left_over(shared: &Shared) -> Vec<LeftOver> {
     let Ok(entries) = std::fs::read_dir(outbox(shared)) else {
         return Vec::new();
     };
@@ -101,31 +107,17 @@ fn outbox_entries(shared: &Shared) -> Vec<(PathBuf, Pending)> {
             _ => None,
         };
         if let Some(p) = pending.filter(|p| p.outcome.worker == shared.config.name) {
-            out.push((path, p));
+            shared.outbox_add(p.job, p.outcome.attempt);
+            out.push(LeftOver(path, p));
         }
     }
     out
 }
 
-/// The jobs whose outcomes wait in the outbox: the registration names them
-/// as still this worker's, so the server keeps them for the delivery that
-/// follows instead of running them again.
-pub fn outbox_jobs(shared: &Shared) -> Vec<RunningJob> {
-    outbox_entries(shared)
-        .into_iter()
-        .map(|(_, p)| RunningJob {
-            id: p.job,
-            attempt: p.outcome.attempt,
-            info: None,
-            canceling: false,
-        })
-        .collect()
-}
-
 /// Sends what an earlier run of this worker could not, and drops log
 /// spools of attempts that never got as far as an outcome.
-pub fn deliver_outbox(shared: &Shared) {
-    for (path, p) in outbox_entries(shared) {
+pub fn deliver_outbox(shared: &Shared, left: Vec<LeftOver>) {
+    for LeftOver(path, p) in left {
         let attempt = p.outcome.attempt;
         tracing::info!(
             job = p.job,
@@ -143,28 +135,26 @@ pub fn deliver_outbox(shared: &Shared) {
                 let _ = std::fs::remove_file(&spool);
             }
         }
+        shared.outbox_done(p.job);
     }
-    // A spool without an outcome belongs to a run that died mid-job; the
-    // server requeues that job, and this attempt's log stays as it got.
-    // (Each slot also empties its spool before its first job.)
+    // A spool of an older version without an outcome belongs to a run that
+    // died mid-job; the server requeues that job, and this attempt's log
+    // stays as it got. (A slot empties its own spool before its first job.)
     if let Ok(entries) = std::fs::read_dir(outbox(shared)) {
         for e in entries.flatten() {
             let path = e.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("log")
+            let is_slot = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("slot-"));
+            if !is_slot
+                && path.extension().and_then(|e| e.to_str()) == Some("log")
                 && !path.with_extension("json").exists()
-                && slot::pending_in(&path.with_extension("results")).is_none()
-                && !is_slot_file(&path)
             {
                 let _ = std::fs::remove_file(path);
             }
         }
     }
-}
-
-fn is_slot_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("slot-"))
 }
 
 /// Returns true once the server has answered for the result (taken or

@@ -109,9 +109,8 @@ impl Slot {
             empty_dir(&files.junit_dir())?;
             super::files::empty(&self.spool())?;
             self.job_file = None;
-            self.clean = true;
         }
-        // Cleared again after the job; not clean until then.
+        // The job dirties them; `finish` clears them again.
         self.clean = false;
         self.write_job_file(&files.job_file(), &json)?;
         Ok(files)

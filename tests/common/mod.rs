@@ -388,3 +388,11 @@ pub fn unique() -> u64 {
     let n = N.fetch_add(1, Ordering::SeqCst);
     (std::process::id() as u64) * 1000 + n
 }
+
+/// The value of the first `/metrics` line that starts with `line_start`.
+pub fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
