@@ -281,6 +281,15 @@ pub struct Registration {
     /// `KEY=VALUE` rules: the worker takes only jobs that ask for these.
     #[serde(default)]
     pub accept: Vec<String>,
+    /// A stable identity of the worker itself, kept in its `work_dir`: a
+    /// restart of the same worker reconnects at once, while another machine
+    /// that registers the same name is refused while this one is alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// The host the worker runs on, named when another worker asks for its
+    /// name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -551,6 +560,14 @@ pub fn format_duration(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 
+/// The longest timeout a job may have: 30 days. Longer ones are refused
+/// rather than wrapped when turned into milliseconds.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The largest integer every JSON reader keeps exactly (2^53 - 1): the
+/// upper bound of ids, offsets, sizes and durations on the wire.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 /// Timeouts travel as duration strings (`"30m"`) and are read back from a
 /// string or a number of seconds.
 pub mod opt_duration {
@@ -570,16 +587,22 @@ pub mod opt_duration {
             Secs(u64),
             Text(String),
         }
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Secs(0)) => Err(serde::de::Error::custom("timeout must be positive")),
-            Some(Raw::Secs(s)) => Ok(Some(Duration::from_secs(s))),
-            Some(Raw::Text(t)) => match parse_duration(&t) {
-                Ok(d) if d.is_zero() => Err(serde::de::Error::custom("timeout must be positive")),
-                Ok(d) => Ok(Some(d)),
-                Err(e) => Err(serde::de::Error::custom(e)),
-            },
+        let d = match Option::<Raw>::deserialize(d)? {
+            None => return Ok(None),
+            Some(Raw::Secs(s)) => Duration::from_secs(s),
+            Some(Raw::Text(t)) => parse_duration(&t).map_err(serde::de::Error::custom)?,
+        };
+        if d.is_zero() {
+            return Err(serde::de::Error::custom("timeout must be positive"));
         }
+        if d > MAX_TIMEOUT {
+            return Err(serde::de::Error::custom(format!(
+                "timeout must be at most {} ({} s)",
+                format_duration(MAX_TIMEOUT),
+                MAX_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Some(d))
     }
 }
 

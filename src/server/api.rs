@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::checks::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Path, Query, Raw};
 use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
@@ -20,8 +21,6 @@ use crate::time::now_ms;
 use crate::wire::*;
 use axum::Extension;
 
-/// The longest a claim may wait for a job.
-const MAX_CLAIM_WAIT: f64 = 60.0;
 /// The most jobs one list answer holds.
 const MAX_LIST: usize = 10_000;
 /// The largest request body the server reads.
@@ -152,165 +151,49 @@ async fn status(State(st): State<AppState>) -> ApiResult<Json<Summary>> {
     st.db(|s| s.summary(now_ms())).await.map(Json)
 }
 
-/// Names of workers, jobtypes and platform properties: letters, digits and
-/// `._-`, so they are safe in paths, environment names and pages.
-pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad(format!(
-            "{what} must be 1 to 128 characters, got {}",
-            name.len()
-        )));
+/// A worker acts only for itself: its token must be the one its name was
+/// registered with (the database keeps the binding; a name registered
+/// without a token is bound by the first worker token that uses it).
+/// Unknown names pass: the store answers them 404.
+async fn bind(st: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
+    let Caller::Worker(hash) = caller else {
+        return Ok(());
+    };
+    if st.auth.is_bound(name, hash) {
+        return Ok(());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(ApiError::bad(format!(
-            "{what} {name:?} has the character {c:?}; use letters, digits, '.', '_' and '-'"
-        )));
+    let (n, h) = (name.to_string(), super::auth::hex(hash));
+    match st.db(move |s| s.worker_binding(&n, &h)).await? {
+        None => Ok(()),
+        Some(bound) if bound == super::auth::hex(hash) => {
+            st.auth.remember(name, *hash);
+            Ok(())
+        }
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "worker {name:?} is registered with another worker token; a worker acts only for itself"
+        ))),
     }
-    Ok(())
 }
 
-/// Limits on what one request may carry, so no client can make the
-/// server store or send without bound. Each refusal names the field.
-pub mod limits {
-    pub const PARAMS: usize = 200;
-    pub const KEY_LEN: usize = 128;
-    pub const PARAM_VALUE_LEN: usize = 64 << 10;
-    pub const REQUIREMENTS: usize = 64;
-    pub const PROPERTY_VALUE_LEN: usize = 256;
-    pub const META_BYTES: usize = 64 << 10;
-    pub const EXTRA_BYTES: usize = 64 << 10;
-    pub const JOBS_PER_REQUEST: usize = 10_000;
-    pub const PLATFORMS: usize = 32;
-    pub const JOBTYPES: usize = 256;
-    pub const INFO_BYTES: usize = 64 << 10;
-    pub const RESULT_BYTES: usize = 4 << 20;
-    pub const ATTEMPTS: u32 = 100;
-    pub const SHARDS: u32 = 1000;
-}
-
-fn too_big(field: &str, what: String) -> ApiError {
-    ApiError::bad(format!("{field}: {what}"))
-}
-
-fn check_json_size(field: &str, value: &impl serde::Serialize, max: usize) -> ApiResult<()> {
-    let n = serde_json::to_vec(value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
-    if n > max {
-        return Err(too_big(
-            field,
-            format!("{n} bytes is over the limit of {max}"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_props(field: &str, props: &Props, max: usize) -> ApiResult<()> {
-    if props.len() > max {
-        return Err(too_big(
-            field,
-            format!("{} entries, at most {max}", props.len()),
-        ));
-    }
-    for (k, v) in props {
-        if k.is_empty() || k.len() > limits::KEY_LEN {
-            return Err(too_big(
-                field,
-                format!("key {k:?} must be 1 to {} characters", limits::KEY_LEN),
-            ));
+/// The worker a log or result acts for: the one it names, or when it names
+/// none the attempt's holder, checked against the caller's token either
+/// way.
+async fn acting_worker(st: &AppState, caller: &Caller, id: i64, named: &str) -> ApiResult<String> {
+    let name = if named.is_empty() {
+        let job = st.db(move |s| s.job(id)).await?;
+        match (job.state, job.worker) {
+            (JobState::Running, Some(w)) => w,
+            (state, _) => {
+                return Err(ApiError::conflict(format!(
+                    "job {id} is {state}; no attempt of it is running"
+                )))
+            }
         }
-        if v.len() > limits::PROPERTY_VALUE_LEN {
-            return Err(too_big(
-                field,
-                format!(
-                    "the value of {k:?} is over {} characters",
-                    limits::PROPERTY_VALUE_LEN
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_spec(spec: &JobSpec) -> ApiResult<()> {
-    check_name("jobtype", &spec.jobtype)?;
-    check_props("platform", &spec.platform, limits::REQUIREMENTS)?;
-    crate::matching::validate(&spec.platform).map_err(ApiError::BadRequest)?;
-    if spec.params.len() > limits::PARAMS {
-        return Err(too_big(
-            "params",
-            format!("{} params, at most {}", spec.params.len(), limits::PARAMS),
-        ));
-    }
-    for (k, v) in &spec.params {
-        if k.len() > limits::KEY_LEN {
-            return Err(too_big(
-                "params",
-                format!("key {k:?} is over {} characters", limits::KEY_LEN),
-            ));
-        }
-        if v.len() > limits::PARAM_VALUE_LEN {
-            return Err(too_big(
-                "params",
-                format!(
-                    "the value of {k:?} is over {} bytes",
-                    limits::PARAM_VALUE_LEN
-                ),
-            ));
-        }
-    }
-    check_json_size("extra fields", &spec.extra, limits::EXTRA_BYTES)?;
-    if spec.max_attempts == Some(0) {
-        return Err(ApiError::bad("max_attempts must be at least 1"));
-    }
-    if spec.max_attempts.is_some_and(|n| n > limits::ATTEMPTS) {
-        return Err(ApiError::bad(format!(
-            "max_attempts must be at most {}",
-            limits::ATTEMPTS
-        )));
-    }
-    if spec.retry_failed.is_some_and(|n| n > limits::ATTEMPTS) {
-        return Err(ApiError::bad(format!(
-            "retry_failed must be at most {}",
-            limits::ATTEMPTS
-        )));
-    }
-    if spec
-        .shard_total
-        .is_some_and(|n| n == 0 || n > limits::SHARDS)
-    {
-        return Err(ApiError::bad(format!(
-            "shard_total must be 1 to {}",
-            limits::SHARDS
-        )));
-    }
-    if spec.shard_index.is_some() != spec.shard_total.is_some() {
-        return Err(ApiError::bad("shard_index and shard_total go together"));
-    }
-    if let (Some(i), Some(n)) = (spec.shard_index, spec.shard_total) {
-        if i >= n {
-            return Err(ApiError::bad(format!(
-                "shard_index {i} must be below shard_total {n}"
-            )));
-        }
-    }
-    for key in spec.params.keys() {
-        if key.is_empty() {
-            return Err(ApiError::bad("params: a key is empty"));
-        }
-    }
-    Ok(())
-}
-
-/// A worker acts only for itself: its token must be the one its name
-/// registered with.
-fn bind(st: &AppState, caller: &Caller, name: &str) -> ApiResult<()> {
-    st.auth
-        .check_worker(caller, name)
-        .map_err(ApiError::Forbidden)
+    } else {
+        named.to_string()
+    };
+    bind(st, caller, &name).await?;
+    Ok(name)
 }
 
 async fn register(
@@ -321,51 +204,22 @@ async fn register(
     if reg.platforms.is_empty() {
         reg.platforms.push(Props::new());
     }
-    check_name("worker name", &reg.name)?;
-    bind(&st, &caller, &reg.name)?;
-    if reg.jobtypes.len() > limits::JOBTYPES {
-        return Err(too_big(
-            "jobtypes",
-            format!(
-                "{} jobtypes, at most {}",
-                reg.jobtypes.len(),
-                limits::JOBTYPES
-            ),
-        ));
-    }
-    for t in &reg.jobtypes {
-        check_name("jobtype", t)?;
-    }
-    if reg.platforms.len() > limits::PLATFORMS {
-        return Err(too_big(
-            "platforms",
-            format!(
-                "{} platforms, at most {}",
-                reg.platforms.len(),
-                limits::PLATFORMS
-            ),
-        ));
-    }
-    for p in &reg.platforms {
-        check_props("platforms", p, limits::REQUIREMENTS)?;
-    }
-    check_json_size("info", &reg.info, limits::INFO_BYTES)?;
-    check_json_size("extra fields", &reg.extra, limits::EXTRA_BYTES)?;
-    for rule in &reg.accept {
-        if rule
-            .split_once('=')
-            .is_none_or(|(k, v)| k.is_empty() || v.is_empty())
-        {
-            return Err(ApiError::bad(format!(
-                "accept: rule {rule:?} must be KEY=VALUE"
-            )));
-        }
-    }
-    if reg.heartbeat_interval_ms == 0 {
-        return Err(ApiError::bad("heartbeat_interval_ms must be positive"));
-    }
+    check_registration(&reg)?;
+    let hash = match &caller {
+        Caller::Worker(h) => Some(*h),
+        _ => None,
+    };
     let name = reg.name.clone();
-    let out = st.db(move |s| s.register(&reg, now_ms())).await?;
+    let auth = st.auth.clone();
+    let out = st
+        .db(move |s| {
+            let hex = hash.as_ref().map(super::auth::hex);
+            s.register(&reg, hex.as_deref(), &|h| auth.revoked(h), now_ms())
+        })
+        .await?;
+    if let Some(h) = hash {
+        st.auth.remember(&name, h);
+    }
     tracing::info!(worker = %name, requeued = out.requeued, "worker registered");
     if out.requeued > 0 {
         st.wake_claims();
@@ -396,19 +250,15 @@ async fn heartbeat(
     Path(name): Path<String>,
     Body(hb): Body<Heartbeat>,
 ) -> ApiResult<Json<HeartbeatReply>> {
-    bind(&st, &caller, &name)?;
-    check_json_size("info", &hb.info, limits::INFO_BYTES)?;
-    check_json_size("jobs", &hb.jobs, limits::INFO_BYTES * 16)?;
-    if !hb.wait.is_finite() || hb.wait < 0.0 {
-        return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
-    }
+    let wait = check_heartbeat(&hb)?;
+    bind(&st, &caller, &name).await?;
     let known: Vec<i64> = hb
         .jobs
         .iter()
         .filter(|j| j.canceling)
         .map(|j| j.id)
         .collect();
-    let wait = Duration::from_secs_f64(hb.wait.min(MAX_CLAIM_WAIT));
+    let wait = Duration::from_secs_f64(wait);
     let mut cancels = st.cancels.subscribe();
     cancels.borrow_and_update();
     let draining = hb.status == "draining";
@@ -468,11 +318,8 @@ async fn claim(
     // a result inline would cost each a kilobyte or so.
     Body(req): Body<Box<ClaimBody>>,
 ) -> ApiResult<Response> {
-    bind(&st, &caller, &name)?;
-    if !req.wait.is_finite() || req.wait < 0.0 {
-        return Err(ApiError::bad("wait must be a number of seconds, 0 or more"));
-    }
-    let wait = req.wait;
+    let wait = check_wait("wait", req.wait)?;
+    bind(&st, &caller, &name).await?;
     // Subscribed before the result is recorded: a job it queues again (an
     // infrastructure failure) wakes the wait below, as any submit would.
     let mut queue = st.queue.subscribe();
@@ -480,7 +327,7 @@ async fn claim(
         Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
         None => (None, None),
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait.min(MAX_CLAIM_WAIT));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
     let mut shutdown = st.shutdown.clone();
     loop {
         let claim = match first.take() {
@@ -640,16 +487,7 @@ async fn submit(
     if specs.is_empty() {
         return Err(ApiError::bad("no jobs to submit"));
     }
-    if specs.len() > limits::JOBS_PER_REQUEST {
-        return Err(too_big(
-            "jobs",
-            format!(
-                "{} jobs, at most {} per request",
-                specs.len(),
-                limits::JOBS_PER_REQUEST
-            ),
-        ));
-    }
+    check_jobs_count(specs.len())?;
     for spec in &specs {
         check_spec(spec)?;
     }
@@ -667,27 +505,7 @@ async fn submit_build(
     State(st): State<AppState>,
     Body(spec): Body<BuildSpec>,
 ) -> ApiResult<Response> {
-    if spec.name.trim().is_empty() || spec.name.len() > 200 {
-        return Err(ApiError::bad("a build needs a name of 1 to 200 characters"));
-    }
-    if spec.jobs.is_empty() {
-        return Err(ApiError::bad("a build needs at least one job"));
-    }
-    if spec.jobs.len() > limits::JOBS_PER_REQUEST {
-        return Err(too_big(
-            "jobs",
-            format!(
-                "{} jobs, at most {} per request",
-                spec.jobs.len(),
-                limits::JOBS_PER_REQUEST
-            ),
-        ));
-    }
-    check_json_size("meta", &spec.meta, limits::META_BYTES)?;
-    check_json_size("extra fields", &spec.extra, limits::EXTRA_BYTES)?;
-    for job in &spec.jobs {
-        check_spec(job)?;
-    }
+    check_build(&spec)?;
     let BuildSpec {
         name,
         meta,
@@ -707,10 +525,19 @@ async fn submit_build(
     Ok((StatusCode::CREATED, Json(build)).into_response())
 }
 
+/// A list's `limit`: at least 1; over the maximum it is clamped to it.
+fn list_limit(given: Option<u64>, default: usize, max: usize) -> ApiResult<usize> {
+    match given {
+        None => Ok(default),
+        Some(0) => Err(ApiError::bad("limit must be at least 1")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
+    }
+}
+
 #[derive(Deserialize)]
 struct JobsQuery {
     state: Option<String>,
-    limit: Option<usize>,
+    limit: Option<u64>,
     ids: Option<String>,
     build: Option<i64>,
     worker: Option<String>,
@@ -736,9 +563,15 @@ async fn list_jobs(
             .map(|s| parse_list("ids", s))
             .transpose()?
             .unwrap_or_default(),
-        build: q.build,
+        build: match q.build {
+            Some(b) => {
+                check_id("build", b)?;
+                Some(b)
+            }
+            None => None,
+        },
         worker: q.worker,
-        limit: q.limit.unwrap_or(100).clamp(1, MAX_LIST),
+        limit: list_limit(q.limit, 100, MAX_LIST)?,
     };
     st.db(move |s| s.jobs(&filter)).await.map(Json)
 }
@@ -790,7 +623,9 @@ async fn append_log(
     Query(q): Query<LogQuery>,
     Raw(bytes): Raw,
 ) -> ApiResult<Json<LogReply>> {
-    bind(&st, &caller, &q.worker)?;
+    check_log_query(&q)?;
+    let mut q = q;
+    q.worker = acting_worker(&st, &caller, id, &q.worker).await?;
     if bytes.len() > LOG_CHUNK_MAX {
         return Err(ApiError::TooLarge(format!(
             "a log chunk may hold at most {LOG_CHUNK_MAX} bytes, this one has {}",
@@ -819,6 +654,7 @@ async fn read_log(
     Path(id): Path<i64>,
     Query(q): Query<ReadLogQuery>,
 ) -> ApiResult<Response> {
+    check_range("offset", q.offset, 0, limits::MAX_INT)?;
     let attempt = q.attempt;
     let first = st.db(move |s| s.read_log(id, attempt, q.offset)).await?;
     let headers = [
@@ -903,8 +739,9 @@ async fn finish(
     Path(id): Path<i64>,
     Body(body): Body<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
-    let outcome = parse_outcome(body)?;
-    bind(&st, &caller, &outcome.worker)?;
+    let mut outcome = parse_outcome(body)?;
+    check_result(&outcome)?;
+    outcome.worker = acting_worker(&st, &caller, id, &outcome.worker).await?;
     record_result(&st, id, outcome).await.map(Json)
 }
 
@@ -942,11 +779,6 @@ async fn record_result(st: &AppState, id: i64, outcome: Outcome) -> ApiResult<Jo
     Ok(job)
 }
 
-fn check_result(outcome: &Outcome) -> ApiResult<()> {
-    check_json_size("data", &outcome.data, limits::RESULT_BYTES)?;
-    check_json_size("tests", &outcome.tests, limits::RESULT_BYTES)
-}
-
 /// What is noted once an outcome is recorded.
 struct Recorded {
     ran: f64,
@@ -975,14 +807,14 @@ impl Recorded {
 
 #[derive(Deserialize)]
 struct BuildsQuery {
-    limit: Option<usize>,
+    limit: Option<u64>,
 }
 
 async fn list_builds(
     State(st): State<AppState>,
     Query(q): Query<BuildsQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = list_limit(q.limit, 50, 1000)?;
     st.db(move |s| s.builds(limit)).await.map(Json)
 }
 

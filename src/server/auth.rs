@@ -3,9 +3,11 @@
 //!
 //! Tokens come from files, one per line (several, so one can be rotated or
 //! revoked), re-read on SIGHUP. They are compared in constant time, never
-//! logged, and the server keeps only their SHA-256 for binding a worker
-//! name to the token that registered it, so one worker cannot act for
-//! another.
+//! logged. A worker name is bound to the SHA-256 of the token that
+//! registered it; the binding lives with the worker in the database (so it
+//! survives restarts and is shared by every server on that database), and
+//! this module only caches bindings the database confirmed, so names no
+//! worker registered never cost memory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use super::api::{Access, ROUTES};
 use super::AppState;
 use crate::wire::ErrorBody;
 
-type Hash = [u8; 32];
+pub type Hash = [u8; 32];
 
 #[derive(Default)]
 struct Tokens {
@@ -36,7 +38,8 @@ pub struct Auth {
     /// Reads need a token too.
     private: bool,
     tokens: RwLock<Tokens>,
-    /// Worker name -> hash of the token it registered with.
+    /// Worker name -> hash of the token it registered with, as the
+    /// database said; only names of registered workers.
     bound: Mutex<HashMap<String, Hash>>,
 }
 
@@ -139,31 +142,40 @@ impl Auth {
         }
     }
 
-    /// A worker may act only under the name it registered with: the first
-    /// token to use a name binds it, until that token is revoked.
-    pub fn check_worker(&self, caller: &Caller, name: &str) -> Result<(), String> {
-        let Caller::Worker(hash) = caller else {
-            return Ok(());
-        };
-        let mut bound = self.bound.lock().unwrap();
-        match bound.get(name) {
-            Some(h) if h == hash => Ok(()),
-            Some(h) if self.still_valid(h) => Err(format!(
-                "worker {name:?} is registered with another worker token; a worker acts only for itself"
-            )),
-            _ => {
-                bound.insert(name.to_string(), *hash);
-                Ok(())
-            }
-        }
+    /// Whether the database already confirmed that `name` is bound to
+    /// `hash`.
+    pub fn is_bound(&self, name: &str, hash: &Hash) -> bool {
+        self.bound.lock().unwrap().get(name) == Some(hash)
     }
 
-    fn still_valid(&self, hash: &Hash) -> bool {
-        let t = self.tokens.read().unwrap();
-        t.worker
-            .iter()
-            .any(|tok| <Hash>::from(Sha256::digest(tok)) == *hash)
+    /// Notes a binding the database confirmed or registration made.
+    pub fn remember(&self, name: &str, hash: Hash) {
+        self.bound.lock().unwrap().insert(name.to_string(), hash);
     }
+
+    /// Whether the token with this hash (hex) is no longer a worker token,
+    /// so the name bound to it may be taken by another.
+    pub fn revoked(&self, hex_hash: &str) -> bool {
+        let t = self.tokens.read().unwrap();
+        !t.worker
+            .iter()
+            .any(|tok| hex(&Sha256::digest(tok).into()) == hex_hash)
+    }
+}
+
+/// A token hash as the database keeps it.
+pub fn hex(hash: &Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header; the scheme is
+/// case-insensitive, as HTTP says.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn refuse(status: StatusCode, error: String) -> Response {
@@ -177,8 +189,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .map(str::to_string);
     let caller = st.auth.caller(bearer.as_deref());
     let access = req
@@ -239,5 +250,15 @@ mod tests {
         assert!(ct_eq(b"", b""));
         assert!(one_of(&[b"a".to_vec(), b"b".to_vec()], b"b"));
         assert!(!one_of(&[b"a".to_vec()], b"c"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

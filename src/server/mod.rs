@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod checks;
 mod connections;
 pub mod error;
 pub mod explain;
@@ -96,6 +97,7 @@ pub struct ServeOptions {
 pub fn app(state: AppState) -> axum::Router {
     api::router()
         .merge(pages::router())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::layer,
@@ -108,6 +110,22 @@ pub fn app(state: AppState) -> axum::Router {
             panic_response,
         ))
         .with_state(state)
+}
+
+/// A known path asked with a method it does not take: JSON like every
+/// other error, naming the method and the path.
+async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(crate::wire::ErrorBody {
+            error: format!("{} does not take {method}", uri.path()),
+        }),
+    )
+        .into_response()
 }
 
 /// What a panicking handler answers: logged, 500, the server serves on.
@@ -148,6 +166,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         None => None,
     };
     let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
+    let max_connections = connections::raise_fd_limit();
     // Store calls share one SQLite connection behind a mutex, so a few
     // blocking threads do as much as many; more would only cost memory
     // when thousands of workers call at once.
@@ -156,7 +175,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .max_blocking_threads(8)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(opts, store, auth, tls, worker_configs))
+    runtime.block_on(run(opts, store, auth, tls, worker_configs, max_connections))
 }
 
 /// Without tokens anyone who can connect may run jobs on the fleet, so an
@@ -188,6 +207,7 @@ async fn run(
     auth: auth::Auth,
     tls: Option<Arc<rustls::ServerConfig>>,
     worker_configs: Vec<crate::worker::config::Config>,
+    max_connections: usize,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&opts.listen)
         .await
@@ -257,12 +277,16 @@ async fn run(
     // Requests in flight get a moment to finish once shutdown begins;
     // long-polls and log followers end at once on the shutdown signal.
     let grace = Duration::from_secs(5);
+    let tracker = connections::Tracker::new(max_connections);
     match tls {
         Some(config) => {
-            let listener = tls_listener::TlsListener::new(listener, config);
+            let listener = tls_listener::TlsListener::new(listener, config, tracker);
             connections::serve(listener, app, shutdown, grace).await
         }
-        None => connections::serve(listener, app, shutdown, grace).await,
+        None => {
+            let plain = connections::Plain { listener, tracker };
+            connections::serve(plain, app, shutdown, grace).await
+        }
     }
     Ok(())
 }

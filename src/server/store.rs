@@ -95,7 +95,22 @@ pub trait Store: Send + Sync + 'static {
     fn jobs(&self, filter: &JobFilter) -> ApiResult<Vec<Job>>;
     /// Cancels a queued job at once; marks a running one for its worker.
     fn cancel(&self, id: i64, now: i64) -> ApiResult<Job>;
-    fn register(&self, reg: &Registration, now: i64) -> ApiResult<RegisterOutcome>;
+    /// Registers (or reconnects) a worker and binds its name to the hash of
+    /// the token it registered with. Refused (403) when the name is bound to
+    /// another token that `revoked` does not say is gone, and (409) when
+    /// another live worker (a different `instance`) holds the name.
+    fn register(
+        &self,
+        reg: &Registration,
+        token_hash: Option<&str>,
+        revoked: &dyn Fn(&str) -> bool,
+        now: i64,
+    ) -> ApiResult<RegisterOutcome>;
+    /// The hash of the token a worker name is bound to: `None` for an
+    /// unknown name; a name registered without a token is bound here to
+    /// `token_hash` (the first worker token to use it), guarded so two
+    /// callers cannot both win.
+    fn worker_binding(&self, name: &str, token_hash: &str) -> ApiResult<Option<String>>;
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
     /// Gives the worker the best job it can run, if any: highest priority,
     /// then oldest, matched to its first fitting platform.
@@ -327,6 +342,11 @@ ALTER TABLE workers ADD COLUMN quarantines INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN quarantined_until INTEGER;
 ALTER TABLE jobs ADD COLUMN avoid_worker TEXT;
 ALTER TABLE jobs ADD COLUMN avoid_until INTEGER;
+"#,
+    r#"
+ALTER TABLE workers ADD COLUMN token_hash TEXT;
+ALTER TABLE workers ADD COLUMN instance TEXT;
+ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
 "#,
 ];
 
@@ -1185,6 +1205,87 @@ const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms,
      version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
      infra_streak";
 
+/// Who holds a worker name now, as registration needs to know.
+struct Holder {
+    token_hash: Option<String>,
+    instance: Option<String>,
+    host: String,
+    last_seen: i64,
+    lease_ms: i64,
+}
+
+fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
+    Ok(tx
+        .row(
+            "SELECT token_hash, instance, host, last_seen, lease_ms, platforms \
+             FROM workers WHERE name = ?1",
+            [name],
+            |r| {
+                let mut host: String = r.get(2)?;
+                if host.is_empty() {
+                    // Registered before hosts were sent: the detected one.
+                    let platforms: Vec<Props> = json_or(r.get(5)?);
+                    host = platforms
+                        .first()
+                        .and_then(|p| p.get("hostname").cloned())
+                        .unwrap_or_default();
+                }
+                Ok(Holder {
+                    token_hash: r.get(0)?,
+                    instance: r.get(1)?,
+                    host,
+                    last_seen: r.get(3)?,
+                    lease_ms: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Whether `reg` may take the name `held` has: the same token (or the old
+/// one was revoked), and the same worker (its `instance`) unless the
+/// holder has been silent for a whole lease.
+fn check_may_take(
+    held: &Holder,
+    reg: &Registration,
+    token_hash: Option<&str>,
+    revoked: &dyn Fn(&str) -> bool,
+    seen_at: Option<i64>,
+    now: i64,
+) -> ApiResult<()> {
+    if let (Some(old), Some(new)) = (held.token_hash.as_deref(), token_hash) {
+        if old != new && !revoked(old) {
+            return Err(ApiError::Forbidden(format!(
+                "worker {:?} is registered with another worker token; a worker acts only \
+                 for itself",
+                reg.name
+            )));
+        }
+    }
+    let last = held.last_seen.max(seen_at.unwrap_or(0));
+    let alive = last.saturating_add(held.lease_ms) > now;
+    let other = held
+        .instance
+        .as_ref()
+        .is_some_and(|i| reg.instance.as_ref() != Some(i));
+    if alive && other {
+        let ago = (now - last).max(0) / 1000;
+        let host = if held.host.is_empty() {
+            "an unknown host".to_string()
+        } else {
+            format!("host {:?}", held.host)
+        };
+        return Err(ApiError::conflict(format!(
+            "the worker name {:?} is in use by another worker on {host} (last heartbeat {ago}s \
+             ago, at {}); two workers cannot share a name: set name = \"...\" in this \
+             worker's config (or pass --name)",
+            reg.name,
+            rfc3339(last)
+        )));
+    }
+    Ok(())
+}
+
 fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
     let job = load_job(tx, id)?;
     // An empty worker name means "whoever holds the attempt".
@@ -1509,17 +1610,50 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn register(&self, reg: &Registration, now: i64) -> ApiResult<RegisterOutcome> {
+    fn worker_binding(&self, name: &str, token_hash: &str) -> ApiResult<Option<String>> {
+        self.with_tx(|tx| {
+            tx.exec(
+                "UPDATE workers SET token_hash = ?2 WHERE name = ?1 AND token_hash IS NULL",
+                params![name, token_hash],
+            )?;
+            Ok(tx
+                .row(
+                    "SELECT token_hash FROM workers WHERE name = ?1",
+                    [name],
+                    |r| r.get::<_, Option<String>>(0),
+                )
+                .optional()?
+                .flatten())
+        })
+    }
+
+    fn register(
+        &self,
+        reg: &Registration,
+        token_hash: Option<&str>,
+        revoked: &dyn Fn(&str) -> bool,
+        now: i64,
+    ) -> ApiResult<RegisterOutcome> {
         let lease = lease_ms(reg.heartbeat_interval_ms);
+        let seen_at = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&reg.name)
+            .and_then(|s| s.pending);
         let mut lost = Vec::new();
         let out = self.with_tx(|tx| {
+            if let Some(held) = holder_of(tx, &reg.name)? {
+                check_may_take(&held, reg, token_hash, revoked, seen_at, now)?;
+            }
             tx.exec(
                 "INSERT INTO workers (name, jobtypes, platforms, info, extra, slots, heartbeat_ms, \
-                 lease_ms, version, registered_at, last_seen, accept) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11) \
+                 lease_ms, version, registered_at, last_seen, accept, token_hash, instance, host) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14) \
                  ON CONFLICT(name) DO UPDATE SET jobtypes = ?2, platforms = ?3, info = ?4, \
                  extra = ?5, slots = ?6, heartbeat_ms = ?7, lease_ms = ?8, version = ?9, \
-                 registered_at = ?10, last_seen = ?10, status = 'idle', accept = ?11",
+                 registered_at = ?10, last_seen = ?10, status = 'idle', accept = ?11, \
+                 token_hash = ?12, instance = ?13, host = ?14",
                 params![
                     reg.name,
                     serde_json::to_string(&reg.jobtypes)?,
@@ -1532,6 +1666,9 @@ impl Store for SqliteStore {
                     reg.version,
                     now,
                     serde_json::to_string(&reg.accept)?,
+                    token_hash,
+                    reg.instance,
+                    reg.host,
                 ],
             )?;
             // Jobs the server believes run there but the worker does not

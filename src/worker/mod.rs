@@ -107,6 +107,8 @@ pub struct Shared {
     /// Runs inside `testbot serve`: the server it cannot reach is its own
     /// process shutting down, not news.
     embedded: bool,
+    /// This worker's own identity, kept in `work_dir/identity`.
+    instance: String,
 }
 
 impl Shared {
@@ -278,6 +280,8 @@ impl Shared {
                 .iter()
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
+            instance: Some(self.instance.clone()),
+            host: platform::hostname(),
             extra: Default::default(),
         }
     }
@@ -333,6 +337,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     // Slots reuse fixed directories and outbox files: two workers on one
     // work_dir would run jobs in each other's directories.
     let _work_dir_lock = lock_work_dir(&config.work_dir)?;
+    let instance = identity(&config.work_dir)?;
     let client = match opts.ca_file.as_ref().or(config.ca_file.as_ref()) {
         Some(ca) => Client::with_ca_file(&server, token, ca)?,
         None => Client::new(&server, token),
@@ -350,6 +355,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         outbox_jobs: Mutex::new(Vec::new()),
         claim_results: AtomicBool::new(false),
         embedded: !opts.handle_signals,
+        instance,
     });
     let left_over = report::left_over(&shared);
     if opts.handle_signals {
@@ -395,6 +401,31 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     shared.stopped.store(true, Ordering::SeqCst);
     heartbeat::send(&shared, 0.0);
     Ok(if opts.once && !all_passed { 1 } else { 0 })
+}
+
+/// The worker's stable identity: made on its first start and kept in
+/// `work_dir/identity`, so a restart on the same work_dir is the same worker
+/// while another machine that takes the same name is not.
+fn identity(work_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = work_dir.join("identity");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if is_identity(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => tracing::warn!("{} is damaged; making a new identity", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("cannot read /dev/urandom for the worker's identity")?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    files::overwrite(&path, id.as_bytes())
+        .with_context(|| format!("cannot write the worker's identity to {}", path.display()))?;
+    Ok(id)
+}
+
+fn is_identity(s: &str) -> bool {
+    (16..=128).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// Holds an exclusive lock on `work_dir/lock` for as long as the returned

@@ -85,9 +85,21 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, listen: &str, extra: &[&str]) -> Server {
+        Server::start_shell(dir, "", listen, extra)
+    }
+
+    /// Starts the server through `sh -c "PREFIX; exec testbot serve ..."`,
+    /// for limits set with `ulimit` (the PID is still the server's).
+    pub fn start_shell(dir: &Path, prefix: &str, listen: &str, extra: &[&str]) -> Server {
         let db = dir.join("testbot.db");
         let log = dir.join(format!("server-{}.log", unique()));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = if prefix.is_empty() {
+            Command::new(BIN)
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("{prefix} && exec \"$0\" \"$@\""), BIN]);
+            c
+        };
         cmd.args(["serve", "--listen", listen, "--db"])
             .arg(&db)
             .args(extra)

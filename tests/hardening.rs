@@ -1,0 +1,577 @@
+//! What an outside fuzzer found, each closed with a test that failed
+//! before: one worker acting for another (an omitted worker name, a name
+//! binding lost with a restart, two machines under one name), slow
+//! connections starving the server, numbers that wrapped, JSON nested too
+//! deep to read back, and errors that were not JSON.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
+    path.display().to_string()
+}
+
+/// A request with a bearer token (scheme as given); status and body.
+fn call(method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(20));
+    if let Some(a) = auth {
+        req = req.set("Authorization", a);
+    }
+    let resp = if method == "GET" {
+        req.call()
+    } else {
+        req.set("Content-Type", "application/json").send_bytes(body)
+    };
+    match resp {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn register(base: &str, token: &str, name: &str) -> (u16, String) {
+    let body = json!({"name": name, "jobtypes": ["unit"], "heartbeat_interval_ms": 60000});
+    call(
+        "POST",
+        &format!("{base}/api/v1/workers"),
+        Some(&bearer(token)),
+        body.to_string().as_bytes(),
+    )
+}
+
+fn tokens_server(dir: &Path) -> Server {
+    let wt = write_tokens(dir, "worker.tokens", &["token-a", "token-b"]);
+    let ct = write_tokens(dir, "client.tokens", &["client"]);
+    Server::start_with(
+        dir,
+        "127.0.0.1:0",
+        &["--worker-tokens", &wt, "--client-tokens", &ct],
+    )
+}
+
+fn submit_unit(base: &str) -> i64 {
+    let (code, body) = call(
+        "POST",
+        &format!("{base}/api/v1/jobs"),
+        Some(&bearer("client")),
+        br#"{"jobtype":"unit"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn leaving_out_the_worker_name_does_not_act_for_another_worker() {
+    let dir = tempdir();
+    let server = tokens_server(dir.path());
+    let base = &server.url;
+    assert_eq!(register(base, "token-a", "victim").0, 200);
+    assert_eq!(register(base, "token-b", "attacker").0, 200);
+    let id = submit_unit(base);
+    let (code, body) = call(
+        "POST",
+        &format!("{base}/api/v1/workers/victim/claim"),
+        Some(&bearer("token-a")),
+        br#"{"wait": 5}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    // The attacker's token, no worker name (or an empty one): 403.
+    for result in [
+        r#"{"attempt":1,"state":"passed"}"#,
+        r#"{"worker":"","attempt":1,"state":"passed"}"#,
+    ] {
+        let (code, body) = call(
+            "POST",
+            &format!("{base}/api/v1/jobs/{id}/result"),
+            Some(&bearer("token-b")),
+            result.as_bytes(),
+        );
+        assert_eq!(code, 403, "{result}: {body}");
+        assert!(body.contains("victim"), "{body}");
+    }
+    for query in ["attempt=1&offset=0", "worker=&attempt=1"] {
+        let (code, body) = call(
+            "POST",
+            &format!("{base}/api/v1/jobs/{id}/log?{query}"),
+            Some(&bearer("token-b")),
+            b"forged output\n",
+        );
+        assert_eq!(code, 403, "{query}: {body}");
+    }
+    assert_eq!(server.job(id)["state"], "running");
+    assert_eq!(server.log_of(id), "");
+    // The holder's own token may leave its name out.
+    let (code, body) = call(
+        "POST",
+        &format!("{base}/api/v1/jobs/{id}/log?attempt=1"),
+        Some(&bearer("token-a")),
+        b"real output\n",
+    );
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = call(
+        "POST",
+        &format!("{base}/api/v1/jobs/{id}/result"),
+        Some(&bearer("token-a")),
+        br#"{"attempt":1,"state":"passed"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let job = server.job(id);
+    assert_eq!(job["state"], "passed");
+    assert_eq!(job["worker"], "victim");
+    assert_eq!(server.log_of(id), "real output\n");
+    // No attempt runs now: a result without a name names no holder.
+    let (code, body) = call(
+        "POST",
+        &format!("{base}/api/v1/jobs/{id}/result"),
+        Some(&bearer("token-a")),
+        br#"{"attempt":1,"state":"failed"}"#,
+    );
+    assert_eq!(code, 409, "{body}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_worker_name_stays_bound_to_its_token_across_a_restart() {
+    let dir = tempdir();
+    let mut server = tokens_server(dir.path());
+    assert_eq!(register(&server.url, "token-a", "alpha").0, 200);
+    server.kill9();
+    let server = tokens_server(dir.path());
+    let base = &server.url;
+    // The first token to speak after the restart does not get the name.
+    let hb = |token: &str| {
+        call(
+            "POST",
+            &format!("{base}/api/v1/workers/alpha/heartbeat"),
+            Some(&bearer(token)),
+            br#"{"status":"idle"}"#,
+        )
+    };
+    let (code, body) = hb("token-b");
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(register(base, "token-b", "alpha").0, 403);
+    assert_eq!(hb("token-a").0, 200);
+    assert_eq!(register(base, "token-a", "alpha").0, 200);
+
+    // Heartbeats to names nobody registered cost no memory: each is a 404.
+    let before = rss_kib(server.pid());
+    let agent = ureq::AgentBuilder::new().build();
+    for i in 0..10_000 {
+        let r = agent
+            .post(&format!("{base}/api/v1/workers/ghost-{i}/heartbeat"))
+            .set("Authorization", "Bearer token-b")
+            .send_string(r#"{"status":"idle"}"#);
+        assert!(matches!(r, Err(ureq::Error::Status(404, _))), "{r:?}");
+    }
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    // Before the change 10,000 such names took about 40 MB.
+    assert!(grown < 8 * 1024, "the server grew by {grown} KiB");
+}
+
+fn unit_worker_config(dir: &Path, server: &str, name: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    worker_config(
+        dir,
+        server,
+        name,
+        "[jobtypes.unit]\ncommand = \"echo ran on $TESTBOT_WORKER\"\n",
+    )
+}
+
+#[test]
+fn two_machines_cannot_share_a_worker_name() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let first_dir = dir.path().join("first");
+    let second_dir = dir.path().join("second");
+    let first_config = unit_worker_config(&first_dir, &server.url, "box");
+    let second_config = unit_worker_config(&second_dir, &server.url, "box");
+    let mut first = Worker::start_config(&first_dir, "box", &first_config, &[]);
+    wait_online(&server, "box");
+    let id = server.submit(&["unit"])[0];
+    assert_eq!(server.wait_final(id, 20 * SEC)["state"], "passed");
+
+    // Another work_dir (another machine) under the same name is refused
+    // while the first is alive, and told what to do.
+    let mut second = Worker::start_config(&second_dir, "box", &second_config, &[]);
+    let code = second.wait_exit(20 * SEC);
+    assert_eq!(code, Some(2), "the second worker should exit 2");
+    let err = second.stderr();
+    assert!(err.contains("\"box\""), "{err}");
+    assert!(err.contains("host"), "{err}");
+    assert!(err.contains("last heartbeat"), "{err}");
+    assert!(err.contains("name ="), "{err}");
+    let id = server.submit(&["unit"])[0];
+    assert_eq!(server.wait_final(id, 20 * SEC)["state"], "passed");
+
+    // The same worker restarted (same work_dir) reconnects at once, even
+    // though its lease has not run out.
+    first.kill9();
+    let mut first = Worker::start_config(&first_dir, "box", &first_config, &[]);
+    let id = server.submit(&["unit"])[0];
+    assert_eq!(server.wait_final(id, 20 * SEC)["state"], "passed");
+
+    // Once the first has been silent for a whole lease, the name is free.
+    first.kill9();
+    drop(second);
+    let mut taker = None;
+    let taken = wait_until(30 * SEC, || {
+        let mut w = Worker::start_config(&second_dir, "box", &second_config, &[]);
+        if w.wait_exit(3 * SEC).is_none() {
+            taker = Some(w);
+            true
+        } else {
+            false
+        }
+    });
+    assert!(taken, "the second worker never got the free name");
+    let id = server.submit(&["unit"])[0];
+    assert_eq!(server.wait_final(id, 20 * SEC)["state"], "passed");
+}
+
+#[test]
+fn slow_connections_do_not_starve_a_health_probe() {
+    // The test opens more connections than the server may have files.
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|c| c < 4096) {
+        lim.current = lim.maximum.map(|m| m.min(8192));
+        setrlimit(Resource::Nofile, lim).expect("raise this test's open-file limit");
+    }
+    let dir = tempdir();
+    // Soft and hard limit 1,024: the server cannot raise it and must cap.
+    let server = Server::start_shell(dir.path(), "ulimit -n 1024", "127.0.0.1:0", &[]);
+    let mut slow = Vec::new();
+    for i in 0..1100 {
+        let mut s = match TcpStream::connect(&server.addr) {
+            Ok(s) => s,
+            Err(e) => panic!("connection {i}: {e}"),
+        };
+        // Half a request head, never finished.
+        let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: slow\r\n");
+        slow.push(s);
+    }
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        let r = agent
+            .get(&format!("{}/api/v1/health", server.url))
+            .call()
+            .expect("the health probe is answered");
+        assert_eq!(r.status(), 200);
+    }
+    eprintln!(
+        "5 health probes with 1,100 slow connections open: {:?}",
+        started.elapsed()
+    );
+    let log = server.log_text();
+    assert!(log.contains("open_files=1024"), "{log}");
+    assert!(log.contains("max_connections=896"), "{log}");
+    // The slow ones that were closed for room read an end of file.
+    let closed = slow
+        .iter_mut()
+        .filter(|s| {
+            s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+            let mut b = [0u8; 64];
+            match (&**s).read(&mut b) {
+                Ok(n) => n == 0,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            }
+        })
+        .count();
+    eprintln!("{closed} of 1,100 slow connections were closed for room");
+    assert!(closed > 0, "no slow connection was closed");
+
+    // With a soft limit below the hard one, the server raises it.
+    let dir = tempdir();
+    let server = Server::start_shell(dir.path(), "ulimit -Sn 1024", "127.0.0.1:0", &[]);
+    let hard = getrlimit(Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    let log = server.log_text();
+    assert!(
+        hard <= 1024 || !log.contains("open_files=1024"),
+        "the soft limit was not raised: {log}"
+    );
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_naming_the_field() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let post =
+        |path: &str, body: String| call("POST", &format!("{base}{path}"), None, body.as_bytes());
+    for (body, field) in [
+        (
+            r#"{"jobtype":"unit","timeout":18446744073709552}"#,
+            "timeout",
+        ),
+        (
+            r#"{"jobtype":"unit","timeout":"213503982334601d"}"#,
+            "timeout",
+        ),
+        (
+            r#"{"jobtype":"unit","priority":9223372036854775807}"#,
+            "priority",
+        ),
+        (
+            r#"{"jobtype":"unit","priority":-4611686018427387904}"#,
+            "priority",
+        ),
+        (
+            r#"{"jobtype":"unit","max_attempts":4294967296}"#,
+            "max_attempts",
+        ),
+        (r#"{"jobtype":"unit","build":-1}"#, "build"),
+        (r#"{"jobtype":"unit","retry_failed":1000}"#, "retry_failed"),
+    ] {
+        let (code, text) = post("/api/v1/jobs", body.to_string());
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(field), "{body}: {text}");
+    }
+    // A timeout of 30 days is kept as given, not wrapped.
+    let (code, text) = post(
+        "/api/v1/jobs",
+        r#"{"jobtype":"unit","timeout":"30d"}"#.into(),
+    );
+    assert_eq!(code, 201, "{text}");
+    let job: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(job["timeout"], "30days");
+
+    for (body, field) in [
+        (
+            json!({"name": "w", "heartbeat_interval_ms": u64::MAX}),
+            "heartbeat_interval_ms",
+        ),
+        (
+            json!({"name": "w", "heartbeat_interval_ms": 0}),
+            "heartbeat_interval_ms",
+        ),
+        (json!({"name": "w", "slots": 0}), "slots"),
+        (json!({"name": "w", "slots": 100000}), "slots"),
+    ] {
+        let (code, text) = post("/api/v1/workers", body.to_string());
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(field), "{body}: {text}");
+    }
+    let (code, text) = post(
+        "/api/v1/workers",
+        json!({"name": "w", "jobtypes": ["unit"], "heartbeat_interval_ms": 60000}).to_string(),
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = post("/api/v1/workers/w/claim", r#"{"wait": 5}"#.into());
+    assert_eq!(code, 200, "{text}");
+    let id = serde_json::from_str::<Value>(&text).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    for query in [
+        "attempt=1&offset=9223372036854775808",
+        "attempt=1&offset=18446744073709551615",
+        "attempt=0",
+    ] {
+        let (code, text) = post(&format!("/api/v1/jobs/{id}/log?{query}"), "x".into());
+        assert_eq!(code, 400, "{query}: {text}");
+    }
+    let (code, text) = post(
+        &format!("/api/v1/jobs/{id}/log?attempt=1&offset=0"),
+        "12345".into(),
+    );
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["size"], 5);
+    for (body, field) in [
+        (
+            r#"{"attempt":1,"state":"passed","duration_ms":18446744073709551615}"#,
+            "duration_ms",
+        ),
+        (
+            r#"{"attempt":1,"state":"passed","duration_ms":9223372036854775808}"#,
+            "duration_ms",
+        ),
+        (r#"{"attempt":0,"state":"passed"}"#, "attempt"),
+    ] {
+        let (code, text) = post(&format!("/api/v1/jobs/{id}/result"), body.into());
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains(field), "{body}: {text}");
+    }
+    let (code, _) = call(
+        "GET",
+        &format!("{base}/api/v1/jobs/{id}/log?offset=9223372036854775808"),
+        None,
+        b"",
+    );
+    assert_eq!(code, 400);
+    let (code, text) = call("GET", &format!("{base}/api/v1/jobs?limit=0"), None, b"");
+    assert_eq!(code, 400, "{text}");
+    // Over the maximum a limit is clamped, as documented.
+    let (code, text) = call(
+        "GET",
+        &format!("{base}/api/v1/jobs?limit=18446744073709551615"),
+        None,
+        b"",
+    );
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = post(
+        "/api/v1/workers/w/heartbeat",
+        r#"{"status":"sleeping"}"#.into(),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("status"), "{text}");
+    let (code, text) = post(
+        &format!("/api/v1/jobs/{id}/result"),
+        r#"{"attempt":1,"state":"passed","duration_ms":1500}"#.into(),
+    );
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(server.job(id)["result"]["duration_ms"], 1500);
+}
+
+fn nested(levels: usize) -> Value {
+    (0..levels).fold(json!("leaf"), |v, _| json!({ "k": v }))
+}
+
+#[test]
+fn free_form_json_is_kept_only_as_deep_as_every_client_reads() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let build = |meta: Value| json!({"name": "deep", "meta": meta, "jobs": [{"jobtype": "unit"}]});
+    let (code, text) = call(
+        "POST",
+        &format!("{base}/api/v1/builds"),
+        None,
+        build(nested(124)).to_string().as_bytes(),
+    );
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("meta") && text.contains("32"), "{text}");
+    for (path, body, field) in [
+        (
+            "/api/v1/jobs",
+            json!({"jobtype": "unit", "note": nested(40)}),
+            "extra fields",
+        ),
+        (
+            "/api/v1/workers",
+            json!({"name": "w", "info": {"x": nested(40)}}),
+            "info",
+        ),
+    ] {
+        let (code, text) = call(
+            "POST",
+            &format!("{base}{path}"),
+            None,
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(code, 400, "{path}: {text}");
+        assert!(text.contains(field), "{path}: {text}");
+    }
+    // The deepest meta allowed still reads back through every client.
+    let (code, text) = call(
+        "POST",
+        &format!("{base}/api/v1/builds"),
+        None,
+        build(nested(31)).to_string().as_bytes(),
+    );
+    assert_eq!(code, 201, "{text}");
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["status", "--build", "1", "--json"],
+    ] {
+        let out = server.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", text_of(&out));
+    }
+}
+
+fn text_of(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn every_error_is_json_and_the_bearer_scheme_is_case_insensitive() {
+    let dir = tempdir();
+    let server = tokens_server(dir.path());
+    let base = &server.url;
+    for (method, path) in [
+        ("DELETE", "/api/v1/jobs"),
+        ("PUT", "/api/v1/health"),
+        ("PATCH", "/api/v1/jobs/1"),
+    ] {
+        let (code, text) = call(
+            method,
+            &format!("{base}{path}"),
+            Some(&bearer("client")),
+            b"{}",
+        );
+        assert_eq!(code, 405, "{method} {path}");
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: {text:?}"));
+        assert!(v["error"].as_str().unwrap().contains(method), "{text}");
+    }
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let (code, text) = call(
+            "POST",
+            &format!("{base}/api/v1/jobs"),
+            Some(&format!("{scheme} client")),
+            br#"{"jobtype":"unit"}"#,
+        );
+        assert_eq!(code, 201, "{scheme}: {text}");
+    }
+    let (code, text) = call(
+        "POST",
+        &format!("{base}/api/v1/jobs"),
+        Some("Basic client"),
+        br#"{"jobtype":"unit"}"#,
+    );
+    assert_eq!(code, 401, "{text}");
+    // The registration answer is what the document says it is.
+    let (code, text) = register(base, "token-a", "w1");
+    assert_eq!(code, 200);
+    let doc: Value =
+        serde_json::from_str(&call("GET", &format!("{base}/api/v1/openapi.json"), None, b"").1)
+            .unwrap();
+    let schema = &doc["components"]["schemas"]["Registered"]["properties"];
+    for key in serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        assert!(
+            schema[key].is_object(),
+            "the document lacks Registered.{key}"
+        );
+    }
+}
