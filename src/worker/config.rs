@@ -265,12 +265,25 @@ impl Config {
             );
         }
         let slots = raw.slots.unwrap_or(1);
-        if slots == 0 {
+        // The ranges the server accepts at registration.
+        use crate::server::checks::limits;
+        if !(1..=limits::SLOTS).contains(&slots) {
             return Err(err(
                 find_line(text, "slots"),
                 Some("slots"),
-                "slots must be at least 1".into(),
+                format!("slots must be 1 to {}, not {slots}", limits::SLOTS),
             ));
+        }
+        if let Some(d) = &raw.heartbeat_interval {
+            let ms = d.0.as_millis();
+            if !(limits::MIN_HEARTBEAT_MS as u128..=limits::MAX_HEARTBEAT_MS as u128).contains(&ms)
+            {
+                return Err(err(
+                    find_line(text, "heartbeat_interval"),
+                    Some("heartbeat_interval"),
+                    "heartbeat_interval must be 100ms to 1 day".into(),
+                ));
+            }
         }
         let token = match (raw.token, raw.token_file) {
             (Some(t), _) => {
@@ -491,6 +504,16 @@ properties = { "python.version" = 3.12 }
         assert_eq!(e.line, Some(3));
         assert_eq!(e.key.as_deref(), Some("timeout"));
         assert!(e.message.contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn numbers_outside_what_the_server_takes_name_line_and_key() {
+        let e = parse("slots = 5000\n[jobtypes.u]\ncommand = \"true\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("slots")));
+        let e = parse("heartbeat_interval = \"2days\"\n[jobtypes.u]\ncommand = \"true\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("heartbeat_interval"));
+        assert!(e.message.contains("1 day"), "{e}");
     }
 
     #[test]
