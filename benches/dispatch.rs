@@ -47,7 +47,12 @@ fn claim(client: &Client, name: &str, wait: f64) -> Option<Job> {
     match client
         .post_maybe::<_, Job>(
             &format!("/api/v1/workers/{name}/claim"),
-            &ClaimRequest { wait, result: None },
+            &ClaimRequest {
+                wait,
+                result: None,
+                slot: None,
+                seq: None,
+            },
             Duration::from_secs_f64(wait + 30.0),
         )
         .expect("claim")
@@ -90,6 +95,8 @@ fn claim_with_result(client: &Client, name: &str, done: Option<&Job>) -> Option<
             job: job.id,
             outcome: outcome(name, job),
         }),
+        slot: None,
+        seq: None,
     };
     let (answer, said) = client
         .post_maybe_header::<_, Job>(
@@ -321,6 +328,8 @@ fn heartbeat_load(url: &str, server_pid: u32) -> (usize, f64, f64) {
                         &ClaimRequest {
                             wait: 10.0,
                             result: None,
+                            slot: None,
+                            seq: None,
                         },
                         Duration::from_secs(40),
                     );

@@ -340,6 +340,14 @@ pub struct ClaimRequest {
     /// claim goes on all the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ClaimResult>,
+    /// The worker's slot asking, and its claim's number there (new for each
+    /// claim, the same when a claim is retried): a retried claim whose first
+    /// answer was lost gets the same job again instead of leaving it to run
+    /// nowhere until its lease ends. Both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// A result sent with a claim.

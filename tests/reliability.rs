@@ -392,7 +392,13 @@ enum Proxy {
     OldServer,
     /// Claims carrying a result reach the server this much later.
     SlowResults(Duration),
+    /// The first claim the server answers with a job loses its answer:
+    /// the connection is reset after the server committed the claim.
+    LoseFirstJob,
 }
+
+/// Whether [`Proxy::LoseFirstJob`] has dropped its answer yet.
+static LOST_ONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A loopback HTTP proxy to `upstream`; its threads end with the test.
 fn proxy(upstream: &str, mode: Proxy) -> String {
@@ -445,7 +451,7 @@ fn proxy(upstream: &str, mode: Proxy) -> String {
                             Proxy::SlowResults(d) if v.get("result").is_some() => {
                                 std::thread::sleep(d)
                             }
-                            Proxy::SlowResults(_) => {}
+                            Proxy::SlowResults(_) | Proxy::LoseFirstJob => {}
                         }
                         body = serde_json::to_vec(&v).unwrap();
                     }
@@ -460,6 +466,14 @@ fn proxy(upstream: &str, mode: Proxy) -> String {
                     let status = resp.status();
                     let mut bytes = Vec::new();
                     let _ = resp.into_reader().read_to_end(&mut bytes);
+                    if matches!(mode, Proxy::LoseFirstJob)
+                        && path.ends_with("/claim")
+                        && status == 200
+                        && !LOST_ONE.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let _ = out.shutdown(std::net::Shutdown::Both);
+                        return;
+                    }
                     if matches!(mode, Proxy::OldServer)
                         && path == "/api/v1/workers"
                         && status == 200
@@ -511,6 +525,54 @@ fn results_reach_a_server_that_ignores_results_sent_with_claims() {
         "testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}",
     );
     assert_eq!(sent_alone, Some(4.0), "{metrics}");
+}
+
+#[test]
+fn a_claim_whose_answer_is_lost_gets_the_same_job_again() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let proxy = proxy(&server.url, Proxy::LoseFirstJob);
+    let _w = Worker::start(
+        dir.path(),
+        &proxy,
+        "unlucky",
+        "[jobtypes.t]\ncommand = \"echo ran attempt $TESTBOT_ATTEMPT\"\n",
+    );
+    wait_online(&server, "unlucky");
+    let ids = server.submit(&["t"]);
+    // Without idempotent claims the job would sit running on nobody until
+    // its lease (5 s) ran out, then run as attempt 2.
+    let job = server.wait_final(ids[0], 4 * SEC);
+    assert!(LOST_ONE.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 1, "{job}");
+    assert_eq!(server.log_of(ids[0]), "ran attempt 1\n");
+}
+
+#[test]
+fn a_cancel_reaches_a_quiet_job_within_two_seconds_whatever_the_heartbeat() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("95{}", unique() % 100_000);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "quiet",
+        &format!("heartbeat_interval = \"60s\"\n[jobtypes.hang]\ncommand = \"sleep {tag}\"\n"),
+    );
+    wait_online(&server, "quiet");
+    let ids = server.submit(&["hang"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    // Past the first held heartbeat (the server holds one at most 30 s).
+    std::thread::sleep(32 * SEC);
+    let t = Instant::now();
+    let out = server.cli(&["cancel", &ids[0].to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = server.wait_final(ids[0], 20 * SEC);
+    let took = t.elapsed();
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert!(took < 2 * SEC, "the cancel took {took:?}");
+    kill_tagged(&tag);
 }
 
 #[test]

@@ -299,6 +299,10 @@ struct ClaimBody {
     wait: f64,
     #[serde(default)]
     result: Option<ClaimBodyResult>,
+    #[serde(default)]
+    slot: Option<u32>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -319,16 +323,27 @@ async fn claim(
     Body(req): Body<Box<ClaimBody>>,
 ) -> ApiResult<Response> {
     let wait = check_wait("wait", req.wait)?;
+    let tag = match (req.slot, req.seq) {
+        (Some(slot), Some(seq)) => {
+            check_range("seq", seq, 0, limits::MAX_INT)?;
+            Some((slot, seq))
+        }
+        (None, None) => None,
+        _ => return Err(ApiError::bad("slot and seq go together")),
+    };
     bind(&st, &caller, &name).await?;
     // Subscribed before the result is recorded: a job it queues again (an
     // infrastructure failure) wakes the wait below, as any submit would.
     let mut queue = st.queue.subscribe();
     let (mut first, answer) = match req.result {
-        Some(r) => Box::pin(claim_with_result(&st, &name, r)).await?,
+        Some(r) => Box::pin(claim_with_result(&st, &name, r, tag)).await?,
         None => (None, None),
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
     let mut shutdown = st.shutdown.clone();
+    // A tagged claim asks the store once whatever the queue looks like: it
+    // may be a retry whose job is already this worker's.
+    let mut ask = tag.is_some();
     loop {
         let claim = match first.take() {
             // Made before any news since subscribing: that news is still
@@ -336,7 +351,7 @@ async fn claim(
             Some(c) => c,
             None => {
                 queue.borrow_and_update();
-                if !st.store.may_claim(&name) {
+                if !std::mem::take(&mut ask) && !st.store.may_claim(&name) {
                     tokio::select! {
                         changed = queue.changed() => if changed.is_err() { break },
                         _ = tokio::time::sleep_until(deadline) => break,
@@ -345,7 +360,7 @@ async fn claim(
                     continue;
                 }
                 let n = name.clone();
-                st.db(move |s| s.claim(&n, now_ms())).await?
+                st.db(move |s| s.claim(&n, tag, now_ms())).await?
             }
         };
         match claim {
@@ -384,6 +399,7 @@ async fn claim_with_result(
     st: &AppState,
     name: &str,
     r: ClaimBodyResult,
+    tag: Option<super::store::ClaimTag>,
 ) -> ApiResult<(Option<Claim>, Option<String>)> {
     let mut outcome = match parse_outcome(r.outcome) {
         Ok(o) => o,
@@ -405,7 +421,7 @@ async fn claim_with_result(
     let n = name.to_string();
     let ran = Recorded::of(&outcome);
     let (finished, claim) = st
-        .db(move |s| s.finish_and_claim(id, &outcome, &n, now_ms()))
+        .db(move |s| s.finish_and_claim(id, &outcome, &n, tag, now_ms()))
         .await?;
     let answer = match finished {
         Ok(job) => {
@@ -821,18 +837,21 @@ async fn list_builds(
 /// Streams a consistent copy of the database, made with SQLite's online
 /// backup while the server goes on serving.
 async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!(
-        "testbot-backup-{}-{}.db",
-        std::process::id(),
-        now_ms()
-    ));
+    // A private directory (mode 700, a random name): the copy is never at
+    // a path another local user could guess, read or plant a link at.
+    let dir = tempfile::Builder::new()
+        .prefix("testbot-backup-")
+        .tempdir()
+        .map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("making a directory for the backup: {e}"))
+        })?;
+    let path = dir.path().join("testbot.db");
     let p = path.clone();
     st.db(move |s| s.backup_to(&p)).await?;
     let file = std::fs::File::open(&path)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the backup: {e}")))?;
     // The copy is unlinked at once; the open file streams on.
-    let _ = std::fs::remove_file(&path);
+    drop(dir);
     tracing::info!("backup taken");
     let stream = futures_util::stream::unfold(Some(file), |file| async move {
         let mut file = file?;

@@ -75,6 +75,9 @@ pub enum Claim {
     Held,
 }
 
+/// A worker slot's claim: the slot and the claim's number in it.
+pub type ClaimTag = (u32, u64);
+
 /// What registration did.
 #[derive(Debug, Clone)]
 pub struct RegisterOutcome {
@@ -114,7 +117,10 @@ pub trait Store: Send + Sync + 'static {
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
     /// Gives the worker the best job it can run, if any: highest priority,
     /// then oldest, matched to its first fitting platform.
-    fn claim(&self, name: &str, now: i64) -> ApiResult<Claim>;
+    ///
+    /// A claim tagged with its slot and number (`tag`) is idempotent: the
+    /// same tag again (the answer was lost) gets the same job again.
+    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> ApiResult<Claim>;
     /// The worker's running jobs that were canceled.
     fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
     /// A cheap, in-memory look: could a claim by this worker get anything
@@ -139,6 +145,7 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         outcome: &Outcome,
         name: &str,
+        tag: Option<ClaimTag>,
         now: i64,
     ) -> ApiResult<(ApiResult<Job>, Claim)>;
     /// Puts jobs whose lease ran out back in the queue (or ends them);
@@ -347,6 +354,9 @@ ALTER TABLE jobs ADD COLUMN avoid_until INTEGER;
 ALTER TABLE workers ADD COLUMN token_hash TEXT;
 ALTER TABLE workers ADD COLUMN instance TEXT;
 ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN last_strike_at INTEGER;
+ALTER TABLE jobs ADD COLUMN claim_slot INTEGER;
+ALTER TABLE jobs ADD COLUMN claim_seq INTEGER;
 "#,
 ];
 
@@ -728,12 +738,23 @@ const AVOID_MS: i64 = 60_000;
 
 /// Counts an infrastructure failure against a worker, quarantining it
 /// after [`QUARANTINE_AFTER`] in a row.
-fn note_infra_failure(tx: &Transaction, worker: &str, now: i64) -> ApiResult<()> {
+fn note_infra_failure(
+    tx: &Transaction,
+    worker: &str,
+    job: i64,
+    attempt: u32,
+    now: i64,
+) -> ApiResult<()> {
+    // One event is one strike: the jobs that a restart, a lost lease or an
+    // abort takes down together all started before the first of them was
+    // counted, and count no more.
     let (streak, quarantines): (i64, i64) = match tx
         .row(
-            "UPDATE workers SET infra_streak = infra_streak + 1 WHERE name = ?1 \
+            "UPDATE workers SET infra_streak = infra_streak + 1, last_strike_at = ?2 \
+             WHERE name = ?1 AND (last_strike_at IS NULL OR last_strike_at < \
+               (SELECT started_at FROM attempts WHERE job_id = ?3 AND attempt = ?4)) \
              RETURNING infra_streak, quarantines",
-            [worker],
+            params![worker, now, job, attempt],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?
@@ -764,9 +785,24 @@ fn claim_in(
     tx: &Transaction,
     queue: &mut QueueIndex,
     name: &str,
+    tag: Option<ClaimTag>,
     now: i64,
     claimed: &mut Option<i64>,
 ) -> ApiResult<Claim> {
+    if let Some((slot, seq)) = tag {
+        // Asked again: the answer to the first ask was lost.
+        let again: Option<i64> = tx
+            .row(
+                "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' \
+                 AND claim_slot = ?2 AND claim_seq = ?3",
+                params![name, slot, seq as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = again {
+            return load_job(tx, id).map(|j| Claim::Job(Box::new(j)));
+        }
+    }
     tx.exec(
         // At most once a second: a page written per claim otherwise.
         "UPDATE workers SET last_seen = ?2 WHERE name = ?1 AND last_seen < ?2 - 1000",
@@ -797,14 +833,17 @@ fn claim_in(
         let taken = tx.exec(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = ?2, \
              platform_index = ?3, matched_platform = ?4, started_at = ?5, \
-             lease_expires = ?6, info = NULL WHERE id = ?1 AND state = 'queued'",
+             lease_expires = ?6, info = NULL, claim_slot = ?7, claim_seq = ?8 \
+             WHERE id = ?1 AND state = 'queued'",
             params![
                 id,
                 name,
                 index as i64,
                 matched,
                 now,
-                now + row.lease_ms as i64
+                now + row.lease_ms as i64,
+                tag.map(|t| t.0),
+                tag.map(|t| t.1 as i64),
             ],
         )?;
         if taken == 0 {
@@ -874,7 +913,7 @@ fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> ApiResult<Job>
     let infra_attempts = job.attempt - job.reruns.min(job.attempt);
     let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
     if o.infrastructure {
-        note_infra_failure(tx, &o.worker, now)?;
+        note_infra_failure(tx, &o.worker, id, o.attempt, now)?;
     } else if matches!(
         o.state,
         JobState::Passed | JobState::Failed | JobState::TimedOut
@@ -1048,7 +1087,7 @@ fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
             |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?, r.get(4)?)),
         )?;
     if let Some(w) = &worker {
-        note_infra_failure(tx, w, now)?;
+        note_infra_failure(tx, w, id, attempt, now)?;
     }
     tx.exec(
         "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
@@ -1786,10 +1825,10 @@ impl Store for SqliteStore {
         jobtypes.iter().any(|t| queue.has_jobtype(t))
     }
 
-    fn claim(&self, name: &str, now: i64) -> ApiResult<Claim> {
+    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> ApiResult<Claim> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = None;
-        let out = self.with_tx(|tx| claim_in(tx, &mut queue, name, now, &mut claimed))?;
+        let out = self.with_tx(|tx| claim_in(tx, &mut queue, name, tag, now, &mut claimed))?;
         if let Some(id) = claimed {
             queue.remove(id);
         }
@@ -1801,6 +1840,7 @@ impl Store for SqliteStore {
         id: i64,
         o: &Outcome,
         name: &str,
+        tag: Option<ClaimTag>,
         now: i64,
     ) -> ApiResult<(ApiResult<Job>, Claim)> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -1822,7 +1862,7 @@ impl Store for SqliteStore {
                     Err(refused)
                 }
             };
-            let claim = claim_in(tx, &mut queue, name, now, &mut claimed)?;
+            let claim = claim_in(tx, &mut queue, name, tag, now, &mut claimed)?;
             Ok((finished, claim))
         })?;
         if let Some(id) = claimed {

@@ -22,9 +22,15 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
     let path = format!("/api/v1/workers/{}/claim", shared.config.name);
     let mut backoff = Backoff::new();
     let mut all_passed = true;
+    let slot_index = slot as u32;
     let mut slot = Slot::new(&shared.config.work_dir, slot);
     // The last job's outcome, sent with the next claim.
     let mut ready: Option<Ready> = None;
+    // Each claim's number: a new one once the server has answered, the same
+    // when the claim is retried (its answer may be lost after the server
+    // gave this slot a job). Started from the clock so that a restarted
+    // worker never repeats a number of its earlier run.
+    let mut seq = (crate::time::now_ms().max(0) as u64) << 10;
     while shared.phase() == Phase::Run {
         if !shared.disk_ok() {
             flush(shared, &mut slot, &mut ready);
@@ -38,6 +44,8 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
                 job: r.pending.job,
                 outcome: r.pending.outcome.clone(),
             }),
+            slot: Some(slot_index),
+            seq: Some(seq),
         };
         match shared.client.post_maybe_header::<_, Job>(
             &path,
@@ -48,6 +56,7 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
             Ok((answer, said)) => {
                 shared.note_reachable();
                 backoff = Backoff::new();
+                seq += 1;
                 if let Some(r) = ready.take() {
                     let job = r.pending.job;
                     match said.as_deref() {
@@ -94,6 +103,7 @@ pub fn run(shared: &Arc<Shared>, slot: usize, once: bool) -> bool {
             }
             Err(e @ ClientError::Refused { .. }) => {
                 tracing::error!("claim refused: {e}");
+                seq += 1;
                 // Whatever the server disliked, the result goes on its own.
                 flush(shared, &mut slot, &mut ready);
                 shared.pause(backoff.next_delay());

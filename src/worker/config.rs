@@ -348,7 +348,7 @@ impl Config {
                 }
             }
         }
-        let default_work_dir = std::env::temp_dir().join(format!("testbot-{name}"));
+        let default_work_dir = default_work_dir(&name);
         Ok(Config {
             path: path.to_path_buf(),
             server: raw.server,
@@ -392,6 +392,31 @@ impl Config {
 
 /// A token readable by other users of the machine is a token anyone there
 /// can use: say so (the worker still starts).
+/// Where a worker works when its config does not say: a directory of the
+/// user's own (`$XDG_STATE_HOME/testbot/NAME`, else
+/// `~/.local/state/testbot/NAME`), or `/var/lib/testbot/NAME` for root (a
+/// system service); never a predictable path in the shared temporary
+/// directory that another local user could create first.
+pub fn default_work_dir(name: &str) -> PathBuf {
+    let state = if rustix::process::geteuid().is_root() {
+        None
+    } else {
+        std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .filter(|p| p.is_absolute())
+                    .map(|h| h.join(".local/state"))
+            })
+    };
+    state
+        .map(|s| s.join("testbot"))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/testbot"))
+        .join(name)
+}
+
 fn warn_if_readable(path: &Path, why: &str) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {

@@ -3,8 +3,10 @@
 //! `$TESTBOT_INFO_FILE`. That renews the running jobs' leases.
 //!
 //! While jobs run, each heartbeat is held open by the server for up to the
-//! interval and answered early when one of them is canceled, so a cancel
-//! reaches the worker at once rather than at the next beat.
+//! interval (at most [`MAX_HOLD`]) and answered early when one of them is
+//! canceled, and the next one follows at once: a busy worker always has a
+//! heartbeat waiting on the server, so a cancel reaches it at once whatever
+//! the interval.
 
 use std::time::{Duration, Instant};
 
@@ -29,12 +31,19 @@ pub fn run(shared: &Shared) {
             Duration::ZERO
         };
         let started = Instant::now();
-        send(shared, hold.as_secs_f64());
+        let answered = send(shared, hold.as_secs_f64());
         if shared.is_stopped() {
             return;
         }
-        // Beat once per interval whether the server held the answer or not.
-        let left = interval.saturating_sub(started.elapsed());
+        // Beat once per interval whether the server held the answer or not;
+        // while jobs run and the server answers, hold the next one open at
+        // once (a moment later if it answered at once).
+        let still_busy = !shared.running.lock().unwrap().is_empty();
+        let left = if busy && still_busy && answered {
+            MIN_PUSH_GAP.saturating_sub(started.elapsed())
+        } else {
+            interval.saturating_sub(started.elapsed())
+        };
         if !left.is_zero() && shared.wait_poke(left) {
             let since = started.elapsed();
             if since < MIN_PUSH_GAP {
@@ -47,8 +56,9 @@ pub fn run(shared: &Shared) {
     }
 }
 
-/// Sends one heartbeat (held up to `wait` seconds) and acts on the answer.
-pub fn send(shared: &Shared, wait: f64) {
+/// Sends one heartbeat (held up to `wait` seconds) and acts on the answer;
+/// says whether the server answered it.
+pub fn send(shared: &Shared, wait: f64) -> bool {
     let path = format!("/api/v1/workers/{}/heartbeat", shared.config.name);
     let status = if shared.phase() >= Phase::Drain && !shared.is_stopped() {
         "draining"
@@ -86,15 +96,26 @@ pub fn send(shared: &Shared, wait: f64) {
                     }
                 }
             }
+            true
         }
-        Ok(crate::client::Maybe::NoContent) => shared.note_reachable(),
+        Ok(crate::client::Maybe::NoContent) => {
+            shared.note_reachable();
+            true
+        }
         // The server forgot us (a new database): introduce ourselves again.
         Err(ClientError::Refused { status: 404, .. }) => {
             if let Err(e) = shared.register() {
                 tracing::error!("re-registering: {e:#}");
             }
+            false
         }
-        Err(e @ ClientError::Refused { .. }) => tracing::error!("heartbeat refused: {e}"),
-        Err(e) => shared.note_unreachable(&e),
+        Err(e @ ClientError::Refused { .. }) => {
+            tracing::error!("heartbeat refused: {e}");
+            false
+        }
+        Err(e) => {
+            shared.note_unreachable(&e);
+            false
+        }
     }
 }

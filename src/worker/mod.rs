@@ -202,21 +202,28 @@ impl Shared {
     }
 
     pub fn running_jobs(&self) -> Vec<RunningJob> {
-        let running = self.running.lock().unwrap();
-        let mut jobs: Vec<RunningJob> = running
-            .iter()
-            .map(|(&id, r)| RunningJob {
-                id,
-                attempt: r.attempt,
-                info: std::fs::read(&r.info_file)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                    .filter(|v| v.is_object()),
-                canceling: r.canceling,
-            })
-            .collect();
-        jobs.sort_by_key(|j| j.id);
-        jobs
+        // The files are read outside the lock that job starts, ends and
+        // signals take.
+        let mut jobs: Vec<(RunningJob, PathBuf)> = {
+            let running = self.running.lock().unwrap();
+            running
+                .iter()
+                .map(|(&id, r)| {
+                    let job = RunningJob {
+                        id,
+                        attempt: r.attempt,
+                        info: None,
+                        canceling: r.canceling,
+                    };
+                    (job, r.info_file.clone())
+                })
+                .collect()
+        };
+        for (job, path) in &mut jobs {
+            job.info = read_info(path);
+        }
+        jobs.sort_by_key(|(j, _)| j.id);
+        jobs.into_iter().map(|(j, _)| j).collect()
     }
 
     /// Logs the first failure of an outage and the recovery, not each retry.
@@ -332,8 +339,7 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .or_else(|| config.server.clone())
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = config.token.clone().or(opts.token);
-    std::fs::create_dir_all(config.work_dir.join("outbox"))
-        .with_context(|| format!("cannot create the work_dir {}", config.work_dir.display()))?;
+    prepare_work_dir(&config.work_dir)?;
     // Slots reuse fixed directories and outbox files: two workers on one
     // work_dir would run jobs in each other's directories.
     let _work_dir_lock = lock_work_dir(&config.work_dir)?;
@@ -374,15 +380,16 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         jobtypes = ?shared.config.jobtypes.keys().collect::<Vec<_>>(),
         "registered"
     );
-    // Results a previous run could not deliver go first.
-    report::deliver_outbox(&shared, left_over);
-
+    // Heartbeats from registration on: they renew the leases of the jobs
+    // whose results the outbox still holds while those are delivered.
     {
         let shared = shared.clone();
         std::thread::Builder::new()
             .name("heartbeat".into())
             .spawn(move || heartbeat::run(&shared))?;
     }
+    // Results a previous run could not deliver go before any new claim.
+    report::deliver_outbox(&shared, left_over);
     let slots: Vec<_> = (0..shared.config.slots)
         .map(|i| {
             let shared = shared.clone();
@@ -401,6 +408,85 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     shared.stopped.store(true, Ordering::SeqCst);
     heartbeat::send(&shared, 0.0);
     Ok(if opts.once && !all_passed { 1 } else { 0 })
+}
+
+/// Creates the work_dir (mode 700) and its outbox, and refuses one that
+/// another user owns: whoever owns it could read the jobs' files or plant
+/// links in it.
+fn prepare_work_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir.join("outbox"))
+        .with_context(|| format!("cannot create the work_dir {}", dir.display()))?;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the work_dir {}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        anyhow::bail!(
+            "the work_dir {} belongs to user {}, not to this worker's user {me}; \
+             give the worker a directory of its own (work_dir = ...)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
+}
+
+/// The most of a job's `$TESTBOT_INFO_FILE` sent with a heartbeat.
+pub const INFO_MAX: u64 = 64 << 10;
+
+/// What a job's command last wrote to `$TESTBOT_INFO_FILE`: a JSON object
+/// from a regular file of at most [`INFO_MAX`] bytes; otherwise a note
+/// saying why it was not sent, so one job's info never gets a heartbeat
+/// refused.
+fn read_info(path: &std::path::Path) -> Option<serde_json::Value> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let note = |why: String| Some(serde_json::json!({ "info_error": why }));
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return note(format!("cannot read TESTBOT_INFO_FILE: {e}")),
+    };
+    if !meta.is_file() {
+        return note("TESTBOT_INFO_FILE is not a regular file; not sent".into());
+    }
+    if meta.len() > INFO_MAX {
+        return note(format!(
+            "TESTBOT_INFO_FILE holds {} bytes, over the {} KiB sent with heartbeats; not sent",
+            meta.len(),
+            INFO_MAX >> 10
+        ));
+    }
+    // Non-blocking and no symlinks followed: the command may swap the file
+    // for a FIFO between the look and the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path);
+    let mut bytes = Vec::new();
+    match file.and_then(|f| f.take(INFO_MAX + 1).read_to_end(&mut bytes)) {
+        Ok(_) if bytes.len() as u64 > INFO_MAX => note(format!(
+            "TESTBOT_INFO_FILE grew over the {} KiB sent with heartbeats; not sent",
+            INFO_MAX >> 10
+        )),
+        Ok(_) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) if v.is_object() => {
+                let deep = crate::server::checks::json_depth(&v)
+                    > crate::server::checks::limits::JSON_DEPTH;
+                if deep {
+                    note("TESTBOT_INFO_FILE nests too deep; not sent".into())
+                } else {
+                    Some(v)
+                }
+            }
+            // Half-written, or not an object: keep what was last sent.
+            _ => None,
+        },
+        Err(e) => note(format!("cannot read TESTBOT_INFO_FILE: {e}")),
+    }
 }
 
 /// The worker's stable identity: made on its first start and kept in
