@@ -33,6 +33,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A refusal that may pass: a token being rotated (401, 403), a
+    /// timeout (408), too many requests (429). What the worker must not
+    /// lose (results, logs) is sent again after these, as after a failure
+    /// of the server; anything else the server refused will stay refused.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ClientError::Refused { status, .. } => matches!(status, 401 | 403 | 408 | 429),
+            _ => true,
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Unreachable { .. } => None,

@@ -446,12 +446,15 @@ fn numbers_out_of_range_are_refused_naming_the_field() {
     );
     assert_eq!(code, 400, "{text}");
     assert!(text.contains("status"), "{text}");
-    let (code, text) = post(
-        &format!("/api/v1/jobs/{id}/result"),
-        r#"{"attempt":1,"state":"passed","duration_ms":1500}"#.into(),
+    // An invalid result still ends its attempt, as an error saying why,
+    // instead of leaving the job to its lease and a rerun.
+    let job = server.job(id);
+    assert_eq!(job["state"], "error", "{job}");
+    let reason = job["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("refused") && reason.contains("duration_ms"),
+        "{reason}"
     );
-    assert_eq!(code, 200, "{text}");
-    assert_eq!(server.job(id)["result"]["duration_ms"], 1500);
 }
 
 fn nested(levels: usize) -> Value {

@@ -280,7 +280,7 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
     let base = &server.url;
     let reg = r#"{"name": "hand", "jobtypes": ["h"], "heartbeat_interval_ms": 60000}"#;
     assert_eq!(post(base, "/api/v1/workers", reg).0, 200);
-    let ids = server.submit(&["h", "h"]);
+    let mut ids = server.submit(&["h", "h"]);
     // A hand-written worker: ureq, raw JSON, reading the header.
     let claim = |body: String| -> (u16, Option<Value>, Option<String>) {
         let r = ureq::post(&format!("{base}/api/v1/workers/hand/claim"))
@@ -335,28 +335,40 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
     );
     assert_eq!(code, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("worker"), "{body}");
-    // As forgiving as /result: `passed` in place of a state; and a result
-    // without any is refused, not the claim.
-    let (status, _, said) = claim(format!(
-        r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": 1}}}}}}"#,
-        ids[1]
-    ));
-    assert_eq!(status, 204);
-    assert!(said.is_some_and(|s| s.starts_with("refused: ") && s.contains("state")));
-    let (_, _, said) = claim(format!(
+    // As forgiving as /result: `passed` in place of a state.
+    ids.extend(server.submit(&["h"]));
+    let (_, third, said) = claim(format!(
         r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": 1, "passed": true}}}}}}"#,
         ids[1]
     ));
     assert_eq!(said.as_deref(), Some("recorded"));
     assert_eq!(server.job(ids[1])["state"], "passed");
+    // A result without any state is refused, not the claim; the attempt it
+    // names ends as an error that says why, rather than waiting for its
+    // lease and a rerun.
+    let third = third.expect("the third job");
+    let (status, _, said) = claim(format!(
+        r#"{{"wait": 0, "result": {{"job": {}, "outcome": {{"attempt": 1}}}}}}"#,
+        third["id"]
+    ));
+    assert_eq!(status, 204);
+    assert!(said.is_some_and(|s| s.starts_with("refused: ") && s.contains("state")));
+    let ended = server.job(ids[2]);
+    assert_eq!(ended["state"], "error", "{ended}");
+    assert!(
+        ended["reason"].as_str().unwrap().contains("refused"),
+        "{ended}"
+    );
 }
 
 #[test]
-fn output_held_open_by_an_escaped_process_does_not_stall_the_next_job() {
+fn a_process_that_escapes_the_jobs_group_ends_with_the_job() {
     let dir = tempdir();
     let server = Server::start(dir.path());
-    // `setsid` takes the sleep out of the job's process group, so killing
-    // the group leaves it holding the job's output pipe.
+    // `setsid` takes the sleep out of the job's process group, where
+    // killing the group does not reach it; it would hold the job's output
+    // pipe. It comes back to the worker (a subreaper) when the shell
+    // exits, and goes with its job.
     let _w = Worker::start(
         dir.path(),
         &server.url,
@@ -368,7 +380,10 @@ fn output_held_open_by_an_escaped_process_does_not_stall_the_next_job() {
     let first = server.submit(&["leak"]);
     let job = server.wait_final(first[0], 20 * SEC);
     assert_eq!(job["state"], "passed", "{job}");
-    assert_eq!(processes_with("7.25").len(), 1, "the sleep did not escape");
+    assert!(
+        wait_until(2 * SEC, || processes_with("sleep 7.25").is_empty()),
+        "the escaped sleep outlived its job"
+    );
     let t = Instant::now();
     let second = server.submit(&["next"]);
     let job = server.wait_final(second[0], 20 * SEC);

@@ -62,6 +62,12 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string_pretty(&w)?);
         } else {
             workers_table(&w).print();
+            // Why a worker claims nothing (low disk...), as it said.
+            for w in &w {
+                if let Some(p) = w.info.get("problem").and_then(|v| v.as_str()) {
+                    println!("{}: {p}", w.name);
+                }
+            }
         }
         shown = true;
     }

@@ -83,6 +83,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         slots: a.slots,
         once: a.once,
         handle_signals: true,
+        stopper: None,
     })?;
     Ok(code as u8)
 }

@@ -132,11 +132,23 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such path: {}", uri.path()))
 }
 
-async fn health() -> Json<Health> {
-    Json(Health {
-        ok: true,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-    })
+/// 200 while the server can do its work; 503 with the cause while its
+/// database cannot be written.
+async fn health(State(st): State<AppState>) -> Response {
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    match st
+        .db(|s| Ok(s.storage_problem(now_ms())))
+        .await
+        .ok()
+        .flatten()
+    {
+        None => Json(Health { ok: true, version }).into_response(),
+        Some(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ok": false, "version": version, "error": error })),
+        )
+            .into_response(),
+    }
 }
 
 async fn openapi() -> Response {
@@ -228,6 +240,7 @@ async fn register(
         name,
         lease_ms: out.lease_ms,
         claim_results: true,
+        log_cap: Some(st.store.log_cap()),
     }))
 }
 
@@ -401,9 +414,16 @@ async fn claim_with_result(
     r: ClaimBodyResult,
     tag: Option<super::store::ClaimTag>,
 ) -> ApiResult<(Option<Claim>, Option<String>)> {
-    let mut outcome = match parse_outcome(r.outcome) {
+    let id = r.job;
+    let mut outcome = match parse_outcome(r.outcome.clone()).and_then(|mut o| {
+        check_result(&mut o)?;
+        Ok(o)
+    }) {
         Ok(o) => o,
-        Err(e) => return Ok((None, Some(format!("refused: {e}")))),
+        Err(e) => {
+            end_refused(st, id, name, &r.outcome, &e).await;
+            return Ok((None, Some(format!("refused: {e}"))));
+        }
     };
     if outcome.worker.is_empty() {
         outcome.worker = name.to_string();
@@ -414,10 +434,6 @@ async fn claim_with_result(
             outcome.worker
         )));
     }
-    if let Err(e) = check_result(&outcome) {
-        return Ok((None, Some(format!("refused: {e}"))));
-    }
-    let id = r.job;
     let n = name.to_string();
     let ran = Recorded::of(&outcome);
     let (finished, claim) = st
@@ -434,6 +450,56 @@ async fn claim_with_result(
         }
     };
     Ok((Some(claim), Some(answer)))
+}
+
+/// A result the server cannot take (malformed, nested too deep) still ends
+/// its attempt, as `error` with the refusal for its reason, when the body
+/// says which attempt it is for and `worker` holds it: otherwise the job
+/// would wait for its lease to run out and then run again, to the same end.
+/// `worker` has been checked against the caller's token.
+async fn end_refused(
+    st: &AppState,
+    id: i64,
+    worker: &str,
+    body: &serde_json::Value,
+    why: &ApiError,
+) {
+    let Some(attempt) = body
+        .get("attempt")
+        .and_then(|a| a.as_u64())
+        .and_then(|a| u32::try_from(a).ok())
+        .filter(|&a| a >= 1)
+    else {
+        return;
+    };
+    let outcome = Outcome {
+        worker: worker.to_string(),
+        attempt,
+        state: JobState::Error,
+        exit_code: body
+            .get("exit_code")
+            .and_then(|c| c.as_i64())
+            .and_then(|c| i32::try_from(c).ok()),
+        duration_ms: 0,
+        started_at: String::new(),
+        finished_at: String::new(),
+        reason: Some(format!("the worker's result was refused: {why}")),
+        infrastructure: false,
+        tests: None,
+        data: Extra::new(),
+    };
+    match st.db(move |s| s.finish(id, &outcome, now_ms())).await {
+        Ok(job) => {
+            tracing::warn!(
+                job = id,
+                attempt,
+                "result refused, job ended as error: {why}"
+            );
+            st.wake_followers();
+            let _ = job;
+        }
+        Err(e) => tracing::debug!(job = id, attempt, "a refused result ended nothing: {e}"),
+    }
 }
 
 /// Says in the claim's answer what became of the result sent with it. A
@@ -755,10 +821,29 @@ async fn finish(
     Path(id): Path<i64>,
     Body(body): Body<serde_json::Value>,
 ) -> ApiResult<Json<Job>> {
-    let mut outcome = parse_outcome(body)?;
-    check_result(&outcome)?;
-    outcome.worker = acting_worker(&st, &caller, id, &outcome.worker).await?;
-    record_result(&st, id, outcome).await.map(Json)
+    let named = body
+        .get("worker")
+        .and_then(|w| w.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let checked = parse_outcome(body.clone()).and_then(|mut o| {
+        check_result(&mut o)?;
+        Ok(o)
+    });
+    match checked {
+        Ok(mut outcome) => {
+            outcome.worker = acting_worker(&st, &caller, id, &named).await?;
+            record_result(&st, id, outcome).await.map(Json)
+        }
+        Err(e) => {
+            // Refused whatever comes of it; it ends a running attempt only
+            // when the caller holds it.
+            if let Ok(worker) = acting_worker(&st, &caller, id, &named).await {
+                end_refused(&st, id, &worker, &body, &e).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Reads a result; it may say `passed` or give `exit_code` instead of
@@ -788,7 +873,6 @@ fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
 
 /// Records a job's outcome (from `/result` or sent with a claim).
 async fn record_result(st: &AppState, id: i64, outcome: Outcome) -> ApiResult<Job> {
-    check_result(&outcome)?;
     let ran = Recorded::of(&outcome);
     let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
     ran.after(st, &job);

@@ -371,7 +371,10 @@ pub fn check_log_query(q: &LogQuery) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn check_result(outcome: &Outcome) -> ApiResult<()> {
+/// Checks a result, first trimming what is too big (a result is never
+/// refused for its size; it says what was trimmed).
+pub fn check_result(outcome: &mut Outcome) -> ApiResult<()> {
+    outcome.trim_to(limits::RESULT_BYTES);
     check_range("attempt", outcome.attempt, 1, u32::MAX)?;
     check_range("duration_ms", outcome.duration_ms, 0, limits::MAX_INT)?;
     if outcome.reason.as_ref().is_some_and(|r| r.len() > 64 << 10) {
@@ -517,12 +520,12 @@ mod tests {
                 offset in extreme_u64(),
                 total in extreme_u64(),
             ) {
-                let outcome: Outcome = serde_json::from_value(json!({
+                let mut outcome: Outcome = serde_json::from_value(json!({
                     "attempt": attempt, "state": "passed", "duration_ms": duration,
                     "tests": {"total": total, "passed": 0, "failed": 0, "errors": 0,
                               "skipped": 0, "failures": [], "durations": {"t": duration}},
                 })).unwrap();
-                if check_result(&outcome).is_ok() {
+                if check_result(&mut outcome).is_ok() {
                     prop_assert!(attempt >= 1);
                     prop_assert!(i64::try_from(duration).is_ok() && duration <= limits::MAX_INT);
                     prop_assert!(total <= limits::MAX_INT);

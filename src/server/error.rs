@@ -21,6 +21,9 @@ pub enum ApiError {
     Conflict(String),
     /// The request body is over the server's limit (413).
     TooLarge(String),
+    /// The storage cannot be written now: disk full, read-only, gone (503).
+    /// The message says which; clients back off and try again.
+    Unavailable(String),
     /// A bug or a storage failure (500); logged, never detailed to clients.
     Internal(anyhow::Error),
 }
@@ -41,7 +44,10 @@ impl ApiError {
 
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> ApiError {
-        ApiError::Internal(anyhow::Error::new(e).context("database"))
+        match super::store_health::storage_cause(&e) {
+            Some(cause) => ApiError::Unavailable(cause.to_string()),
+            None => ApiError::Internal(anyhow::Error::new(e).context("database")),
+        }
     }
 }
 
@@ -65,6 +71,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
             ApiError::Internal(e) => {
                 tracing::error!("internal error: {e:#}");
                 (
@@ -84,7 +91,8 @@ impl std::fmt::Display for ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::Forbidden(m)
-            | ApiError::TooLarge(m) => f.write_str(m),
+            | ApiError::TooLarge(m)
+            | ApiError::Unavailable(m) => f.write_str(m),
             ApiError::Internal(e) => write!(f, "{e:#}"),
         }
     }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pages;
 pub mod queue;
 pub mod store;
+pub mod store_health;
 mod tls_listener;
 
 use std::net::SocketAddr;
@@ -243,34 +244,14 @@ async fn run(
     } else {
         url.clone()
     };
-    // Embedded workers trust the server's own certificate.
-    let embedded_ca = opts.tls.as_ref().map(|(cert, _)| cert.clone());
-    for config in worker_configs {
-        let url = local_url.clone();
-        let token = state.auth.embedded_worker_token().or(opts.token.clone());
-        let ca = embedded_ca.clone();
-        std::thread::spawn(move || {
-            let opts = crate::worker::WorkerOptions {
-                config,
-                server: Some(url),
-                token,
-                ca_file: ca,
-                name: None,
-                slots: None,
-                once: false,
-                handle_signals: false,
-            };
-            if let Err(e) = crate::worker::run(opts) {
-                tracing::error!("embedded worker stopped: {e:#}");
-            }
-        });
-    }
+    let embedded = start_embedded_workers(&state, &opts, worker_configs, &local_url);
 
     // with_state(()) turns every route into its final service once, here;
     // into_make_service (below) then hands each connection a cheap clone.
     let app = app(state.clone()).with_state(());
     let shutdown = async move {
         wait_for_signal().await;
+        embedded.drain().await;
         tracing::info!("shutting down");
         shutdown_tx.send(true).ok();
     };
@@ -289,6 +270,80 @@ async fn run(
         }
     }
     Ok(())
+}
+
+/// The workers `serve --worker` runs in this process.
+struct Embedded {
+    stoppers: Vec<Arc<crate::worker::Stopper>>,
+    /// Each worker's thread says here when it has ended.
+    ended: tokio::sync::mpsc::Receiver<()>,
+}
+
+fn start_embedded_workers(
+    state: &AppState,
+    opts: &ServeOptions,
+    configs: Vec<crate::worker::config::Config>,
+    url: &str,
+) -> Embedded {
+    // Embedded workers trust the server's own certificate.
+    let ca = opts.tls.as_ref().map(|(cert, _)| cert.clone());
+    let (done, ended) = tokio::sync::mpsc::channel(configs.len().max(1));
+    let mut stoppers = Vec::new();
+    for config in configs {
+        let stopper = Arc::new(crate::worker::Stopper::default());
+        stoppers.push(stopper.clone());
+        let opts = crate::worker::WorkerOptions {
+            config,
+            server: Some(url.to_string()),
+            token: state.auth.embedded_worker_token().or(opts.token.clone()),
+            ca_file: ca.clone(),
+            name: None,
+            slots: None,
+            once: false,
+            handle_signals: false,
+            stopper: Some(stopper),
+        };
+        let done = done.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = crate::worker::run(opts) {
+                tracing::error!("embedded worker stopped: {e:#}");
+            }
+            let _ = done.blocking_send(());
+        });
+    }
+    Embedded { stoppers, ended }
+}
+
+impl Embedded {
+    /// Shuts the embedded workers down as a standalone worker shuts down on
+    /// its signals, while the server still takes their results: they drain
+    /// (running jobs finish and are reported); another signal aborts their
+    /// jobs (killed, reported for retry). Returns once all have ended.
+    async fn drain(mut self) {
+        if self.stoppers.is_empty() {
+            return;
+        }
+        tracing::info!(
+            "stopping the embedded workers: running jobs finish first (signal again to abort them)"
+        );
+        for s in &self.stoppers {
+            s.signal();
+        }
+        let mut left = self.stoppers.len();
+        while left > 0 {
+            tokio::select! {
+                ended = self.ended.recv() => match ended {
+                    Some(()) => left -= 1,
+                    None => break,
+                },
+                _ = wait_for_signal() => {
+                    for s in &self.stoppers {
+                        s.signal();
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {
@@ -361,6 +416,7 @@ async fn reap_leases(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        state.store.check_storage();
         if let Err(e) = state.db(|s| s.flush_heartbeats()).await {
             tracing::error!("writing heartbeats: {e:?}");
         }

@@ -172,6 +172,15 @@ pub trait Store: Send + Sync + 'static {
     /// Drains a worker from the server (no new jobs), or undrains it, which
     /// also ends a quarantine.
     fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker>;
+    /// The most log bytes kept per attempt (`serve --log-cap`), announced
+    /// to workers so they keep no more than that either.
+    fn log_cap(&self) -> u64;
+    /// Why the database cannot be written now, if it cannot (tried with a
+    /// small write when none went through in the last second).
+    fn storage_problem(&self, now: i64) -> Option<String>;
+    /// Looks whether the database file is still the one opened (called
+    /// once a second).
+    fn check_storage(&self);
 }
 
 pub struct SqliteStore {
@@ -190,6 +199,11 @@ pub struct SqliteStore {
     log_cap: u64,
     /// What the checkpointer thread waits on.
     wal: Arc<(Mutex<WalState>, Condvar)>,
+    /// Whether the database can be written, and why not.
+    health: super::store_health::Health,
+    /// Workers whose heartbeats came while the database could not be
+    /// written: their leases are renewed before any expires once it can.
+    outage_heartbeats: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -357,6 +371,7 @@ ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
 ALTER TABLE workers ADD COLUMN last_strike_at INTEGER;
 ALTER TABLE jobs ADD COLUMN claim_slot INTEGER;
 ALTER TABLE jobs ADD COLUMN claim_seq INTEGER;
+CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 "#,
 ];
 
@@ -374,7 +389,16 @@ impl SqliteStore {
         // WAL with synchronous=NORMAL: a transaction that returned survives a
         // crash of this process; readers never block the writer.
         conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(|| format!("cannot use the database {}", path.display()))?;
+            .map_err(|e| {
+                let cause = super::store_health::storage_cause(&e)
+                    .map_or_else(|| e.to_string(), str::to_string);
+                anyhow::anyhow!(
+                    "cannot use the database {}: {cause}; is it a testbot database? Move it \
+                     away to start with an empty one",
+                    path.display()
+                )
+            })?;
+        super::store_health::quick_check(&conn, path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Checkpoints (copying the WAL into the database, with fsyncs) run
         // on a thread of their own, not inside whichever request's commit
@@ -394,8 +418,16 @@ impl SqliteStore {
             path: path.to_path_buf(),
             log_cap: DEFAULT_LOG_CAP,
             wal: Arc::default(),
+            health: super::store_health::Health::new(path)
+                .with_context(|| format!("cannot read the database {}", path.display()))?,
+            outage_heartbeats: Mutex::default(),
         };
-        store.migrate()?;
+        store.migrate().with_context(|| {
+            format!(
+                "cannot update the schema of the database {}",
+                path.display()
+            )
+        })?;
         store.load_queue()?;
         store.start_checkpointer()?;
         Ok(store)
@@ -530,12 +562,25 @@ impl SqliteStore {
     }
 
     fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> ApiResult<T>) -> ApiResult<T> {
+        if let Some(cause) = self.health.lasting() {
+            return Err(ApiError::Unavailable(cause));
+        }
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        self.note_commit(&conn);
-        Ok(out)
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        match &out {
+            Ok(_) => {
+                self.note_commit(&conn);
+                self.health.succeeded();
+            }
+            Err(ApiError::Unavailable(cause)) => self.health.failed(cause),
+            Err(_) => {}
+        }
+        out
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
@@ -545,6 +590,9 @@ impl SqliteStore {
         // It may have written outside a transaction.
         if conn.total_changes() != before {
             self.note_commit(&conn);
+        }
+        if let Err(ApiError::Unavailable(cause)) = &out {
+            self.health.failed(cause);
         }
         out
     }
@@ -1770,7 +1818,19 @@ impl Store for SqliteStore {
                 }
             }
         }
-        let reply = self.heartbeat_to_db(name, hb, status, &info, now)?;
+        let reply = match self.heartbeat_to_db(name, hb, status, &info, now) {
+            Err(ApiError::Unavailable(cause)) => {
+                // The worker is alive; the storage is not its fault.
+                if !hb.jobs.is_empty() {
+                    self.outage_heartbeats
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name.to_string());
+                }
+                return Err(ApiError::Unavailable(cause));
+            }
+            other => other?,
+        };
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if hb.jobs.is_empty() {
             seen.insert(
@@ -1990,7 +2050,24 @@ impl Store for SqliteStore {
     }
 
     fn expire_leases(&self, now: i64) -> ApiResult<usize> {
+        let alive: Vec<String> = self
+            .outage_heartbeats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
         let out = self.with_tx(|tx| {
+            // Workers that kept heartbeating while the database could not be
+            // written get their leases renewed before any runs out, as after
+            // a restart: the outage was the server's, not theirs.
+            for name in &alive {
+                tx.exec(
+                    "UPDATE jobs SET lease_expires = ?2 + \
+                       (SELECT lease_ms FROM workers WHERE name = ?1) \
+                     WHERE worker = ?1 AND state = 'running'",
+                    params![name, now],
+                )?;
+            }
             let expired: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id FROM jobs WHERE state = 'running' AND lease_expires < ?1",
@@ -2002,7 +2079,18 @@ impl Store for SqliteStore {
                 lose_job(tx, id, "worker lost", now)?;
             }
             Ok(expired)
-        })?;
+        });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // Still down: the renewal waits for the next try.
+                self.outage_heartbeats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(alive);
+                return Err(e);
+            }
+        };
         self.resync(&out)?;
         Ok(out.len())
     }
@@ -2207,6 +2295,28 @@ impl Store for SqliteStore {
             };
             Ok(explain::explain(&job, &workers, position))
         })
+    }
+
+    fn storage_problem(&self, now: i64) -> Option<String> {
+        if self.health.wrote_within(Duration::from_secs(1)) {
+            return self.health.problem();
+        }
+        let _ = self.with_tx(|tx| {
+            tx.exec(
+                "INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?1)",
+                [now],
+            )?;
+            Ok(())
+        });
+        self.health.problem()
+    }
+
+    fn check_storage(&self) {
+        self.health.check_file();
+    }
+
+    fn log_cap(&self) -> u64 {
+        self.log_cap
     }
 
     fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker> {

@@ -18,6 +18,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Time between SIGTERM and SIGKILL when a job is stopped.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// Free space a worker wants in its work_dir before it claims a job: a
+/// job's output that the disk cannot keep fails the job, so claim nothing
+/// on a nearly full disk. `min_free_disk = "0"` turns the check off.
+pub const DEFAULT_MIN_FREE_DISK: u64 = 256 << 20;
+
 /// A config that was read and checked.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -369,7 +374,8 @@ impl Config {
             kill_grace: raw.kill_grace.map(|d| d.0).unwrap_or(DEFAULT_KILL_GRACE),
             keep_job_dirs: raw.keep_job_dirs.unwrap_or(false),
             accept,
-            min_free_disk: raw.min_free_disk.map(|s| s.0),
+            min_free_disk: Some(raw.min_free_disk.map_or(DEFAULT_MIN_FREE_DISK, |s| s.0))
+                .filter(|&n| n > 0),
             ca_file: raw.ca_file.map(|f| base.join(f)),
         })
     }

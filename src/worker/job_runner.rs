@@ -21,6 +21,11 @@ use super::log_streamer::{self, ExitWatch, LogStreamer, Sent};
 use super::slot::Slot;
 use super::{Control, Running, Shared};
 
+/// The most JSON a result's test report and its data may each take: below
+/// the server's limit (4 MiB each), with both together inside its 8 MiB
+/// request limit.
+const RESULT_MAX: usize = 3 << 20;
+
 /// Environment variables a job never inherits from the worker.
 const SECRET_ENV: &[&str] = &["TESTBOT_TOKEN"];
 
@@ -141,24 +146,27 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         slot.spool(),
         control_tx.clone(),
     );
-    let (child, reader) = match spawn(&jobtype.command, &files.dir, &env) {
-        Ok(pair) => pair,
-        Err(e) => {
-            slot.finish(&files, true, had_shard_tests);
-            let mut outcome = ended(
-                JobState::Error,
-                None,
-                Some(format!("cannot start the command: {e}")),
-                Extra::new(),
-            );
-            outcome.infrastructure = true;
-            return Finished {
-                outcome,
-                log: Some(streamer.close()),
-            };
-        }
-    };
+    let (child, reader) =
+        match super::orphans::spawn_leader(|| spawn(&jobtype.command, &files.dir, &env)) {
+            Ok(pair) => pair,
+            Err(e) => {
+                slot.finish(&files, true, had_shard_tests);
+                let mut outcome = ended(
+                    JobState::Error,
+                    None,
+                    Some(format!("cannot start the command: {e}")),
+                    Extra::new(),
+                );
+                outcome.infrastructure = true;
+                return Finished {
+                    outcome,
+                    log: Some(streamer.close()),
+                };
+            }
+        };
     let pgid = child.id() as i32;
+    let record = slot.pgid_record();
+    super::orphans::record(&record, child.id(), job.id, job.attempt);
     // One thread reads the output and reaps the command where the kernel
     // gives a pidfd; otherwise a second one waits for the command.
     let pump = match log_streamer::pidfd_open(child.id()) {
@@ -178,8 +186,11 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     };
 
     let (status, stopped) = supervise(&control_rx, pgid, timeout, config.kill_grace);
-    // Whatever the command left running in its group goes with it.
+    // Whatever the command left running goes with it: its group, and what
+    // escaped the group and came back to this worker (a subreaper).
     signal_group(pgid, libc::SIGKILL);
+    super::orphans::kill_escaped(job.id);
+    super::orphans::clear(&record);
     // The pump ends at EOF; a process that left the group may still hold
     // the pipe, so do not wait for it forever.
     let _ = pump.recv_timeout(Duration::from_secs(2));
@@ -219,6 +230,15 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             ended(state, exit_code, reason, data)
         }
     };
+    // Output the worker could not keep is the machine's failure, whatever
+    // the command did: the job runs again elsewhere, with its whole log.
+    if let Some((lost, why)) = &sent.lost {
+        tracing::error!(job = job.id, lost, "output lost: {why}");
+        outcome.state = JobState::Error;
+        outcome.reason = Some(format!(
+            "worker disk full: {lost} bytes of output could not be kept ({why})"
+        ));
+    }
     // Everything the worker calls an error is the machine's fault, not the
     // test's: the server retries such jobs elsewhere.
     outcome.infrastructure = outcome.state == JobState::Error;
@@ -241,6 +261,14 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         }
     }
     outcome.tests = report;
+    // The server takes results of a few MiB; a huge JUnit report or result
+    // file is trimmed here (and says so) rather than refused there.
+    if outcome.trim_to(RESULT_MAX) {
+        tracing::warn!(
+            job = job.id,
+            "the result was trimmed to fit the server's limit"
+        );
+    }
     Finished {
         outcome,
         log: Some(sent),
@@ -316,7 +344,7 @@ fn supervise(
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) {
+pub fn signal_group(pgid: i32, sig: i32) {
     if pgid > 0 {
         // SAFETY: kill(2) with a negative pid signals the process group the
         // job's shell leads; it touches no memory.

@@ -11,7 +11,7 @@
 //! taken survives a server outage and a worker restart on disk.
 
 use std::fs::File;
-use std::io::{PipeReader, Read, Seek, SeekFrom, Write};
+use std::io::{PipeReader, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -25,6 +25,7 @@ use crate::client::ClientError;
 use crate::wire::LogReply;
 
 use super::backoff::Backoff;
+use super::spool::{Keeper, Kept};
 use super::{Control, Phase, Shared};
 
 /// Upload at once when this much is waiting.
@@ -44,6 +45,10 @@ struct Progress {
     touched: bool,
     /// The sender thread, started by the first output.
     sender: Option<JoinHandle<bool>>,
+    /// Output the spool could not keep (the disk is full), in bytes.
+    lost: u64,
+    /// Why the spool could not keep it.
+    lost_why: Option<String>,
 }
 
 type SharedProgress = Arc<(Mutex<Progress>, Condvar)>;
@@ -67,6 +72,8 @@ pub struct Sent {
     sender: Option<JoinHandle<bool>>,
     /// The spool holds this log: empty it once the server has it.
     pub touched: bool,
+    /// Bytes of output the worker could not keep, and why.
+    pub lost: Option<(u64, String)>,
 }
 
 impl Sent {
@@ -120,10 +127,11 @@ impl LogStreamer {
         let progress = self.progress.clone();
         let spool = self.spool.clone();
         let args = self.args.clone();
+        let cap = args.shared.log_cap.load(Ordering::SeqCst);
         pumper.run(Box::new(move || {
             let mut source = source;
             let mut exit = exit;
-            let mut file: Option<File> = None;
+            let mut keeper = Keeper::new(spool.clone(), cap);
             let mut chunk = vec![0u8; 64 << 10];
             loop {
                 if let Some(watch) = &exit {
@@ -150,32 +158,11 @@ impl LogStreamer {
                     }
                     p.touched = true;
                 }
-                if file.is_none() {
-                    file = std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .open(&spool)
-                        .ok();
-                }
-                let Some(f) = file.as_mut() else {
-                    continue;
-                };
-                if f.write_all(&chunk[..n]).is_err() {
-                    // The disk is full: keep draining the pipe so the
-                    // command is not blocked; the log loses this part.
-                    continue;
-                }
-                let (lock, cond) = &*progress;
-                let mut p = lock.lock().unwrap();
-                if p.closed {
-                    continue;
-                }
-                p.written += n as u64;
-                if p.sender.is_none() {
-                    p.sender = start_sender(&args, &spool, &progress);
-                }
-                cond.notify_all();
+                // A full disk does not stop the draining of the pipe (the
+                // command would block); what is lost is counted.
+                publish(&progress, &args, &spool, keeper.keep(&chunk[..n]));
             }
+            publish(&progress, &args, &spool, keeper.finish());
             // The output ended before the command did (it closed it).
             if let Some(w) = exit.take() {
                 reap(w.child, &w.control);
@@ -193,8 +180,31 @@ impl LogStreamer {
         Sent {
             sender: p.sender.take(),
             touched: p.touched,
+            lost: (p.lost > 0).then(|| (p.lost, p.lost_why.clone().unwrap_or_default())),
         }
     }
+}
+
+/// Tells the sender what the spool now holds (starting it with the first
+/// output) and counts what it could not keep.
+fn publish(progress: &SharedProgress, args: &Arc<SenderArgs>, spool: &Path, kept: Kept) {
+    let (lock, cond) = &**progress;
+    let mut p = lock.lock().unwrap();
+    if p.closed {
+        return;
+    }
+    p.lost += kept.lost;
+    if let Some(why) = kept.why {
+        p.lost_why.get_or_insert(why);
+    }
+    if kept.len <= p.written {
+        return;
+    }
+    p.written = kept.len;
+    if p.sender.is_none() {
+        p.sender = start_sender(args, spool, progress);
+    }
+    cond.notify_all();
 }
 
 type PumpJob = Box<dyn FnOnce() + Send>;
@@ -322,8 +332,21 @@ fn wait_readable(pipe: i32, pidfd: i32) -> Readable {
 }
 
 /// Waits for the command and tells the job's controller how it exited.
+/// The command's group is killed before the command is reaped: until then
+/// its id cannot be reused, so the signal never reaches another group.
 pub fn reap(mut child: Child, control: &Sender<Control>) {
-    if let Ok(status) = child.wait() {
+    let pid = child.id();
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
+        let _ = waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        );
+    }
+    super::job_runner::signal_group(pid as i32, libc::SIGKILL);
+    let status = child.wait();
+    super::orphans::forget_leader(pid);
+    if let Ok(status) = status {
         let _ = control.send(Control::Exited(status));
     }
 }
@@ -452,7 +475,7 @@ fn upload(
                 }
                 return Upload::Stored(reply.size);
             }
-            Err(e @ ClientError::Refused { .. }) => {
+            Err(e @ ClientError::Refused { .. }) if !e.may_pass() => {
                 tracing::warn!(job = job_id, attempt, "log refused, dropping the rest: {e}");
                 return Upload::Refused;
             }

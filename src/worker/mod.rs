@@ -18,13 +18,15 @@ pub mod heartbeat;
 pub mod job_runner;
 pub mod junit;
 pub mod log_streamer;
+pub mod orphans;
 pub mod platform;
 pub mod report;
 pub mod slot;
+pub mod spool;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -47,8 +49,40 @@ pub struct WorkerOptions {
     /// Run one job, then exit by its outcome.
     pub once: bool,
     /// Drain on the first SIGINT/SIGTERM, abort on the second. Off when the
-    /// worker runs inside `testbot serve`, which owns the signals.
+    /// worker runs inside `testbot serve`, which owns the signals and
+    /// passes them on through `stopper`.
     pub handle_signals: bool,
+    /// How a worker inside `testbot serve` is told of the server's
+    /// signals: [`Stopper::signal`] drains it, then aborts its jobs.
+    pub stopper: Option<Arc<Stopper>>,
+}
+
+/// Passes shutdown signals to a worker that does not take them itself (one
+/// inside `testbot serve`), with the same effect: the first drains it, the
+/// second aborts its running jobs.
+#[derive(Default)]
+pub struct Stopper {
+    shared: std::sync::OnceLock<Arc<Shared>>,
+    /// Signals that came before the worker was ready.
+    early: AtomicU8,
+}
+
+impl Stopper {
+    pub fn signal(&self) {
+        match self.shared.get() {
+            Some(s) => s.on_signal(),
+            None => {
+                self.early.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.shared.set(shared.clone());
+        for _ in 0..self.early.swap(0, Ordering::SeqCst) {
+            shared.on_signal();
+        }
+    }
 }
 
 /// What a running job's controller can be told.
@@ -98,6 +132,9 @@ pub struct Shared {
     /// The server takes a result with the next claim (it said so when this
     /// worker registered).
     pub claim_results: AtomicBool,
+    /// The most bytes of a job's output to keep, as the server announced
+    /// (0: no limit): the start and the end, the middle cut.
+    pub log_cap: AtomicU64,
     /// Jobs whose outcomes an earlier run left in the outbox, until they
     /// are delivered (see [`report::left_over`]), and jobs whose
     /// results wait for their slot's next claim.
@@ -305,6 +342,7 @@ impl Shared {
                 Ok(r) => {
                     self.note_reachable();
                     self.claim_results.store(r.claim_results, Ordering::SeqCst);
+                    self.log_cap.store(r.log_cap.unwrap_or(0), Ordering::SeqCst);
                     return Ok(r);
                 }
                 Err(e @ ClientError::Refused { .. }) => {
@@ -344,6 +382,9 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     // work_dir would run jobs in each other's directories.
     let _work_dir_lock = lock_work_dir(&config.work_dir)?;
     let instance = identity(&config.work_dir)?;
+    // Nothing an earlier run of this worker started runs beside new work.
+    orphans::kill_left_behind(&config.work_dir);
+    orphans::become_subreaper();
     let client = match opts.ca_file.as_ref().or(config.ca_file.as_ref()) {
         Some(ca) => Client::with_ca_file(&server, token, ca)?,
         None => Client::new(&server, token),
@@ -360,12 +401,16 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         problem: Mutex::new(None),
         outbox_jobs: Mutex::new(Vec::new()),
         claim_results: AtomicBool::new(false),
+        log_cap: AtomicU64::new(0),
         embedded: !opts.handle_signals,
         instance,
     });
     let left_over = report::left_over(&shared);
     if opts.handle_signals {
         handle_signals(shared.clone())?;
+    }
+    if let Some(stopper) = &opts.stopper {
+        stopper.attach(&shared);
     }
     let reg = match shared.register() {
         Ok(r) => r,
@@ -561,21 +606,34 @@ pub fn handle_signals(shared: Arc<Shared>) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for _ in signals.forever() {
-                if shared.phase() == Phase::Run {
-                    tracing::info!(
-                        "draining: finishing running jobs, claiming no new ones (signal again to abort them)"
-                    );
-                    shared.set_phase(Phase::Drain);
-                    // Tell the server now, so open claims end at once.
-                    heartbeat::send(&shared, 0.0);
-                } else {
-                    tracing::warn!("aborting running jobs; they will be retried elsewhere");
-                    shared.set_phase(Phase::Abort);
-                    for r in shared.running.lock().unwrap().values() {
-                        let _ = r.control.send(Control::Abort);
-                    }
-                }
+                shared.on_signal();
             }
         })?;
     Ok(())
+}
+
+impl Shared {
+    /// A shutdown signal: the first drains (no new claims, running jobs
+    /// finish and are reported), the next aborts the running jobs (their
+    /// groups are killed and they are reported for retry elsewhere).
+    pub fn on_signal(&self) {
+        if self.phase() == Phase::Run {
+            tracing::info!(
+                worker = %self.config.name,
+                "draining: finishing running jobs, claiming no new ones (signal again to abort them)"
+            );
+            self.set_phase(Phase::Drain);
+            // Tell the server now, so open claims end at once.
+            heartbeat::send(self, 0.0);
+        } else {
+            tracing::warn!(
+                worker = %self.config.name,
+                "aborting running jobs; they will be retried elsewhere"
+            );
+            self.set_phase(Phase::Abort);
+            for r in self.running.lock().unwrap().values() {
+                let _ = r.control.send(Control::Abort);
+            }
+        }
+    }
 }

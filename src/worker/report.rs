@@ -158,7 +158,10 @@ pub fn deliver_outbox(shared: &Shared, left: Vec<LeftOver>) {
 }
 
 /// Returns true once the server has answered for the result (taken or
-/// refused); false if the worker is aborting before it could.
+/// refused for good: stale, unknown, invalid, when the server ends the job
+/// itself); false if the worker is aborting before it could. Failures of
+/// the server and refusals that may pass (a token being rotated) are
+/// retried with backoff, the result kept on disk meanwhile.
 fn send(shared: &Shared, p: &Pending) -> bool {
     let path = format!("/api/v1/jobs/{}/result", p.job);
     let mut backoff = Backoff::new();
@@ -168,7 +171,7 @@ fn send(shared: &Shared, p: &Pending) -> bool {
                 shared.note_reachable();
                 return true;
             }
-            Err(e @ ClientError::Refused { .. }) => {
+            Err(e @ ClientError::Refused { .. }) if !e.may_pass() => {
                 tracing::warn!(
                     job = p.job,
                     attempt = p.outcome.attempt,

@@ -73,6 +73,11 @@ impl Slot {
         }
     }
 
+    /// Where this slot records its running job's process group.
+    pub fn pgid_record(&self) -> PathBuf {
+        super::orphans::record_path(&self.work_dir, self.index)
+    }
+
     /// Where this slot spools its job's log while it is sent; empty
     /// between jobs.
     pub fn spool(&self) -> PathBuf {

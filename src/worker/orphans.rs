@@ -1,0 +1,229 @@
+//! A job's processes never outlive it, even when the worker dies.
+//!
+//! - Each slot records its running job's process group (with the leader's
+//!   start time, so a reused id is never mistaken for it) in
+//!   `outbox/slot-N.pgid`, and empties the record once the group is gone.
+//!   A worker that starts kills whatever an earlier run of it (killed with
+//!   SIGKILL, or by the OOM killer) left in those groups before it takes new
+//!   work, and logs what it killed.
+//! - The worker is a child subreaper (Linux): processes that escape a job's
+//!   group (`setsid`, double forks) are re-parented to it rather than to
+//!   init, so it can end them with their job (they carry the job's
+//!   `TESTBOT_JOB_ID` in their environment) and reap them.
+//! - Job leaders are spawned under the [`LEADERS`] lock and reaped only by
+//!   their job's own thread; the reaper of adopted processes never touches
+//!   them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustix::process::{kill_process, Pid, Signal};
+
+/// The pids of running jobs' leaders, which their own threads reap.
+static LEADERS: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Spawns a job's leader with the leaders lock held, so the reaper of
+/// adopted processes cannot reap it before it is known.
+pub fn spawn_leader<T>(
+    spawn: impl FnOnce() -> std::io::Result<(std::process::Child, T)>,
+) -> std::io::Result<(std::process::Child, T)> {
+    let mut leaders = LEADERS.lock().unwrap();
+    let (child, t) = spawn()?;
+    leaders
+        .get_or_insert_with(HashSet::new)
+        .insert(child.id() as i32);
+    Ok((child, t))
+}
+
+/// The leader has been reaped.
+pub fn forget_leader(pid: u32) {
+    if let Some(set) = LEADERS.lock().unwrap().as_mut() {
+        set.remove(&(pid as i32));
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants and starts
+/// the thread that reaps those that are not job leaders.
+pub fn become_subreaper() {
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        tracing::debug!("cannot become a child subreaper: {e}");
+        return;
+    }
+    let _ = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(|| loop {
+            reap_adopted();
+            std::thread::sleep(Duration::from_secs(1));
+        });
+}
+
+/// Reaps adopted children that have exited.
+fn reap_adopted() {
+    for pid in children() {
+        let leaders = LEADERS.lock().unwrap();
+        if leaders.as_ref().is_some_and(|l| l.contains(&pid)) {
+            continue;
+        }
+        if stat(pid).is_some_and(|s| s.state == 'Z') {
+            if let Some(p) = Pid::from_raw(pid) {
+                let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG);
+            }
+        }
+    }
+}
+
+/// This process's children (all threads').
+fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// Kills the adopted processes (escaped from a job's group) that belong to
+/// job `id`, with their own groups.
+pub fn kill_escaped(id: i64) {
+    let want = format!("TESTBOT_JOB_ID={id}");
+    for pid in children() {
+        if LEADERS
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|l| l.contains(&pid))
+        {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+            if let Some(p) = Pid::from_raw(pid) {
+                tracing::info!(
+                    job = id,
+                    pid,
+                    "killing a process that escaped the job's group"
+                );
+                let _ = rustix::process::kill_process_group(p, Signal::KILL);
+                let _ = kill_process(p, Signal::KILL);
+            }
+        }
+    }
+}
+
+/// What `/proc/PID/stat` says that matters here.
+struct Stat {
+    state: char,
+    pgrp: i32,
+    start: u64,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the
+    // last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: f.first()?.chars().next()?,
+        pgrp: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
+/// The record of a slot's running job's process group.
+pub fn record_path(work_dir: &Path, slot: usize) -> PathBuf {
+    work_dir.join("outbox").join(format!("slot-{slot}.pgid"))
+}
+
+/// Notes that job `id` (attempt `attempt`) runs in the group `pgid`.
+pub fn record(path: &Path, pgid: u32, id: i64, attempt: u32) {
+    let start = stat(pgid as i32).map_or(0, |s| s.start);
+    let line = format!("{pgid} {start} {id} {attempt}\n");
+    if let Err(e) = super::files::overwrite(path, line.as_bytes()) {
+        tracing::warn!(
+            "cannot record job {id}'s process group in {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// The group is gone: nothing to kill after a crash.
+pub fn clear(path: &Path) {
+    let _ = super::files::empty(path);
+}
+
+/// Kills what the jobs of an earlier run of this worker left running, as
+/// recorded in `outbox/slot-*.pgid`. Returns how many processes.
+pub fn kill_left_behind(work_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(work_dir.join("outbox")) else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("pgid") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let f: Vec<u64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [pgid, start, job, attempt] = f[..] {
+            let pids = members(pgid as i32, start, me);
+            for &pid in &pids {
+                if let Some(p) = Pid::from_raw(pid) {
+                    let _ = kill_process(p, Signal::KILL);
+                }
+            }
+            if !pids.is_empty() {
+                tracing::warn!(
+                    job,
+                    attempt,
+                    pgid,
+                    processes = pids.len(),
+                    "killed what an earlier run of this worker left running"
+                );
+            }
+            killed += pids.len();
+        }
+        clear(&path);
+    }
+    killed
+}
+
+/// The live processes of group `pgid` that started no earlier than its
+/// recorded leader (`start`). When a process with that id lives and leads
+/// the group, its start time must be the recorded one: otherwise the id
+/// was reused and the group is not ours.
+fn members(pgid: i32, start: u64, me: i32) -> Vec<i32> {
+    if let Some(leader) = stat(pgid) {
+        if leader.pgrp == pgid && leader.start != start {
+            // The id now leads another group: not ours.
+            return Vec::new();
+        }
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            stat(pid).is_some_and(|s| s.pgrp == pgid && s.start >= start && s.state != 'Z')
+        })
+        .collect()
+}
