@@ -548,6 +548,16 @@ properties = { "python.version" = 3.12 }
     }
 
     #[test]
+    fn the_default_work_dir_is_the_users_own() {
+        let d = default_work_dir("box-1");
+        assert!(d.ends_with("testbot/box-1"), "{}", d.display());
+        assert!(!d.starts_with(std::env::temp_dir()), "{}", d.display());
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(d, PathBuf::from("/var/lib/testbot/box-1"));
+        }
+    }
+
+    #[test]
     fn jobtype_without_command() {
         let e = parse("[jobtypes.unit]\ntimeout = \"1m\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("command"));

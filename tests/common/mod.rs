@@ -156,6 +156,16 @@ impl Server {
         self.proc.kill9();
     }
 
+    /// Sends a signal, and goes on.
+    pub fn signal(&self, sig: i32) {
+        self.proc.signal(sig);
+    }
+
+    /// Waits for the server to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        self.proc.wait_exit(timeout)
+    }
+
     /// Sends a signal and waits for the exit, returning its status (None,
     /// and a SIGKILL, when it does not exit within `timeout`).
     pub fn signal_and_wait(&mut self, sig: i32, timeout: Duration) -> Option<i32> {
@@ -407,4 +417,48 @@ pub fn metric(text: &str, line_start: &str) -> Option<f64> {
         .find(|l| l.starts_with(line_start))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A small tmpfs mounted for a test (needs root), unmounted when dropped;
+/// `None` where this machine will not mount one.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot mount a tmpfs at {} (not root?)", at.display());
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+
+    /// Fills it up with a file `name`, leaving no room.
+    pub fn fill(&self, name: &str) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.0.join(name)).unwrap();
+        let block = vec![b'#'; 64 << 10];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.write_all(b"#");
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: a process of the test may still hold a file there.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
 }
