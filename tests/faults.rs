@@ -319,15 +319,23 @@ fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     // Same config, same work_dir.
     let config = w.config.clone();
     let w = Worker::start_config(dir.path(), "crashy", &config, &[]);
+    // Alive and not a zombie (whoever inherits them may be slow to reap).
     let alive = |pids: &[u32]| {
         pids.iter()
-            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+            })
             .count()
     };
     assert!(
         wait_until(10 * SEC, || alive(&orphans) == 0
             && w.stderr().contains("killed what an earlier run")),
-        "{}",
+        "{} of {orphans:?} alive; {}",
+        alive(&orphans),
         w.stderr()
     );
     // The job runs again (attempt 2), and only that run's processes live.

@@ -410,6 +410,8 @@ enum Proxy {
     /// The first claim the server answers with a job loses its answer:
     /// the connection is reset after the server committed the claim.
     LoseFirstJob,
+    /// Log uploads reach the server this much later.
+    SlowLogs(Duration),
 }
 
 /// Whether [`Proxy::LoseFirstJob`] has dropped its answer yet.
@@ -466,9 +468,14 @@ fn proxy(upstream: &str, mode: Proxy) -> String {
                             Proxy::SlowResults(d) if v.get("result").is_some() => {
                                 std::thread::sleep(d)
                             }
-                            Proxy::SlowResults(_) | Proxy::LoseFirstJob => {}
+                            Proxy::SlowResults(_) | Proxy::LoseFirstJob | Proxy::SlowLogs(_) => {}
                         }
                         body = serde_json::to_vec(&v).unwrap();
+                    }
+                    if let Proxy::SlowLogs(d) = mode {
+                        if method == "POST" && path.contains("/log?") {
+                            std::thread::sleep(d);
+                        }
                     }
                     let resp = match agent
                         .request(&method, &format!("{upstream}{path}"))
@@ -588,6 +595,39 @@ fn a_cancel_reaches_a_quiet_job_within_two_seconds_whatever_the_heartbeat() {
     assert_eq!(job["state"], "canceled", "{job}");
     assert!(took < 2 * SEC, "the cancel took {took:?}");
     kill_tagged(&tag);
+}
+
+#[test]
+fn a_restarted_worker_keeps_its_leases_while_it_delivers_what_it_left() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // Each log upload takes 2 s to get through: delivering 4 MiB takes
+    // longer than a lease (5 s).
+    let proxy = proxy(&server.url, Proxy::SlowLogs(Duration::from_secs(2)));
+    let runs = dir.path().join("runs");
+    let body = format!(
+        "[jobtypes.loud]\ncommand = \"echo run >> {}; head -c 4000000 /dev/zero | tr '\\\\0' x; echo; echo END\"\n",
+        runs.display()
+    );
+    let mut w = Worker::start(dir.path(), &proxy, "deliverer", &body);
+    wait_online(&server, "deliverer");
+    let id = server.submit(&["loud"])[0];
+    // The job ends at once; its log is still on its way.
+    assert!(wait_until(20 * SEC, || std::fs::read_to_string(&runs)
+        .is_ok_and(|r| !r.is_empty())));
+    std::thread::sleep(SEC);
+    w.kill9();
+    assert_eq!(server.job(id)["state"], "running");
+    let config = w.config.clone();
+    let _w = Worker::start_config(dir.path(), "deliverer", &config, &[]);
+    let job = server.wait_final(id, 60 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(
+        job["attempt"], 1,
+        "a lease ran out during the delivery: {job}"
+    );
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+    assert!(server.log_of(id).ends_with("END\n"));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::checks::*;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Body, Path, Query, Raw};
+use super::extract::{whole_numbers, AnyBody, Body, Path, Query, Raw};
 use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
 use super::AppState;
 use crate::time::now_ms;
@@ -415,6 +415,7 @@ async fn claim_with_result(
     tag: Option<super::store::ClaimTag>,
 ) -> ApiResult<(Option<Claim>, Option<String>)> {
     let id = r.job;
+    check_id("result.job", id)?;
     let mut outcome = match parse_outcome(r.outcome.clone()).and_then(|mut o| {
         check_result(&mut o)?;
         Ok(o)
@@ -545,10 +546,7 @@ enum OneOrMany {
 
 /// `POST /api/v1/jobs`: one job (the answer is the job) or a list (the
 /// answer is the list).
-async fn submit(
-    State(st): State<AppState>,
-    Body(body): Body<serde_json::Value>,
-) -> ApiResult<Response> {
+async fn submit(State(st): State<AppState>, AnyBody(body): AnyBody) -> ApiResult<Response> {
     let (specs, many) = match serde_json::from_value::<OneOrMany>(body.clone()) {
         Ok(OneOrMany::Many(v)) => (v, true),
         Ok(OneOrMany::One(s)) => (vec![*s], false),
@@ -608,18 +606,26 @@ async fn submit_build(
 }
 
 /// A list's `limit`: at least 1; over the maximum it is clamped to it.
-fn list_limit(given: Option<u64>, default: usize, max: usize) -> ApiResult<usize> {
-    match given {
-        None => Ok(default),
-        Some(0) => Err(ApiError::bad("limit must be at least 1")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(max).min(max)),
+fn list_limit(given: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
+    let Some(text) = given else {
+        return Ok(default);
+    };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad(format!(
+            "limit must be a whole number, at least 1, not {text:?}"
+        )));
     }
+    if text.bytes().all(|b| b == b'0') {
+        return Err(ApiError::bad("limit must be at least 1"));
+    }
+    // However many digits: over the maximum is the maximum.
+    Ok(text.parse::<usize>().map_or(max, |n| n.min(max)))
 }
 
 #[derive(Deserialize)]
 struct JobsQuery {
     state: Option<String>,
-    limit: Option<u64>,
+    limit: Option<String>,
     ids: Option<String>,
     build: Option<i64>,
     worker: Option<String>,
@@ -653,7 +659,7 @@ async fn list_jobs(
             None => None,
         },
         worker: q.worker,
-        limit: list_limit(q.limit, 100, MAX_LIST)?,
+        limit: list_limit(q.limit.as_deref(), 100, MAX_LIST)?,
     };
     st.db(move |s| s.jobs(&filter)).await.map(Json)
 }
@@ -737,6 +743,9 @@ async fn read_log(
     Query(q): Query<ReadLogQuery>,
 ) -> ApiResult<Response> {
     check_range("offset", q.offset, 0, limits::MAX_INT)?;
+    if let Some(a) = q.attempt {
+        check_range("attempt", a, 1, u32::MAX)?;
+    }
     let attempt = q.attempt;
     let first = st.db(move |s| s.read_log(id, attempt, q.offset)).await?;
     let headers = [
@@ -849,6 +858,7 @@ async fn finish(
 /// Reads a result; it may say `passed` or give `exit_code` instead of
 /// `state`. Errors name the field.
 fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
+    whole_numbers(&mut body);
     if let Some(obj) = body.as_object_mut() {
         if !obj.contains_key("state") {
             let passed = match (obj.get("passed"), obj.get("exit_code")) {
@@ -907,14 +917,14 @@ impl Recorded {
 
 #[derive(Deserialize)]
 struct BuildsQuery {
-    limit: Option<u64>,
+    limit: Option<String>,
 }
 
 async fn list_builds(
     State(st): State<AppState>,
     Query(q): Query<BuildsQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
-    let limit = list_limit(q.limit, 50, 1000)?;
+    let limit = list_limit(q.limit.as_deref(), 50, 1000)?;
     st.db(move |s| s.builds(limit)).await.map(Json)
 }
 

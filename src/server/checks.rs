@@ -42,6 +42,11 @@ pub mod limits {
     pub const MAX_INT: u64 = crate::wire::MAX_SAFE_INTEGER;
 }
 
+/// Lengths are counted in characters, as JSON Schema's `maxLength` does.
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
 fn too_big(field: &str, what: String) -> ApiError {
     ApiError::bad(format!("{field}: {what}"))
 }
@@ -146,13 +151,13 @@ pub fn check_props(field: &str, props: &Props, max: usize) -> ApiResult<()> {
         ));
     }
     for (k, v) in props {
-        if k.is_empty() || k.len() > limits::KEY_LEN {
+        if k.is_empty() || chars(k) > limits::KEY_LEN {
             return Err(too_big(
                 field,
                 format!("key {k:?} must be 1 to {} characters", limits::KEY_LEN),
             ));
         }
-        if v.len() > limits::PROPERTY_VALUE_LEN {
+        if chars(v) > limits::PROPERTY_VALUE_LEN {
             return Err(too_big(
                 field,
                 format!(
@@ -173,17 +178,17 @@ fn check_params(params: &Props) -> ApiResult<()> {
         ));
     }
     for (k, v) in params {
-        if k.is_empty() || k.len() > limits::KEY_LEN {
+        if k.is_empty() || chars(k) > limits::KEY_LEN {
             return Err(too_big(
                 "params",
                 format!("key {k:?} must be 1 to {} characters", limits::KEY_LEN),
             ));
         }
-        if v.len() > limits::PARAM_VALUE_LEN {
+        if chars(v) > limits::PARAM_VALUE_LEN {
             return Err(too_big(
                 "params",
                 format!(
-                    "the value of {k:?} is over {} bytes",
+                    "the value of {k:?} is over {} characters",
                     limits::PARAM_VALUE_LEN
                 ),
             ));
@@ -192,8 +197,54 @@ fn check_params(params: &Props) -> ApiResult<()> {
     Ok(())
 }
 
+/// Fields of the answers the server sets itself: a client's unknown field
+/// of the same name would be returned beside the server's, twice.
+const JOB_FIELDS: &[&str] = &[
+    "id",
+    "state",
+    "requirements",
+    "attempt",
+    "worker",
+    "platform_index",
+    "matched_platform",
+    "shard_tests",
+    "reruns",
+    "flaky",
+    "flaky_tests",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "cancel_requested",
+    "reason",
+    "result",
+    "info",
+    "warning",
+    "attempts",
+];
+const BUILD_FIELDS: &[&str] = &["id", "state", "created_at", "counts", "flaky"];
+const WORKER_FIELDS: &[&str] = &[
+    "status",
+    "drained",
+    "quarantined_until",
+    "infra_failures",
+    "registered_at",
+    "last_seen",
+    "jobs",
+];
+
+/// Unknown fields are kept, except those the server itself sets.
+fn check_reserved(reserved: &[&str], extra: &Extra) -> ApiResult<()> {
+    match extra.keys().find(|k| reserved.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad(format!(
+            "{k}: set by the server, not by a client"
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub fn check_spec(spec: &JobSpec) -> ApiResult<()> {
     check_name("jobtype", &spec.jobtype)?;
+    check_reserved(JOB_FIELDS, &spec.extra)?;
     check_props("platform", &spec.platform, limits::REQUIREMENTS)?;
     crate::matching::validate(&spec.platform).map_err(ApiError::BadRequest)?;
     check_params(&spec.params)?;
@@ -233,7 +284,7 @@ pub fn check_spec(spec: &JobSpec) -> ApiResult<()> {
 }
 
 pub fn check_build_name(field: &str, name: &str) -> ApiResult<()> {
-    if name.trim().is_empty() || name.len() > 200 {
+    if name.trim().is_empty() || chars(name) > 200 {
         return Err(ApiError::bad(format!(
             "{field}: a build needs a name of 1 to 200 characters"
         )));
@@ -254,6 +305,7 @@ pub fn check_build(spec: &BuildSpec) -> ApiResult<()> {
     check_jobs_count(spec.jobs.len())?;
     check_json("meta", &spec.meta, limits::META_BYTES)?;
     check_json("extra fields", &spec.extra, limits::EXTRA_BYTES)?;
+    check_reserved(BUILD_FIELDS, &spec.extra)?;
     for job in &spec.jobs {
         check_spec(job)?;
     }
@@ -300,6 +352,7 @@ pub fn check_registration(reg: &Registration) -> ApiResult<()> {
     }
     check_json("info", &reg.info, limits::INFO_BYTES)?;
     check_json("extra fields", &reg.extra, limits::EXTRA_BYTES)?;
+    check_reserved(WORKER_FIELDS, &reg.extra)?;
     for rule in &reg.accept {
         if rule
             .split_once('=')
@@ -318,11 +371,11 @@ pub fn check_registration(reg: &Registration) -> ApiResult<()> {
         limits::MAX_HEARTBEAT_MS,
     )?;
     if let Some(i) = &reg.instance {
-        if i.is_empty() || i.len() > 128 {
+        if i.is_empty() || chars(i) > 128 {
             return Err(ApiError::bad("instance must be 1 to 128 characters"));
         }
     }
-    if reg.host.len() > 255 {
+    if chars(&reg.host) > 255 {
         return Err(ApiError::bad("host must be at most 255 characters"));
     }
     check_running("running", &reg.running)
@@ -377,8 +430,12 @@ pub fn check_result(outcome: &mut Outcome) -> ApiResult<()> {
     outcome.trim_to(limits::RESULT_BYTES);
     check_range("attempt", outcome.attempt, 1, u32::MAX)?;
     check_range("duration_ms", outcome.duration_ms, 0, limits::MAX_INT)?;
-    if outcome.reason.as_ref().is_some_and(|r| r.len() > 64 << 10) {
-        return Err(ApiError::bad("reason: at most 65536 bytes"));
+    if outcome
+        .reason
+        .as_deref()
+        .is_some_and(|r| chars(r) > 64 << 10)
+    {
+        return Err(ApiError::bad("reason: at most 65536 characters"));
     }
     check_json("data", &outcome.data, limits::RESULT_BYTES)?;
     if let Some(t) = &outcome.tests {

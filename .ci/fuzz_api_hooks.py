@@ -1,0 +1,69 @@
+"""schemathesis hooks for .ci/fuzz-api.
+
+They keep each request short and teach the fuzzer the one rule a JSON schema
+cannot state; none of them turns a valid request into an invalid one or the
+other way round.
+"""
+
+import math
+
+import schemathesis
+from schemathesis.core import NotSet
+
+# Long polls are held up to `wait` seconds (60 at most; a claim without
+# `wait` waits 30), and a followed log streams until its job ends: cap the
+# one and turn the other off.
+LONG_POLLS = {"/api/v1/workers/{name}/claim", "/api/v1/workers/{name}/heartbeat"}
+SHORT_WAIT = 0.2
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    path = case.operation.path
+    if path in LONG_POLLS:
+        body = case.body
+        if isinstance(body, dict):
+            wait = body.get("wait")
+            if _number(wait) and math.isfinite(wait) and wait > SHORT_WAIT:
+                body["wait"] = SHORT_WAIT
+            elif "wait" not in body and path.endswith("/claim"):
+                body["wait"] = SHORT_WAIT
+        elif isinstance(body, NotSet) and path.endswith("/claim"):
+            case.body = {"wait": SHORT_WAIT}
+            case.media_type = "application/json"
+    elif path in ("/api/v1/jobs", "/api/v1/builds"):
+        _order_shards(case)
+    elif path == "/api/v1/jobs/{id}/log" and case.method.upper() == "GET":
+        query = case.query
+        if isinstance(query, dict) and str(query.get("follow")).lower() == "true":
+            query["follow"] = "false"
+
+
+def _job_specs(case):
+    body = case.body
+    if case.method.upper() != "POST":
+        return []
+    if case.operation.path == "/api/v1/jobs":
+        return body if isinstance(body, list) else [body]
+    if case.operation.path == "/api/v1/builds" and isinstance(body, dict) \
+            and isinstance(body.get("jobs"), list):
+        return body["jobs"]
+    return []
+
+
+def _order_shards(case):
+    """A job's shard_index must be below its shard_total, which a JSON schema
+    cannot say: a valid case that breaks it gets the smallest shard_total
+    that keeps its shard_index."""
+    meta = case.meta
+    if meta is not None and not meta.generation.mode.is_positive:
+        return
+    for spec in _job_specs(case):
+        if isinstance(spec, dict):
+            i, n = spec.get("shard_index"), spec.get("shard_total")
+            if _number(i) and _number(n) and i >= n:
+                spec["shard_total"] = int(i) + 1
