@@ -325,3 +325,33 @@ fn logs_follow_waits_for_a_queued_job_to_start() {
     let ok = wait_until(10 * SEC, || matches!(child.try_wait(), Ok(Some(_))));
     assert!(ok);
 }
+
+#[test]
+fn what_a_job_writes_to_its_info_file_shows_within_about_a_second() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // A 60 s heartbeat: the info must not wait for it.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "reporter",
+        "heartbeat_interval = \"60s\"\n[jobtypes.progress]\n\
+         command = \"sleep 2; echo '{\\\"progress\\\": 2}' > $TESTBOT_INFO_FILE; sleep 30\"\n",
+    );
+    wait_online(&server, "reporter");
+    let ids = server.submit(&["progress"]);
+    server.wait_state(ids[0], "running", 20 * SEC);
+    let t = std::time::Instant::now();
+    let shown = wait_until(10 * SEC, || server.job(ids[0])["info"]["progress"] == 2);
+    assert!(shown, "{}", server.job(ids[0]));
+    // Written about 2 s after the start; shown within about a second of it.
+    assert!(
+        t.elapsed() < Duration::from_millis(3800),
+        "took {:?}",
+        t.elapsed()
+    );
+    let w = server.get("/api/v1/workers/reporter");
+    assert_eq!(w["jobs"][0]["info"]["progress"], 2, "{w}");
+    server.cli(&["cancel", &ids[0].to_string()]);
+    server.wait_final(ids[0], 20 * SEC);
+}

@@ -56,6 +56,49 @@ pub fn run(shared: &Shared) {
     }
 }
 
+/// How often the info watcher looks at the running jobs' info files, and
+/// the least time between two heartbeats it sends.
+const INFO_LOOK: Duration = Duration::from_millis(250);
+const INFO_GAP: Duration = Duration::from_secs(1);
+
+/// Watches the running jobs' `$TESTBOT_INFO_FILE`s and sends a heartbeat
+/// when one changes (at most one a second), so what a job says about
+/// itself shows on the server within about a second, not at the next beat.
+pub fn watch_info(shared: &Shared) {
+    let mut last: std::collections::HashMap<i64, (std::time::SystemTime, u64)> = Default::default();
+    let mut sent = Instant::now() - INFO_GAP;
+    let mut pending = false;
+    while !shared.is_stopped() {
+        std::thread::sleep(INFO_LOOK);
+        let files: Vec<(i64, std::path::PathBuf)> = shared
+            .running
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(&id, r)| (id, r.info_file.clone()))
+            .collect();
+        last.retain(|id, _| files.iter().any(|(i, _)| i == id));
+        for (id, path) in files {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
+            match last.insert(id, stamp) {
+                Some(before) if before != stamp => pending = true,
+                // First seen: the job's start was reported already; only
+                // what it wrote since counts.
+                None if stamp.1 > 0 => pending = true,
+                _ => {}
+            }
+        }
+        if pending && sent.elapsed() >= INFO_GAP {
+            pending = false;
+            sent = Instant::now();
+            send(shared, 0.0);
+        }
+    }
+}
+
 /// Sends one heartbeat (held up to `wait` seconds) and acts on the answer;
 /// says whether the server answered it.
 pub fn send(shared: &Shared, wait: f64) -> bool {

@@ -433,6 +433,12 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
             .name("heartbeat".into())
             .spawn(move || heartbeat::run(&shared))?;
     }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("info-watch".into())
+            .spawn(move || heartbeat::watch_info(&shared))?;
+    }
     // Results a previous run could not deliver go before any new claim.
     report::deliver_outbox(&shared, left_over);
     let slots: Vec<_> = (0..shared.config.slots)

@@ -1,0 +1,478 @@
+"""Write a testbot client in Python, as the original testbot did.
+
+Subclass :class:`Client`, name your ``jobtypes``, implement
+``do_job(self, job)`` returning a JSON-able dict, and call ``run()``::
+
+    from testbot.client import Client
+
+    class MyClient(Client):
+        jobtypes = ['my-test-type']
+
+        def do_job(self, job):
+            return {'result': False, 'debug': 'the widget did not frob'}
+
+    MyClient('http://ci.example.org:8080').run()
+
+The client speaks testbot's REST API as testbot's own worker does: it
+registers its capabilities, long-polls for jobs it can run, renews the
+leases of its running job with heartbeats (which carry ``client_info``),
+honours a job's timeout and cancels, and delivers each result exactly once:
+retried with backoff while the server is away, dropped only when the server
+says the attempt is no longer current (409). Standard library only.
+"""
+
+import json
+import os
+import platform as _platform
+import random
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+
+__all__ = ["Client", "Refused", "detect_platform", "parse_duration"]
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+#: A job without a timeout of its own gets this many seconds, as the
+#: shell worker's default.
+DEFAULT_TIMEOUT = 3600.0
+#: The longest the server holds a heartbeat of a busy client open.
+MAX_HOLD = 30.0
+#: How long one claim waits on the server: short, so that ``stop()`` on an
+#: idle client returns soon.
+CLAIM_WAIT = 5.0
+FINAL_STATES = ("passed", "failed", "timed_out", "canceled", "error")
+
+
+class Refused(Exception):
+    """The server refused a request for good (4xx other than 401, 403, 408,
+    429, which may pass): ``status`` and the server's ``message``."""
+
+    def __init__(self, status, message):
+        super().__init__("the server refused the request (%d): %s" % (status, message))
+        self.status = status
+        self.message = message
+
+
+class _Unavailable(Exception):
+    """The server is away, failing, or refusing for a while (a token being
+    rotated): try again."""
+
+
+def _os_name():
+    if sys.platform.startswith("linux"):
+        try:
+            release = _platform.freedesktop_os_release()
+        except (OSError, AttributeError):
+            return "Linux"
+        return release.get("NAME", "Linux").split()[0]
+    if sys.platform == "darwin":
+        return "Mac OS"
+    if sys.platform.startswith("win"):
+        return "Windows"
+    return _platform.system() or "unknown"
+
+
+def _os_version():
+    if sys.platform.startswith("linux"):
+        try:
+            return _platform.freedesktop_os_release().get("VERSION_ID", _platform.release())
+        except (OSError, AttributeError):
+            return _platform.release()
+    if sys.platform == "darwin":
+        return _platform.mac_ver()[0]
+    return _platform.version()
+
+
+def detect_platform():
+    """The properties testbot's worker detects (``os.name``, ``os.version``,
+    ``os.family``, ``os.arch``, ``hostname``), plus ``python.version``: what
+    the original testbot read from ``os.uname()`` and the running Python."""
+    family = {"linux": "linux", "darwin": "macos", "win32": "windows"}
+    arch = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+    machine = _platform.machine()
+    return {
+        "os.name": _os_name(),
+        "os.version": _os_version(),
+        "os.family": family.get(sys.platform, sys.platform),
+        "os.arch": arch.get(machine.lower(), machine),
+        "hostname": socket.gethostname(),
+        "python.version": _platform.python_version(),
+    }
+
+
+_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "secs": 1, "second": 1,
+    "seconds": 1, "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400,
+    "days": 86400, "w": 604800, "week": 604800, "weeks": 604800,
+}
+
+
+def parse_duration(text):
+    """Seconds in a duration as testbot writes it (``90s``, ``1h 30m``,
+    ``30days``; a bare number is seconds); None for None."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    text = str(text).strip()
+    if re.fullmatch(r"\d+", text):
+        return float(text)
+    parts = re.findall(r"(\d+)\s*([a-zA-Z]+)", text)
+    if not parts or re.sub(r"[\d\sa-zA-Z]", "", text):
+        raise ValueError("not a duration: %r" % text)
+    total = 0.0
+    for number, unit in parts:
+        if unit not in _UNITS:
+            raise ValueError("unknown unit %r in %r" % (unit, text))
+        total += int(number) * _UNITS[unit]
+    return total
+
+
+def _now_rfc3339():
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+class _Backoff:
+    """Capped, jittered delays between retries."""
+
+    def __init__(self, first=0.2, cap=10.0):
+        self.delay, self.cap = first, cap
+
+    def next(self):
+        d = self.delay
+        self.delay = min(self.delay * 2, self.cap)
+        return d * random.uniform(0.5, 1.0)
+
+
+class Client:
+    """A testbot client: subclass it, set ``jobtypes``, implement ``do_job``.
+
+    ``server``, ``name``, ``token`` and ``ca_file`` default to
+    ``TESTBOT_SERVER`` (else ``http://127.0.0.1:8080``), the host name,
+    ``TESTBOT_TOKEN`` and ``TESTBOT_CA_FILE``, as testbot's CLI reads them.
+    """
+
+    #: The jobtypes this client runs.
+    jobtypes = []
+    #: Seconds between heartbeats (the original's default, 60).
+    heartbeat_interval = 60.0
+
+    def __init__(self, server=None, name=None, token=None, ca_file=None,
+                 heartbeat_interval=None):
+        server = server or os.environ.get("TESTBOT_SERVER") or DEFAULT_SERVER
+        if "://" not in server:
+            server = "http://" + server
+        self.server = server.rstrip("/")
+        self.name = name or socket.gethostname()
+        self.token = token or os.environ.get("TESTBOT_TOKEN") or None
+        self.ca_file = ca_file or os.environ.get("TESTBOT_CA_FILE") or None
+        if heartbeat_interval is not None:
+            self.heartbeat_interval = float(heartbeat_interval)
+        #: Free-form facts sent with every heartbeat (and at once by
+        #: ``push_status()``); ``client_info["job"]`` is the running job.
+        self.client_info = {}
+        self._ssl = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._poke = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        self._job = None  # the running job: {"id", "attempt", "offset"}
+        self._canceled = set()
+        self._seq = int(time.time() * 1000) << 10
+
+    # ----- what a subclass may override
+
+    @property
+    def platform(self):
+        """This machine's platform properties (see :func:`detect_platform`);
+        override it (or set it as a class attribute) to add or change some."""
+        return detect_platform()
+
+    @property
+    def capabilities(self):
+        """``{"jobtypes": [...], "platforms": [{...}, ...]}``; override it to
+        offer several platforms (for example one per Python version). A job
+        records which platform matched as ``job["platform_index"]``."""
+        return {"jobtypes": list(self.jobtypes), "platforms": [self.platform]}
+
+    def do_job(self, job):
+        """Runs ``job`` (a dict: ``id``, ``jobtype``, ``params``,
+        ``platform``...) and returns a JSON-able dict: ``result`` true or false
+        (passed or failed; or ``state``, any final state), ``reason``, and
+        anything else, which is kept in the job's result. An exception ends
+        the job as ``error`` with its traceback in the log."""
+        raise NotImplementedError("subclass Client and implement do_job(self, job)")
+
+    # ----- what a caller uses
+
+    def run(self):
+        """Registers and runs jobs until ``stop()``; blocks."""
+        self._stop.clear()
+        self._done.clear()
+        try:
+            self._register()
+            beat = threading.Thread(target=self._heartbeats, name="testbot-heartbeat", daemon=True)
+            beat.start()
+            while not self._stop.is_set():
+                job = self._claim()
+                if job is not None:
+                    self._run_job(job)
+        finally:
+            self._done.set()
+            self._poke.set()
+            try:
+                self._heartbeat(0)
+            except Exception:  # the server may be gone; it notices by itself
+                pass
+
+    def start(self):
+        """Runs the client on a background thread; returns that thread."""
+        self._thread = threading.Thread(target=self.run, name="testbot-client", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout=None):
+        """Stops claiming; returns once the running ``do_job`` (if any) has
+        finished and its result was recorded, or after ``timeout`` seconds."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        else:
+            self._done.wait(timeout)
+
+    def push_status(self):
+        """Sends ``client_info`` now rather than with the next heartbeat."""
+        self._heartbeat(0)
+
+    def log(self, *parts):
+        """Appends a line to the running job's log (like ``print``)."""
+        text = " ".join(str(p) for p in parts) + "\n"
+        self._append_log(text.encode("utf-8"))
+
+    # ----- the protocol
+
+    def _request(self, method, path, body=None, raw=None, timeout=60.0, content_type=None):
+        data = raw if raw is not None else (json.dumps(body, default=str).encode() if body is not None else None)
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", content_type or "application/json")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
+                text = resp.read()
+                return resp.status, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as e:
+            text = e.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                message = text
+            if e.code in (401, 403, 408, 429) or e.code >= 500:
+                raise _Unavailable("%s %s: %d %s" % (method, path, e.code, message))
+            raise Refused(e.code, message)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise _Unavailable("%s %s: %s" % (method, path, e))
+
+    def _retrying(self, what, call, give_up=None):
+        """Calls ``call`` until it does not raise ``_Unavailable``."""
+        backoff, said = _Backoff(), False
+        while True:
+            try:
+                out = call()
+                if said:
+                    print("testbot: %s: the server answers again" % what, file=sys.stderr)
+                return out
+            except _Unavailable as e:
+                if not said:
+                    print("testbot: %s: %s; retrying" % (what, e), file=sys.stderr)
+                    said = True
+                if give_up is not None and give_up():
+                    raise
+                time.sleep(backoff.next())
+
+    def _register(self):
+        caps = self.capabilities
+        body = {
+            "name": self.name,
+            "jobtypes": list(caps.get("jobtypes", self.jobtypes)),
+            "platforms": [dict((str(k), str(v)) for k, v in p.items()) for p in caps.get("platforms") or [{}]],
+            "info": self._info(),
+            "slots": 1,
+            "heartbeat_interval_ms": int(self.heartbeat_interval * 1000),
+            "version": "python-client/0.1.0",
+            "host": socket.gethostname(),
+            "running": [self._running_entry()] if self._job else [],
+        }
+        self._retrying("registering", lambda: self._request("POST", "/api/v1/workers", body))
+
+    def _info(self):
+        try:
+            return json.loads(json.dumps(self.client_info, default=str))
+        except (TypeError, ValueError):
+            return {"info_error": "client_info is not JSON"}
+
+    def _running_entry(self):
+        return {"id": self._job["id"], "attempt": self._job["attempt"]}
+
+    def _claim(self):
+        path = "/api/v1/workers/%s/claim" % urllib.parse.quote(self.name)
+        body = {"wait": CLAIM_WAIT, "slot": 0, "seq": self._seq}
+        try:
+            status, job = self._retrying(
+                "claiming", lambda: self._request("POST", path, body, timeout=CLAIM_WAIT + 30),
+                give_up=self._stop.is_set)
+        except _Unavailable:
+            return None
+        except Refused as e:
+            if e.status == 404:  # the server forgot us (a new database)
+                self._register()
+                return None
+            raise
+        self._seq += 1
+        return job if status == 200 else None
+
+    def _heartbeats(self):
+        while not self._done.is_set():
+            busy = self._job is not None
+            started = time.time()
+            try:
+                self._heartbeat(min(self.heartbeat_interval, MAX_HOLD) if busy else 0)
+                answered = True
+            except (_Unavailable, Refused):
+                answered = False
+            if self._done.is_set():
+                return
+            if busy and self._job is not None and answered:
+                # Always one held on the server: cancels arrive at once.
+                time.sleep(max(0.0, 0.2 - (time.time() - started)))
+                continue
+            self._poke.wait(max(0.0, self.heartbeat_interval - (time.time() - started)))
+            self._poke.clear()
+
+    def _heartbeat(self, wait):
+        job = self._job
+        body = {
+            "status": "draining" if self._stop.is_set() and not self._done.is_set()
+            else ("busy" if job else "idle"),
+            "info": self._info(),
+            "jobs": [self._running_entry()] if job else [],
+            "wait": wait,
+        }
+        path = "/api/v1/workers/%s/heartbeat" % urllib.parse.quote(self.name)
+        try:
+            _, reply = self._request("POST", path, body, timeout=wait + 30)
+        except Refused as e:
+            if e.status == 404:
+                self._register()
+                return
+            raise
+        for id_ in (reply or {}).get("cancel", []):
+            self._canceled.add(id_)
+
+    def _append_log(self, data):
+        job = self._job
+        if job is None:
+            sys.stderr.write(data.decode("utf-8", "replace"))
+            return
+        with self._lock:
+            path = "/api/v1/jobs/%d/log?%s" % (job["id"], urllib.parse.urlencode(
+                {"worker": self.name, "attempt": job["attempt"], "offset": job["offset"]}))
+            try:
+                self._retrying("sending the log", lambda: self._request(
+                    "POST", path, raw=data, content_type="application/octet-stream"))
+                job["offset"] += len(data)
+            except Refused as e:
+                print("testbot: log refused: %s" % e, file=sys.stderr)
+
+    def _run_job(self, job):
+        started_at, t0 = _now_rfc3339(), time.time()
+        self._job = {"id": job["id"], "attempt": job["attempt"], "offset": 0}
+        self.client_info["job"] = job
+        self._poke.set()
+        box = {}
+
+        def call():
+            try:
+                box["value"] = self.do_job(job)
+            except BaseException as e:  # reported, never lost
+                box["error"] = e
+                box["traceback"] = traceback.format_exc()
+
+        worker = threading.Thread(target=call, name="do_job-%d" % job["id"], daemon=True)
+        worker.start()
+        timeout = parse_duration(job.get("timeout")) or DEFAULT_TIMEOUT
+        stopped = None
+        while worker.is_alive():
+            worker.join(0.1)
+            if job["id"] in self._canceled:
+                stopped = ("canceled", "canceled")
+            elif time.time() - t0 > timeout:
+                stopped = ("timed_out", "timed out after %s" % job.get("timeout"))
+            if stopped:
+                # A thread cannot be killed: do_job runs on unwatched, and
+                # what it returns is dropped.
+                break
+        outcome = self._outcome(box, stopped)
+        outcome.update({
+            "worker": self.name,
+            "attempt": job["attempt"],
+            "duration_ms": int((time.time() - t0) * 1000),
+            "started_at": started_at,
+            "finished_at": _now_rfc3339(),
+        })
+        if "traceback" in box and not stopped:
+            self._append_log(box["traceback"].encode("utf-8"))
+        self._deliver(job["id"], outcome)
+        self._canceled.discard(job["id"])
+        self.client_info.pop("job", None)
+        self._job = None
+        self._poke.set()
+
+    @staticmethod
+    def _outcome(box, stopped):
+        if stopped:
+            return {"state": stopped[0], "reason": stopped[1]}
+        if "error" in box:
+            e = box["error"]
+            return {"state": "error", "reason": "do_job raised %s: %s" % (type(e).__name__, e)}
+        value = box.get("value")
+        if value is None:
+            return {"state": "passed"}
+        if isinstance(value, bool):
+            return {"state": "passed" if value else "failed"}
+        if not isinstance(value, dict):
+            return {"state": "error", "reason": "do_job returned %s, not a dict" % type(value).__name__}
+        value = dict(value)
+        state = value.pop("state", None)
+        result = value.pop("result", None)
+        reason = value.pop("reason", None)
+        if state not in FINAL_STATES:
+            state = "failed" if result is not None and not result else "passed"
+        try:
+            data = json.loads(json.dumps(value))
+        except (TypeError, ValueError) as e:
+            return {"state": "error", "reason": "do_job returned something that is not JSON: %s" % e}
+        out = {"state": state, "data": data}
+        if reason is not None:
+            out["reason"] = str(reason)
+        return out
+
+    def _deliver(self, job_id, outcome):
+        path = "/api/v1/jobs/%d/result" % job_id
+        try:
+            self._retrying("sending the result", lambda: self._request("POST", path, outcome))
+        except Refused as e:
+            # 409: the attempt is not current any more (the lease ran out and
+            # the job went elsewhere); anything else: the server ended it.
+            print("testbot: result of job %d refused: %s" % (job_id, e), file=sys.stderr)

@@ -1,0 +1,249 @@
+"""testbot.client.Client against the real `testbot serve`: the original
+testbot documentation's three examples, and the protocol's promises
+(client_info and push_status, stop, timeouts, cancels, exceptions, logs,
+results kept while the server is away, tokens)."""
+
+import threading
+import time
+
+import pytest
+
+from testbot.client import Client, detect_platform, parse_duration
+
+from conftest import wait_until
+
+
+# --- The original documentation's examples, almost verbatim.
+
+class MyClient(Client):
+    jobtypes = ['my-test-type']
+
+    def do_job(self, job):
+        return {'result': False, 'debug': 'The quick brown fox failed to jump.'}
+
+
+class MobileClient(Client):
+    jobtypes = ['mobile-test']
+
+    @property
+    def platform(self):
+        return {'os.name': 'Maemo', 'device': 'Nokia N900'}
+
+    def do_job(self, job):
+        return {'result': True, 'device': self.platform['device']}
+
+
+class MultiPythonClient(Client):
+    jobtypes = ['python-test']
+    capabilities = {
+        'jobtypes': ['python-test'],
+        'platforms': [{'python.version': '2.6.2'}, {'python.version': '3.1'}],
+    }
+
+    def do_job(self, job):
+        return {'result': True, 'ran_on': job['platform']['python.version']}
+
+
+def started(client):
+    client.start()
+    return client
+
+
+def test_my_client_reports_a_failure_with_its_debug_text(server):
+    client = started(MyClient(server.url, name='my-client', heartbeat_interval=1))
+    try:
+        job_id = server.submit({'jobtype': 'my-test-type'})
+        job = server.wait_final(job_id)
+    finally:
+        client.stop(timeout=30)
+    assert job['state'] == 'failed'
+    assert job['worker'] == 'my-client'
+    assert job['result']['debug'] == 'The quick brown fox failed to jump.'
+
+
+def test_a_platform_override_is_what_jobs_match(server):
+    client = started(MobileClient(server.url, name='n900', heartbeat_interval=1))
+    try:
+        job_id = server.submit({'jobtype': 'mobile-test', 'platform': {'device': 'Nokia*'}})
+        job = server.wait_final(job_id)
+    finally:
+        client.stop(timeout=30)
+    assert job['state'] == 'passed'
+    assert job['platform']['device'] == 'Nokia N900'
+    assert job['result']['device'] == 'Nokia N900'
+    worker = server.get('/api/v1/workers/n900')
+    assert worker['platforms'] == [{'os.name': 'Maemo', 'device': 'Nokia N900'}]
+
+
+def test_a_job_goes_to_the_matching_one_of_several_platforms(server):
+    client = started(MultiPythonClient(server.url, name='pythons', heartbeat_interval=1))
+    try:
+        old = server.submit({'jobtype': 'python-test', 'platform': {'python.version': '2.6.2'}})
+        new = server.submit({'jobtype': 'python-test', 'platform': {'python.version': '3.1'}})
+        old_job, new_job = server.wait_final(old), server.wait_final(new)
+    finally:
+        client.stop(timeout=30)
+    assert old_job['state'] == 'passed' and new_job['state'] == 'passed'
+    assert (old_job['platform_index'], old_job['result']['ran_on']) == (0, '2.6.2')
+    assert (new_job['platform_index'], new_job['result']['ran_on']) == (1, '3.1')
+
+
+# --- client_info, push_status, stop.
+
+class Gate(Client):
+    """do_job waits for the test to open the gate."""
+    jobtypes = ['gated']
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.seen_info_job = None
+
+    def do_job(self, job):
+        self.seen_info_job = self.client_info.get('job', {}).get('id')
+        self.entered.set()
+        self.gate.wait(30)
+        return {'result': True}
+
+
+def test_push_status_shows_client_info_within_a_second(server):
+    client = started(Gate(server.url, name='pusher', heartbeat_interval=60))
+    try:
+        assert wait_until(10, lambda: server.call('GET', '/api/v1/workers/pusher')[0] == 200)
+        job_id = server.submit({'jobtype': 'gated'})
+        assert client.entered.wait(10)
+        assert client.seen_info_job == job_id, 'the running job is in client_info["job"]'
+        client.client_info['battery'] = 87
+        t = time.time()
+        client.push_status()
+        shown = wait_until(1.0, lambda: server.get('/api/v1/workers/pusher')['info'].get('battery') == 87)
+        assert shown, server.get("/api/v1/workers/pusher")["info"]
+        assert time.time() - t < 1.0
+        info = server.get('/api/v1/workers/pusher')['info']
+        assert info['job']['id'] == job_id
+    finally:
+        client.gate.set()
+        client.stop(timeout=30)
+
+
+def test_stop_returns_only_after_do_job_finished_and_its_result_was_recorded(server):
+    client = started(Gate(server.url, name='stopper', heartbeat_interval=1))
+    job_id = server.submit({'jobtype': 'gated'})
+    assert client.entered.wait(10)
+    threading.Timer(1.5, client.gate.set).start()
+    t = time.time()
+    client.stop(timeout=30)
+    assert time.time() - t >= 1.0, 'stop() did not wait for do_job'
+    job = server.get('/api/v1/jobs/%d' % job_id)
+    assert job['state'] == 'passed', job
+    # Stopped: it claims nothing more.
+    other = server.submit({'jobtype': 'gated'})
+    time.sleep(1.0)
+    assert server.get('/api/v1/jobs/%d' % other)['state'] == 'queued'
+
+
+# --- Exceptions, logs, timeouts, cancels.
+
+class Crashy(Client):
+    jobtypes = ['crash', 'chatty']
+
+    def do_job(self, job):
+        if job['jobtype'] == 'crash':
+            raise RuntimeError('the probe fell off')
+        self.log('hello from', job['id'])
+        self.log('second line')
+        return {'state': 'passed', 'lines': 2}
+
+
+def test_an_exception_is_an_error_with_its_traceback_in_the_log(server):
+    client = started(Crashy(server.url, name='crashy', heartbeat_interval=1))
+    try:
+        crash = server.submit({'jobtype': 'crash'})
+        chatty = server.submit({'jobtype': 'chatty'})
+        crashed, talked = server.wait_final(crash), server.wait_final(chatty)
+    finally:
+        client.stop(timeout=30)
+    assert crashed['state'] == 'error'
+    assert 'RuntimeError: the probe fell off' in crashed['reason']
+    log = server.log(crash)
+    assert 'Traceback' in log and 'the probe fell off' in log
+    assert talked['state'] == 'passed' and talked['result']['lines'] == 2
+    assert server.log(chatty) == 'hello from %d\nsecond line\n' % chatty
+
+
+class Sleepy(Client):
+    jobtypes = ['sleepy']
+
+    def do_job(self, job):
+        time.sleep(float(job['params'].get('seconds', '10')))
+        return {'result': True}
+
+
+def test_a_timeout_and_a_cancel_are_honoured(server):
+    client = started(Sleepy(server.url, name='sleepy', heartbeat_interval=60))
+    try:
+        slow = server.submit({'jobtype': 'sleepy', 'timeout': 1, 'params': {'seconds': '8'}})
+        job = server.wait_final(slow, timeout=10)
+        assert job['state'] == 'timed_out', job
+        long = server.submit({'jobtype': 'sleepy', 'params': {'seconds': '30'}})
+        server.wait_state(long, 'running')
+        time.sleep(0.5)
+        t = time.time()
+        status, _ = server.call('POST', '/api/v1/jobs/%d/cancel' % long)
+        assert status == 200
+        job = server.wait_final(long, timeout=10)
+        assert job['state'] == 'canceled', job
+        assert time.time() - t < 3, 'the cancel took %.1fs' % (time.time() - t)
+    finally:
+        client.stop(timeout=40)
+
+
+# --- The server away, tokens.
+
+def test_a_result_made_while_the_server_is_away_arrives_when_it_is_back(make_server, tmp_path):
+    server = make_server()
+    client = started(Gate(server.url, name='patient', heartbeat_interval=1))
+    try:
+        job_id = server.submit({'jobtype': 'gated'})
+        assert client.entered.wait(10)
+        server.kill9()
+        client.gate.set()
+        time.sleep(2)
+        server.start(server.addr)
+        job = server.wait_final(job_id, timeout=30)
+        assert job['state'] == 'passed', job
+        assert job['attempt'] == 1, job
+    finally:
+        client.gate.set()
+        client.stop(timeout=30)
+
+
+def test_tokens_from_the_environment(make_server, tmp_path, monkeypatch):
+    (tmp_path / 'worker.tokens').write_text('w-secret\n')
+    (tmp_path / 'client.tokens').write_text('c-secret\n')
+    server = make_server(['--worker-tokens', str(tmp_path / 'worker.tokens'),
+                          '--client-tokens', str(tmp_path / 'client.tokens')])
+    monkeypatch.setenv('TESTBOT_SERVER', server.url)
+    monkeypatch.setenv('TESTBOT_TOKEN', 'w-secret')
+    client = started(MyClient(name='tokened', heartbeat_interval=1))
+    try:
+        job_id = server.submit({'jobtype': 'my-test-type'}, token='c-secret')
+        assert server.wait_final(job_id)['state'] == 'failed'
+    finally:
+        client.stop(timeout=30)
+    bad = MyClient(server.url, name='tokened', token='c-secret')
+    with pytest.raises(Exception):
+        bad._request('POST', '/api/v1/workers', {'name': 'x'})
+
+
+def test_helpers():
+    assert parse_duration('90s') == 90
+    assert parse_duration('1h 30m') == 5400
+    assert parse_duration('30days') == 30 * 86400
+    assert parse_duration(None) is None
+    with pytest.raises(ValueError):
+        parse_duration('3 fortnights')
+    p = detect_platform()
+    for key in ('os.name', 'os.version', 'os.family', 'os.arch', 'hostname', 'python.version'):
+        assert p[key], key
