@@ -37,18 +37,6 @@ fn config_at(dir: &Path, server: &str, name: &str, work_dir: &Path, body: &str) 
     path
 }
 
-fn post_json(url: &str, body: &str) -> (u16, Value) {
-    let r = ureq::post(url)
-        .set("Content-Type", "application/json")
-        .send_string(body);
-    let (code, text) = match r {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("POST {url}: {e}"),
-    };
-    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn health(base: &str) -> (u16, Value) {
     match ureq::get(&format!("{base}/api/v1/health")).call() {
         Ok(r) => (r.status(), r.into_json().unwrap()),
@@ -138,7 +126,7 @@ fn a_storage_outage_longer_than_a_lease_is_not_the_workers_fault() {
         "x".repeat(60_000)
     );
     let refused = wait_until(10 * SEC, || {
-        post_json(&format!("{}/api/v1/jobs", server.url), &big).0 == 503
+        post(&server.url, "/api/v1/jobs", &big).0 == 503
     });
     assert!(refused, "the full disk was never noticed");
     // Longer than a lease (5 s) without a write.
@@ -171,7 +159,7 @@ fn storage_failures_answer_503_with_their_cause() {
     );
     let mut answer = Value::Null;
     let full = wait_until(10 * SEC, || {
-        let (code, body) = post_json(&format!("{base}/api/v1/jobs"), &big);
+        let (code, body) = post(&base, "/api/v1/jobs", &big);
         answer = body;
         code == 503
     });
@@ -185,10 +173,7 @@ fn storage_failures_answer_503_with_their_cause() {
     assert!(h["error"].as_str().unwrap().contains("disk is full"), "{h}");
     std::fs::remove_file(disk.0.join("ballast")).unwrap();
     assert!(wait_until(5 * SEC, || health(&base).0 == 200));
-    assert_eq!(
-        post_json(&format!("{base}/api/v1/jobs"), r#"{"jobtype":"x"}"#).0,
-        201
-    );
+    assert_eq!(post(&base, "/api/v1/jobs", r#"{"jobtype":"x"}"#).0, 201);
 
     // A database deleted under the server: no write goes into it again.
     let other = tempdir();
@@ -196,7 +181,7 @@ fn storage_failures_answer_503_with_their_cause() {
     std::fs::remove_file(&server.db).unwrap();
     let mut answer = Value::Null;
     let refused = wait_until(5 * SEC, || {
-        let (code, body) = post_json(&format!("{}/api/v1/jobs", server.url), r#"{"jobtype":"x"}"#);
+        let (code, body) = post(&server.url, "/api/v1/jobs", r#"{"jobtype":"x"}"#);
         answer = body;
         code == 503
     });
@@ -429,6 +414,48 @@ fn a_test_report_too_big_for_the_server_is_trimmed_not_lost() {
     assert_eq!(tests["total"], 40000, "{}", job["result"]);
     let trimmed = job["result"]["trimmed"].as_str().unwrap_or_default();
     assert!(trimmed.contains("durations"), "{}", job["result"]);
+}
+
+#[test]
+fn a_result_of_ten_mib_sent_by_hand_is_kept_trimmed() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = r#"{"name": "hand", "jobtypes": ["h"], "heartbeat_interval_ms": 60000}"#;
+    assert_eq!(post(base, "/api/v1/workers", reg).0, 200);
+    let id = server.submit(&["h"])[0];
+    assert_eq!(
+        post(base, "/api/v1/workers/hand/claim", r#"{"wait": 5}"#).0,
+        200
+    );
+    let durations: serde_json::Map<String, Value> = (0..150_000)
+        .map(|i| {
+            (
+                format!("tests/test_module_{i}.py::test_case_{i}"),
+                Value::from(i),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "attempt": 1, "state": "passed",
+        "tests": {"total": 150000, "passed": 150000, "failed": 0, "errors": 0, "skipped": 0,
+                  "failures": [], "durations": durations},
+        "data": {"blob": "y".repeat(5 << 20)},
+    })
+    .to_string();
+    assert!(body.len() > 10 << 20, "{} bytes", body.len());
+    let (code, job) = post(base, &format!("/api/v1/jobs/{id}/result"), &body);
+    assert_eq!(code, 200, "{job}");
+    assert_eq!(job["state"], "passed");
+    assert_eq!(job["result"]["tests"]["total"], 150000);
+    assert!(job["result"]["trimmed"]
+        .as_str()
+        .unwrap()
+        .contains("150000 tests"));
+    assert!(job["result"]["result_file_error"]
+        .as_str()
+        .unwrap()
+        .contains("not kept"));
 }
 
 #[test]

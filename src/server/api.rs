@@ -25,6 +25,10 @@ use axum::Extension;
 const MAX_LIST: usize = 10_000;
 /// The largest request body the server reads.
 pub const BODY_MAX: usize = 8 << 20;
+/// The largest body of a route that carries a result: a result over the
+/// size the server keeps is trimmed, not refused, up to this.
+pub const RESULT_BODY_MAX: usize = 64 << 20;
+const RESULT_ROUTES: &[&str] = &["/api/v1/jobs/{id}/result", "/api/v1/workers/{name}/claim"];
 
 /// Who may call a route when the server has token files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +125,13 @@ pub fn router() -> Router<AppState> {
             .fold(MethodRouter::new(), |m, r| {
                 m.merge(handler(r.method, r.path))
             });
+        // A result is never refused for its size: it is trimmed instead
+        // (see `check_result`), so its routes read bigger bodies.
+        let methods = if RESULT_ROUTES.contains(&route.path) {
+            methods.layer(axum::extract::DefaultBodyLimit::max(RESULT_BODY_MAX))
+        } else {
+            methods
+        };
         router = router.route(route.path, methods);
     }
     router

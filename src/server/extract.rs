@@ -24,8 +24,9 @@ async fn read_bytes<S: Send + Sync>(
         .await
         .map_err(|e| match e.status().as_u16() {
             413 => ApiError::TooLarge(format!(
-                "the request body is over the server's limit of {} bytes",
-                super::api::BODY_MAX
+                "the request body is over the server's limit ({} MiB; {} MiB for results)",
+                super::api::BODY_MAX >> 20,
+                super::api::RESULT_BODY_MAX >> 20
             )),
             _ => ApiError::bad(format!("cannot read the request body: {}", e.body_text())),
         })
