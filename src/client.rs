@@ -81,6 +81,44 @@ impl std::error::Error for ClientError {}
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A server URL as users write it: `HOST:PORT` means `http://HOST:PORT`;
+/// anything that is still not an http(s) URL with a host is refused,
+/// naming the value.
+pub fn server_url(given: &str) -> std::result::Result<String, String> {
+    let t = given.trim().trim_end_matches('/');
+    let url = if t.contains("://") {
+        t.to_string()
+    } else {
+        format!("http://{t}")
+    };
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid server URL {given:?}: {why}; write it like http://ci.example.org:8080 or 127.0.0.1:8080"
+        ))
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("no scheme");
+    };
+    if scheme != "http" && scheme != "https" {
+        return bad("the scheme must be http or https");
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || url.chars().any(char::is_whitespace) {
+        return bad("no host");
+    }
+    // The port, after the last ':' outside an IPv6 literal's brackets.
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    if let Some((host, port)) = authority[host_end..].rsplit_once(':') {
+        if authority[..host_end].is_empty() && host.is_empty() {
+            return bad("no host");
+        }
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return bad("the port must be a number from 1 to 65535");
+        }
+    }
+    Ok(url)
+}
+
 /// The longest one read or write on a connection may wait.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -131,7 +169,7 @@ impl Client {
             builder = builder.tls_config(tls);
         }
         Client {
-            base: server.trim_end_matches('/').to_string(),
+            base: server_url(server).unwrap_or_else(|_| server.trim_end_matches('/').to_string()),
             token,
             agent: builder.build(),
         }
@@ -277,10 +315,22 @@ fn classify(url: &str, err: ureq::Error) -> ClientError {
                 }
             }
         }
-        ureq::Error::Transport(t) => ClientError::Unreachable {
-            url: url.to_string(),
-            detail: t.to_string(),
-        },
+        // Said once, without the URL again (the message names it).
+        ureq::Error::Transport(t) => {
+            let mut detail = t.kind().to_string();
+            if let Some(m) = t.message() {
+                detail.push_str(": ");
+                detail.push_str(m);
+            }
+            if let Some(source) = std::error::Error::source(&t) {
+                detail.push_str(": ");
+                detail.push_str(&source.to_string());
+            }
+            ClientError::Unreachable {
+                url: url.to_string(),
+                detail,
+            }
+        }
     }
 }
 
@@ -290,4 +340,27 @@ fn snippet(body: &str) -> String {
         return "(empty body)".into();
     }
     t.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn server_urls_as_users_write_them() {
+        assert_eq!(
+            server_url("127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            server_url("https://ci.example.org/").unwrap(),
+            "https://ci.example.org"
+        );
+        assert_eq!(server_url("ci:80").unwrap(), "http://ci:80");
+        assert_eq!(server_url("[::1]:8080").unwrap(), "http://[::1]:8080");
+        for bad in ["", "http://", "ftp://x", "h:0", "h:port", "a b:1", ":8080"] {
+            let e = server_url(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }

@@ -134,6 +134,12 @@ pub fn parse_expression(text: &str) -> Result<(String, String), ParseError> {
             &format!("expected a value after '{op}'"),
         ));
     }
+    if value.starts_with(['>', '<', '=', '!']) {
+        return Err(err(
+            value_at(op.len()),
+            "a value may not begin with an operator character (one operator too many?)",
+        ));
+    }
     let json = match op {
         "=" => {
             check_alternatives(value)
@@ -154,6 +160,17 @@ pub fn parse_expression(text: &str) -> Result<(String, String), ParseError> {
         }
     };
     Ok((key, json))
+}
+
+/// A requirement as a user writes it: `python.version>=3.10`,
+/// `os.family=linux`, `gpu` (present), `gpu!` (absent).
+pub fn display_requirement(key: &str, value: &str) -> String {
+    match value {
+        "*" => key.to_string(),
+        "!" => format!("{key}!"),
+        v if v.starts_with(['>', '<', '!']) => format!("{key}{v}"),
+        v => format!("{key}={}", v.strip_prefix('=').unwrap_or(v)),
+    }
 }
 
 /// Position (in chars) of an empty alternative, if any.
@@ -450,6 +467,26 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_begins_with_an_operator_is_refused_and_requirements_print_as_written() {
+        for (text, at) in [("py>=>3", 4), ("py==3", 3), ("py=!x", 3), ("py<<2", 3)] {
+            let e = parse_expression(text).unwrap_err();
+            assert_eq!(e.position, at, "{text}: {e:?}");
+            assert!(e.message.contains("operator"), "{text}: {e:?}");
+        }
+        for text in [
+            "python.version>=3.10",
+            "os.family=linux",
+            "gpu",
+            "gpu!",
+            "a!=b",
+            "n<4",
+        ] {
+            let (k, v) = parse_expression(text).unwrap();
+            assert_eq!(display_requirement(&k, &v), text);
+        }
+    }
+
+    #[test]
     fn parse_errors_point_at_the_offending_character() {
         let e = parse_expression("python.version>=").unwrap_err();
         assert_eq!(e.position, 16);
@@ -470,8 +507,10 @@ mod tests {
 
     #[test]
     fn operator_looking_patterns_stay_literal() {
-        let (k, v) = parse_expression("arrow=>x").unwrap();
-        assert_eq!((k.as_str(), v.as_str()), ("arrow", "=>x"));
+        // On the command line `arrow=>x` is most likely a typo, and refused;
+        // in the API's JSON a leading '=' keeps such a value literal.
+        assert!(parse_expression("arrow=>x").is_err());
+        let v = "=>x".to_string();
         // Unescaped, ">x" would mean "greater than x".
         assert!(!requirement_matches(
             "arrow",

@@ -362,9 +362,14 @@ class Client:
 
     def _heartbeat(self, wait):
         job = self._job
+        if self._done.is_set():
+            status = "stopped"
+        elif self._stop.is_set():
+            status = "draining"
+        else:
+            status = "busy" if job else "idle"
         body = {
-            "status": "draining" if self._stop.is_set() and not self._done.is_set()
-            else ("busy" if job else "idle"),
+            "status": status,
             "info": self._info(),
             "jobs": [self._running_entry()] if job else [],
             "wait": wait,

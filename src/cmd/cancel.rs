@@ -2,7 +2,7 @@
 //! ones are stopped by their worker.
 
 use super::Globals;
-use crate::wire::Job;
+use crate::wire::{Job, JobState};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -15,12 +15,14 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     let client = g.client()?;
     for id in a.ids {
         let job: Job = client.post(&format!("/api/v1/jobs/{id}/cancel"), &serde_json::json!({}))?;
-        let what = if job.state.is_final() {
-            job.state.to_string()
-        } else {
-            "canceling (its worker stops it)".to_string()
-        };
-        println!("{id} {what}");
+        match job.state {
+            JobState::Canceled => println!("{id} canceled"),
+            s if s.is_final() => {
+                println!("{id} {s}");
+                eprintln!("job {id} already {s}; nothing to cancel");
+            }
+            _ => println!("{id} canceling (its worker stops it)"),
+        }
     }
     Ok(0)
 }

@@ -13,6 +13,7 @@ pub mod serve;
 pub mod status;
 pub mod submit;
 mod table;
+pub mod wait;
 pub mod worker;
 
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ enum Command {
     Status(status::Args),
     /// Print a job's log.
     Logs(logs::Args),
+    /// Wait until jobs or builds end; exit 0 when all passed, 1 otherwise.
+    Wait(wait::Args),
     /// Cancel jobs.
     Cancel(cancel::Args),
     /// Save a consistent copy of the server's database.
@@ -83,7 +86,9 @@ pub struct Globals {
 
 impl Globals {
     pub fn client(&self) -> anyhow::Result<Client> {
-        let server = self.server.as_deref().unwrap_or(DEFAULT_SERVER);
+        let server = crate::client::server_url(self.server.as_deref().unwrap_or(DEFAULT_SERVER))
+            .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?;
+        let server = server.as_str();
         match &self.ca_file {
             Some(ca) => Client::with_ca_file(server, self.token.clone(), ca),
             None => Ok(Client::new(server, self.token.clone())),
@@ -155,12 +160,16 @@ pub fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(default_level, &cli.log_format, cli.log_level.as_deref());
+    if !matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        quiet_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Serve(a) => serve::run(&globals, a),
         Command::Worker(a) => worker::run(&globals, a),
         Command::Submit(a) => submit::run(&globals, a),
         Command::Status(a) => status::run(&globals, a),
         Command::Logs(a) => logs::run(&globals, a),
+        Command::Wait(a) => wait::run(&globals, a),
         Command::Cancel(a) => cancel::run(&globals, a),
         Command::Backup(a) => backup::run(&globals, a),
         Command::Completions(a) => completions::run(a),
@@ -171,6 +180,19 @@ pub fn main() -> ExitCode {
             eprintln!("testbot: {e:#}");
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// A command whose output goes into a pipe that closes early (`testbot
+/// status | head -3`) ends quietly, as `git` and `ripgrep` do: killed by
+/// SIGPIPE (exit 141), not a panic or an error message. Not for `serve` and
+/// `worker`, which must outlive whatever reads their first lines.
+fn quiet_on_closed_stdout() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; it only restores
+    // the default disposition Rust's runtime changed to "ignore" at start.
+    // Sockets are written with MSG_NOSIGNAL, so only pipes are affected.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -148,10 +148,20 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
             .join(" ")
     };
     println!("job {}  {}  {}", job.id, job.jobtype, job.state);
-    println!("  attempt:   {} of {}", job.attempt, job.max_attempts);
+    // Attempts are reruns after lost workers and infrastructure failures,
+    // not after a test's failure: say so rather than suggest a retry.
+    println!(
+        "  attempt:   {} (up to {} when workers are lost)",
+        job.attempt, job.max_attempts
+    );
     println!("  worker:    {}", job.worker.as_deref().unwrap_or("-"));
     if !job.requirements.is_empty() {
-        println!("  requires:  {}", props(&job.requirements));
+        let written: Vec<String> = job
+            .requirements
+            .iter()
+            .map(|(k, v)| crate::matching::display_requirement(k, v))
+            .collect();
+        println!("  requires:  {}", written.join(" "));
     }
     if let Some(p) = &job.matched_platform {
         println!("  platform:  {}", props(p));

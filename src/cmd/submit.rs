@@ -1,12 +1,10 @@
 //! `testbot submit`: queue jobs (or a build of them), optionally wait for
 //! them and exit by their outcome.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use anyhow::Context;
+use std::time::Duration;
 
 use super::{key_value, Exit, Globals};
 use crate::client::{Client, ClientError};
@@ -35,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     priority: i64,
     /// Kill the job after this long (e.g. 90s, 10m, 1h30m).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     timeout: Option<Duration>,
     /// Runs allowed when workers are lost under the job.
     #[arg(long, value_name = "N")]
@@ -107,15 +105,20 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         }
         return Ok(0);
     }
+    // The ids at once, so that an interrupted wait leaves them known
+    // (stderr: stdout holds the final lines or the JSON).
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    eprintln!("queued: {}", ids.join(" "));
     let followers = if a.follow {
-        follow_logs(&client, &jobs)
+        // With --json the logs go to stderr: stdout holds only the JSON.
+        follow_logs(&client, &jobs, a.json)
     } else {
         Vec::new()
     };
     // A live progress line only on a terminal, and not under --follow's
     // log lines; plain lines otherwise.
     let progress = !a.json && !a.follow && std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let done = wait_for(&client, &jobs, !a.json, progress)?;
+    let done = super::wait::wait_for(&client, &jobs, !a.json, progress)?;
     for f in followers {
         let _ = f.join();
     }
@@ -127,6 +130,15 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     } else {
         1
     })
+}
+
+/// A timeout: a duration of at least a second.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("a timeout must be at least 1s, not {s:?}"));
+    }
+    Ok(d)
 }
 
 fn requirement(s: &str) -> Result<(String, String), String> {
@@ -246,122 +258,9 @@ fn distinct_platforms(
         .collect()
 }
 
-/// Polls until every job has ended, printing one line per job as it ends.
-fn wait_for(
-    client: &Client,
-    jobs: &[Job],
-    print: bool,
-    progress: bool,
-) -> anyhow::Result<Vec<Job>> {
-    let bar = progress.then(|| {
-        let pb = indicatif::ProgressBar::new(jobs.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} done {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        pb.enable_steady_tick(Duration::from_millis(200));
-        pb
-    });
-    let mut failures = 0;
-    let mut pending: BTreeMap<i64, Job> = jobs.iter().map(|j| (j.id, j.clone())).collect();
-    let mut done: BTreeMap<i64, Job> = BTreeMap::new();
-    let mut outage: Option<Instant> = None;
-    let mut delay = Duration::from_millis(50);
-    while !pending.is_empty() {
-        let ids: Vec<String> = pending.keys().take(500).map(|i| i.to_string()).collect();
-        let path = format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len());
-        match client.get::<Vec<Job>>(&path) {
-            Ok(list) => {
-                if outage.take().is_some() {
-                    eprintln!("testbot: the server answers again");
-                }
-                for j in list {
-                    if j.state.is_final() {
-                        pending.remove(&j.id);
-                        if j.state != JobState::Passed {
-                            failures += 1;
-                        }
-                        match &bar {
-                            Some(pb) => {
-                                pb.println(line(&j));
-                                pb.inc(1);
-                                if failures > 0 {
-                                    pb.set_message(format!("({failures} not passed)"));
-                                }
-                            }
-                            None if print => {
-                                println!("{}", line(&j));
-                                let _ = std::io::stdout().flush();
-                            }
-                            None => {}
-                        }
-                        done.insert(j.id, j);
-                    }
-                }
-            }
-            Err(e @ (ClientError::Unreachable { .. } | ClientError::Failing { .. })) => {
-                let since = *outage.get_or_insert_with(|| {
-                    eprintln!("testbot: {e}; still waiting");
-                    Instant::now()
-                });
-                if since.elapsed() > Duration::from_secs(300) {
-                    return Err(e).context("gave up waiting after 5 minutes without the server");
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if !pending.is_empty() {
-            std::thread::sleep(delay);
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
-    }
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
-    Ok(done.into_values().collect())
-}
-
-/// `12  unit  passed  worker-1  1.2s`, plus the reason when it did not pass.
-pub fn line(j: &Job) -> String {
-    let duration = j
-        .result
-        .as_ref()
-        .and_then(|r| r.get("duration_ms"))
-        .and_then(|d| d.as_u64())
-        .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
-        .unwrap_or_else(|| "-".into());
-    let mut s = format!(
-        "{}  {}  {}  {}  {}",
-        j.id,
-        j.jobtype,
-        j.state,
-        j.worker.as_deref().unwrap_or("-"),
-        duration
-    );
-    if j.flaky {
-        s.push_str("  (flaky: passed on a rerun)");
-    }
-    if j.state != JobState::Passed {
-        if let Some(r) = &j.reason {
-            s.push_str(&format!("  ({r})"));
-        }
-    }
-    for f in j.failed_tests() {
-        let msg = f.message.lines().next().unwrap_or("");
-        s.push_str(&format!("\n    FAILED {}: {msg}", f.name));
-    }
-    for t in &j.flaky_tests {
-        s.push_str(&format!("\n    FLAKY  {t}"));
-    }
-    s
-}
-
-/// One thread per job streaming its log to stdout, each line prefixed by
-/// the job when there are several.
-fn follow_logs(client: &Client, jobs: &[Job]) -> Vec<std::thread::JoinHandle<()>> {
+/// One thread per job streaming its log to stdout (stderr with
+/// `to_stderr`), each line prefixed by the job when there are several.
+fn follow_logs(client: &Client, jobs: &[Job], to_stderr: bool) -> Vec<std::thread::JoinHandle<()>> {
     let prefix = jobs.len() > 1;
     let out = Arc::new(std::sync::Mutex::new(()));
     jobs.iter()
@@ -369,12 +268,12 @@ fn follow_logs(client: &Client, jobs: &[Job]) -> Vec<std::thread::JoinHandle<()>
             let client = client.clone();
             let id = j.id;
             let out = out.clone();
-            std::thread::spawn(move || follow_one(&client, id, prefix, &out))
+            std::thread::spawn(move || follow_one(&client, id, prefix, to_stderr, &out))
         })
         .collect()
 }
 
-fn follow_one(client: &Client, id: i64, prefix: bool, out: &std::sync::Mutex<()>) {
+fn follow_one(client: &Client, id: i64, prefix: bool, to_stderr: bool, out: &std::sync::Mutex<()>) {
     // Wait for the job to start (or end without starting).
     let attempt = loop {
         match client.get::<Job>(&format!("/api/v1/jobs/{id}")) {
@@ -395,12 +294,16 @@ fn follow_one(client: &Client, id: i64, prefix: bool, out: &std::sync::Mutex<()>
     let mut buf = vec![0u8; 64 << 10];
     let emit = |line: &[u8]| {
         let _guard = out.lock().unwrap();
-        let mut stdout = std::io::stdout().lock();
+        let mut sink: Box<dyn Write> = if to_stderr {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        };
         if prefix {
-            let _ = write!(stdout, "[{id}] ");
+            let _ = write!(sink, "[{id}] ");
         }
-        let _ = stdout.write_all(line);
-        let _ = stdout.flush();
+        let _ = sink.write_all(line);
+        let _ = sink.flush();
     };
     while let Ok(n) = reader.read(&mut buf) {
         if n == 0 {

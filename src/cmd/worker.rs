@@ -67,6 +67,13 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     if let Some(name) = &a.name {
         config.name = name.clone();
     }
+    let server = match &g.server {
+        Some(s) => Some(
+            crate::client::server_url(s)
+                .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?,
+        ),
+        None => None,
+    };
     if a.check {
         println!(
             "{}",
@@ -76,7 +83,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     }
     let code = worker::run(WorkerOptions {
         config,
-        server: g.server.clone(),
+        server,
         token: g.token.clone(),
         ca_file: g.ca_file.clone(),
         name: None,

@@ -171,6 +171,17 @@ pub fn check_props(field: &str, props: &Props, max: usize) -> ApiResult<()> {
 }
 
 fn check_params(params: &Props) -> ApiResult<()> {
+    // Two params that reach the command as one environment variable: one
+    // would silently hide the other.
+    let mut seen: std::collections::BTreeMap<String, &str> = Default::default();
+    for k in params.keys() {
+        if let Some(other) = seen.insert(param_env_name(k), k) {
+            return Err(ApiError::bad(format!(
+                "params: {other:?} and {k:?} both reach the command as {}; rename one",
+                param_env_name(k)
+            )));
+        }
+    }
     if params.len() > limits::PARAMS {
         return Err(too_big(
             "params",
@@ -401,12 +412,12 @@ pub fn check_running(field: &str, jobs: &[RunningJob]) -> ApiResult<()> {
 }
 
 /// The worker statuses a heartbeat may report.
-pub const HEARTBEAT_STATUSES: [&str; 3] = ["idle", "busy", "draining"];
+pub const HEARTBEAT_STATUSES: [&str; 4] = ["idle", "busy", "draining", "stopped"];
 
 pub fn check_heartbeat(hb: &Heartbeat) -> ApiResult<f64> {
     if !HEARTBEAT_STATUSES.contains(&hb.status.as_str()) {
         return Err(ApiError::bad(format!(
-            "status must be idle, busy or draining, not {:?}",
+            "status must be idle, busy, draining or stopped, not {:?}",
             hb.status
         )));
     }

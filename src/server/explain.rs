@@ -113,6 +113,38 @@ pub fn explain(job: &Job, workers: &[WorkerView], position: Option<u64>) -> Expl
     }
 }
 
+/// The registered jobtype closest to a mistyped one, when one is close: at
+/// most a third of its letters off.
+fn nearest_jobtype<'a>(jobtype: &str, workers: &'a [WorkerView]) -> Option<&'a str> {
+    let mut best: Option<(&str, usize)> = None;
+    for w in workers {
+        for t in &w.jobtypes {
+            let d = edit_distance(jobtype, t);
+            if d <= (jobtype.chars().count().max(3) / 3).max(1) && best.is_none_or(|(_, b)| d < b) {
+                best = Some((t.as_str(), d));
+            }
+        }
+    }
+    best.map(|(t, _)| t)
+}
+
+/// Levenshtein distance, case-insensitive.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 fn explain_queued(
     id: i64,
     jobtype: &str,
@@ -130,11 +162,16 @@ fn explain_queued(
     };
     let typed: Vec<&WorkerView> = workers.iter().filter(|w| w.has_jobtype(jobtype)).collect();
     if typed.is_empty() {
-        return answer(
-            "no_jobtype",
-            format!("no registered worker has the jobtype {jobtype:?}; the job stays queued until one does"),
-            Vec::new(),
-        );
+        let message = match nearest_jobtype(jobtype, workers) {
+            Some(t) => format!(
+                "no registered worker has the jobtype {jobtype:?}; did you mean {t:?}? \
+                 The job stays queued until a worker has it"
+            ),
+            None => format!(
+                "no registered worker has the jobtype {jobtype:?}; the job stays queued until one does"
+            ),
+        };
+        return answer("no_jobtype", message, Vec::new());
     }
     let fitting: Vec<&WorkerView> = typed
         .iter()
@@ -306,5 +343,18 @@ mod tests {
             "{}",
             e.message
         );
+    }
+}
+
+#[cfg(test)]
+mod suggestion_tests {
+    use super::edit_distance;
+
+    #[test]
+    fn distances() {
+        assert_eq!(edit_distance("helo", "hello"), 1);
+        assert_eq!(edit_distance("Unit", "unit"), 0);
+        assert_eq!(edit_distance("lint", "unit"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -231,9 +231,12 @@ async fn run(
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}");
-    println!("testbot listening on {url}");
-    use std::io::Write;
-    std::io::stdout().flush().ok();
+    {
+        use std::io::Write;
+        // Whoever started the server may have stopped reading: no panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "testbot listening on {url}").and_then(|()| out.flush());
+    }
     tracing::info!(%addr, db = %opts.db.display(), "serving");
 
     tokio::spawn(reap_leases(state.clone()));

@@ -708,7 +708,7 @@ fn worker_status(
     quarantined_until: Option<i64>,
     running: u32,
 ) -> &'static str {
-    if now - last_seen > lease_ms {
+    if now - last_seen > lease_ms || reported == "stopped" {
         "offline"
     } else if quarantined_until.is_some_and(|t| t > now) {
         "quarantined"
@@ -1299,12 +1299,14 @@ struct Holder {
     host: String,
     last_seen: i64,
     lease_ms: i64,
+    /// It said goodbye: the name is free.
+    stopped: bool,
 }
 
 fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
     Ok(tx
         .row(
-            "SELECT token_hash, instance, host, last_seen, lease_ms, platforms \
+            "SELECT token_hash, instance, host, last_seen, lease_ms, platforms, status \
              FROM workers WHERE name = ?1",
             [name],
             |r| {
@@ -1323,6 +1325,7 @@ fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
                     host,
                     last_seen: r.get(3)?,
                     lease_ms: r.get(4)?,
+                    stopped: r.get::<_, String>(6)? == "stopped",
                 })
             },
         )
@@ -1350,7 +1353,7 @@ fn check_may_take(
         }
     }
     let last = held.last_seen.max(seen_at.unwrap_or(0));
-    let alive = last.saturating_add(held.lease_ms) > now;
+    let alive = !held.stopped && last.saturating_add(held.lease_ms) > now;
     let other = held
         .instance
         .as_ref()
@@ -1803,10 +1806,11 @@ impl Store for SqliteStore {
     }
 
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply> {
-        let status: &'static str = if hb.status == "draining" {
-            "draining"
-        } else {
-            "idle"
+        // A worker that stopped said goodbye: it is offline at once.
+        let status: &'static str = match hb.status.as_str() {
+            "draining" => "draining",
+            "stopped" => "stopped",
+            _ => "idle",
         };
         let info = serde_json::to_string(&hb.info)?;
         if hb.jobs.is_empty() {

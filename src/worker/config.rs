@@ -354,9 +354,16 @@ impl Config {
             }
         }
         let default_work_dir = default_work_dir(&name);
+        let server = match raw.server {
+            Some(s) => Some(
+                crate::client::server_url(&s)
+                    .map_err(|e| err(find_line(text, "server"), Some("server"), e))?,
+            ),
+            None => None,
+        };
         Ok(Config {
             path: path.to_path_buf(),
-            server: raw.server,
+            server,
             name,
             heartbeat_interval: raw
                 .heartbeat_interval

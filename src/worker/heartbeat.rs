@@ -103,7 +103,10 @@ pub fn watch_info(shared: &Shared) {
 /// says whether the server answered it.
 pub fn send(shared: &Shared, wait: f64) -> bool {
     let path = format!("/api/v1/workers/{}/heartbeat", shared.config.name);
-    let status = if shared.phase() >= Phase::Drain && !shared.is_stopped() {
+    let status = if shared.is_stopped() {
+        // The last word of a worker that stops: shown offline at once.
+        "stopped"
+    } else if shared.phase() >= Phase::Drain {
         "draining"
     } else if shared.running.lock().unwrap().is_empty() {
         "idle"

@@ -1,0 +1,253 @@
+//! The command line as a Unix user meets it: closed pipes, Ctrl-C while
+//! waiting, `testbot wait`, JSON kept apart from logs, workers that stop
+//! showing offline at once, server URLs without a scheme, and the messages
+//! that tell a new user what happened.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+const SEC: Duration = Duration::from_secs(1);
+
+const JOBTYPES: &str = "[jobtypes.hello]\ncommand = \"echo hello $TESTBOT_JOB_ID\"\n\
+    [jobtypes.fail]\ncommand = \"echo failing; exit 1\"\n\
+    [jobtypes.sleep]\ncommand = \"echo sleeping; sleep 30\"\n";
+
+fn testbot(server: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("TESTBOT_SERVER", server)
+        .env_remove("TESTBOT_TOKEN")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs the CLI with its stdout read for one line and then closed.
+fn into_closed_pipe(server: &str, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = testbot(server)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap(), err)
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // Enough output to fill a pipe: 3,000 queued jobs.
+    let body: Vec<Value> = (0..3000)
+        .map(|_| serde_json::json!({"jobtype": "x"}))
+        .collect();
+    let (code, _) = post(&server.url, "/api/v1/jobs", &Value::Array(body).to_string());
+    assert_eq!(code, 201);
+    for args in [
+        &["status", "--jobs", "--json", "--state", "queued"][..],
+        &["status", "--jobs"],
+        &["completions", "bash"],
+        &["status", "1", "--json"],
+    ] {
+        let (status, err) = into_closed_pipe(&server.url, args);
+        let quiet = status.code() == Some(0) || status.signal() == Some(libc::SIGPIPE);
+        assert!(quiet, "{args:?}: {status:?}");
+        assert!(err.is_empty(), "{args:?} said: {err}");
+    }
+}
+
+#[test]
+fn wait_blocks_until_jobs_or_builds_end_and_exits_by_their_outcome() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(dir.path(), &server.url, "waiter", JOBTYPES);
+    wait_online(&server, "waiter");
+    let ok = server.submit(&["hello", "hello"]);
+    let out = server.cli(&["wait", &ok[0].to_string(), &ok[1].to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "{}", text(&out));
+    let built = server.cli(&["submit", "--build", "mixed", "hello", "fail"]);
+    assert!(built.status.success(), "{}", text(&built));
+    for args in [&["wait", "b1"][..], &["wait", "--build", "1"]] {
+        let out = server.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(stdout(&out).contains("failed"), "{}", text(&out));
+    }
+    let out = server.cli(&["wait", "--json", &ok[0].to_string()]);
+    let jobs: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(jobs[0]["state"], "passed");
+    // `status` reads; it exits 0 whatever the jobs' states.
+    assert_eq!(
+        server.cli(&["status", "--build", "1"]).status.code(),
+        Some(0)
+    );
+    let out = server.cli(&["wait", "seven"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\"seven\""), "{}", text(&out));
+}
+
+#[test]
+fn ctrl_c_on_submit_wait_says_which_jobs_run_on() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(dir.path(), &server.url, "sleeper", JOBTYPES);
+    wait_online(&server, "sleeper");
+    let mut child = testbot(&server.url)
+        .args(["submit", "--wait", "sleep"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    err.read_line(&mut first).unwrap();
+    // The ids at once.
+    let id = first
+        .trim()
+        .strip_prefix("queued: ")
+        .expect(&first)
+        .to_string();
+    server.wait_state(id.parse().unwrap(), "running", 20 * SEC);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains(&format!("testbot wait {id}")), "{rest}");
+    // The job runs on.
+    assert_eq!(server.job(id.parse().unwrap())["state"], "running");
+    server.cli(&["cancel", &id]);
+}
+
+#[test]
+fn submit_follow_json_keeps_stdout_for_the_json() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(dir.path(), &server.url, "jsonny", JOBTYPES);
+    wait_online(&server, "jsonny");
+    let out = server.cli(&["submit", "--wait", "--follow", "--json", "hello"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let jobs: Vec<Value> = serde_json::from_str(&stdout(&out)).expect("stdout is only JSON");
+    assert_eq!(jobs[0]["state"], "passed");
+    assert!(stderr(&out).contains("hello"), "{}", text(&out));
+}
+
+#[test]
+fn a_worker_that_stops_shows_offline_at_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let config = worker_config(dir.path(), &server.url, "oneshot", JOBTYPES);
+    let mut w = Worker::start_config(dir.path(), "oneshot", &config, &["--once"]);
+    wait_online(&server, "oneshot");
+    let id = server.submit(&["hello"])[0];
+    assert_eq!(w.wait_exit(30 * SEC), Some(0));
+    assert_eq!(server.job(id)["state"], "passed");
+    let worker = server.get("/api/v1/workers/oneshot");
+    assert_eq!(worker["status"], "offline", "{worker}");
+    // And the explainer does not count it as free.
+    let queued = server.submit(&["hello"])[0];
+    let e = server.get(&format!("/api/v1/jobs/{queued}/explain"));
+    assert_ne!(e["reason"], "busy", "{e}");
+    assert!(!e["message"].as_str().unwrap().contains("is free"), "{e}");
+}
+
+#[test]
+fn server_urls_without_a_scheme_work_and_bad_ones_are_named() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let out = testbot(&server.addr).args(["status"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    for bad in ["h:port", "ftp://x", "http://"] {
+        let out = testbot(bad).args(["status"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(stderr(&out).contains(&format!("{bad:?}")), "{}", text(&out));
+    }
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "server = \"ci.example.org:notaport\"\n[jobtypes.x]\ncommand = \"true\"\n",
+    )
+    .unwrap();
+    let out = testbot(&server.url)
+        .args(["worker", "--config", config.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("key `server`"), "{}", text(&out));
+    // The unreachable server's URL is said once.
+    let out = testbot("127.0.0.1:9").args(["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(
+        stderr(&out).matches("127.0.0.1:9").count(),
+        1,
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn messages_that_tell_a_new_user_what_happened() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(dir.path(), &server.url, "helpful", JOBTYPES);
+    wait_online(&server, "helpful");
+    // A mistyped jobtype: the nearest registered one is suggested.
+    let out = server.cli(&["submit", "helo"]);
+    assert!(
+        stderr(&out).contains("did you mean \"hello\""),
+        "{}",
+        text(&out)
+    );
+    let queued: i64 = stdout(&out).trim().parse().unwrap();
+    // Its log: nothing yet, and why.
+    let out = server.cli(&["logs", &queued.to_string()]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("is queued; it has no log yet"),
+        "{}",
+        text(&out)
+    );
+    // Zero timeouts and params that would hide each other are refused.
+    let out = server.cli(&["submit", "hello", "--timeout", "0s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = server.cli(&["submit", "hello", "-P", "a.b=1", "-P", "a_b=2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("TESTBOT_PARAM_A_B"), "{}", text(&out));
+    // An operator too many, pointed at.
+    let out = server.cli(&["submit", "hello", "-p", "py>=>3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("operator"), "{}", text(&out));
+    // Requirements as written; attempts as what they mean.
+    let ids = server.submit(&["hello", "-p", "os.family>=a"]);
+    server.wait_final(ids[0], 20 * SEC);
+    let out = server.cli(&["status", &ids[0].to_string()]);
+    let shown = stdout(&out);
+    assert!(shown.contains("os.family>=a"), "{shown}");
+    assert!(!shown.contains("of 3"), "{shown}");
+    // Canceling what already ended.
+    let out = server.cli(&["cancel", &ids[0].to_string()]);
+    assert!(
+        stderr(&out).contains("already passed; nothing to cancel"),
+        "{}",
+        text(&out)
+    );
+}
