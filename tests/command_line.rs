@@ -251,3 +251,41 @@ fn messages_that_tell_a_new_user_what_happened() {
         text(&out)
     );
 }
+
+#[test]
+fn serve_listens_before_it_touches_the_database_and_one_file_has_one_server() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // A port that is taken: refused, and no database made for nothing.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let db = other.join("testbot.db");
+    let out = testbot(&server.url)
+        .args([
+            "serve",
+            "--listen",
+            &server.addr,
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("cannot listen"), "{}", text(&out));
+    assert!(!db.exists(), "a database was made before listening");
+    // A second server on the first one's database: refused, naming both.
+    let out = testbot(&server.url)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            server.db.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&server.db.display().to_string()), "{err}");
+    assert!(err.contains(&server.url), "{err}");
+}

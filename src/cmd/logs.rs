@@ -7,6 +7,7 @@ use super::Globals;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The job whose log to print.
     #[arg(value_name = "JOB_ID")]
     id: i64,
     /// Keep printing as the job writes, until it ends.

@@ -29,27 +29,51 @@ use crate::client::{Client, ClientError, DEFAULT_SERVER};
     about = "Spread test jobs over a fleet of machines and collect their results"
 )]
 pub struct Cli {
-    /// The testbot server's URL.
-    #[arg(long, global = true, env = "TESTBOT_SERVER", value_name = "URL")]
+    /// The testbot server's URL (HOST:PORT means http://HOST:PORT)
+    /// [default: http://127.0.0.1:8080].
+    #[arg(
+        long,
+        global = true,
+        env = "TESTBOT_SERVER",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Global options"
+    )]
     server: Option<String>,
-    /// A client token, sent as `Authorization: Bearer`.
+    /// The token sent as `Authorization: Bearer`: a client token (for
+    /// `worker`, a worker token, unless its config names one).
     #[arg(
         long,
         global = true,
         env = "TESTBOT_TOKEN",
         hide_env_values = true,
-        value_name = "TOKEN"
+        value_name = "TOKEN",
+        help_heading = "Global options"
     )]
     token: Option<String>,
-    /// Trust only the CA certificates in this PEM file for https:// (default:
-    /// the system's roots).
-    #[arg(long, global = true, env = "TESTBOT_CA_FILE", value_name = "FILE")]
+    /// Trust only the CA certificates in this PEM file for https://
+    /// [default: the system's roots].
+    #[arg(
+        long,
+        global = true,
+        env = "TESTBOT_CA_FILE",
+        hide_env_values = true,
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
     ca_file: Option<std::path::PathBuf>,
     /// Log lines as `human` text or `json`, one object per line.
-    #[arg(long, global = true, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human",
+          value_parser = ["human", "json"], help_heading = "Global options")]
     log_format: String,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
-    #[arg(long, global = true, value_name = "LEVEL")]
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides
+    /// [default: info for serve and worker, warn otherwise].
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        help_heading = "Global options"
+    )]
     log_level: Option<String>,
     #[command(subcommand)]
     command: Command,

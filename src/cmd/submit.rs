@@ -35,7 +35,7 @@ pub struct Args {
     /// Kill the job after this long (e.g. 90s, 10m, 1h30m).
     #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     timeout: Option<Duration>,
-    /// Runs allowed when workers are lost under the job.
+    /// Runs allowed when workers are lost under the job (default 3).
     #[arg(long, value_name = "N")]
     max_attempts: Option<u32>,
     /// One job per distinct platform among the workers with the jobtype.

@@ -33,11 +33,13 @@ pub struct Args {
 enum Action {
     /// Let a worker finish what it runs and claim nothing new.
     Drain {
+        /// The worker's name, as `testbot status --workers` lists it.
         #[arg(value_name = "NAME")]
         name: String,
     },
     /// Let a drained or quarantined worker claim jobs again.
     Undrain {
+        /// The worker's name, as `testbot status --workers` lists it.
         #[arg(value_name = "NAME")]
         name: String,
     },

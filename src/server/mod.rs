@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod checks;
 mod connections;
+mod db_lock;
 pub mod error;
 pub mod explain;
 mod extract;
@@ -166,7 +167,6 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
     };
-    let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
     let max_connections = connections::raise_fd_limit();
     // Store calls share one SQLite connection behind a mutex, so a few
     // blocking threads do as much as many; more would only cost memory
@@ -176,7 +176,24 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .max_blocking_threads(8)
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(opts, store, auth, tls, worker_configs, max_connections))
+    // Listen before the database is touched: a taken port leaves no
+    // database file behind.
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&opts.listen))
+        .map_err(|e| crate::cmd::Exit(2, format!("cannot listen on {}: {e}", opts.listen)))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr()?);
+    let _db_lock = db_lock::take(&opts.db, &url)?;
+    let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
+    runtime.block_on(run(
+        opts,
+        listener,
+        store,
+        auth,
+        tls,
+        worker_configs,
+        max_connections,
+    ))
 }
 
 /// Without tokens anyone who can connect may run jobs on the fleet, so an
@@ -204,15 +221,13 @@ fn check_exposure(listen: &str, tokens: bool, insecure: bool) -> anyhow::Result<
 
 async fn run(
     opts: ServeOptions,
+    listener: tokio::net::TcpListener,
     store: SqliteStore,
     auth: auth::Auth,
     tls: Option<Arc<rustls::ServerConfig>>,
     worker_configs: Vec<crate::worker::config::Config>,
     max_connections: usize,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {

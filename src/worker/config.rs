@@ -178,6 +178,10 @@ impl<'de> Deserialize<'de> for PropValue {
             toml::Value::Integer(i) => Ok(PropValue(i.to_string())),
             toml::Value::Float(f) => Ok(PropValue(f.to_string())),
             toml::Value::Boolean(b) => Ok(PropValue(b.to_string())),
+            toml::Value::Table(_) => Err(serde::de::Error::custom(
+                "a platform property must be a string, not a table: in TOML an unquoted \
+                 dotted key makes a table, so quote it, like \"os.family\" = \"linux\"",
+            )),
             other => Err(serde::de::Error::custom(format!(
                 "a platform property must be a string, not a {}",
                 other.type_str()
@@ -393,6 +397,22 @@ impl Config {
             "name": self.name,
             "server": self.server,
             "jobtypes": self.jobtypes.keys().collect::<Vec<_>>(),
+            // What each jobtype runs, as the worker read it.
+            "commands": self
+                .jobtypes
+                .iter()
+                .map(|(name, j)| {
+                    let timeout = j.timeout.unwrap_or(DEFAULT_TIMEOUT);
+                    (
+                        name.clone(),
+                        serde_json::json!({
+                            "command": j.command,
+                            "timeout": crate::wire::format_duration(timeout),
+                            "junit": j.junit,
+                        }),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>(),
             "platforms": self.platforms,
             "slots": self.slots,
             "accept": self.accept.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
@@ -562,6 +582,13 @@ properties = { "python.version" = 3.12 }
         if rustix::process::geteuid().is_root() {
             assert_eq!(d, PathBuf::from("/var/lib/testbot/box-1"));
         }
+    }
+
+    #[test]
+    fn an_unquoted_dotted_platform_key_gets_the_hint() {
+        let e =
+            parse("[platform]\nos.family = \"x\"\n[jobtypes.u]\ncommand = \"true\"\n").unwrap_err();
+        assert!(e.message.contains("quote it"), "{e}");
     }
 
     #[test]

@@ -568,7 +568,6 @@ fn is_identity(s: &str) -> bool {
 /// Holds an exclusive lock on `work_dir/lock` for as long as the returned
 /// file is open (the kernel releases it when the process ends, however).
 fn lock_work_dir(work_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    use std::os::fd::AsRawFd;
     let path = work_dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -576,19 +575,16 @@ fn lock_work_dir(work_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock(2) on a file descriptor this function owns.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            anyhow::bail!(
-                "work_dir {} is in use by another testbot worker; give each worker its own work_dir",
-                work_dir.display()
-            );
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "work_dir {} is in use by another testbot worker; give each worker its own work_dir",
+            work_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
-        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
     }
-    Ok(file)
 }
 
 /// Free bytes for unprivileged users on the file system holding `path`.
