@@ -13,6 +13,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use crate::time::{now_ms, rfc3339};
 use crate::wire::{param_env_name, Extra, Job, JobState, Outcome};
 
@@ -188,7 +190,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     let (status, stopped) = supervise(&control_rx, pgid, timeout, config.kill_grace);
     // Whatever the command left running goes with it: its group, and what
     // escaped the group and came back to this worker (a subreaper).
-    signal_group(pgid, libc::SIGKILL);
+    signal_group(pgid, Signal::KILL);
     super::orphans::kill_escaped(job.id);
     super::orphans::clear(&record);
     // The pump ends at EOF; a process that left the group may still hold
@@ -329,7 +331,7 @@ fn supervise(
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if kill_at.take().is_some() {
-                    signal_group(pgid, libc::SIGKILL);
+                    signal_group(pgid, Signal::KILL);
                     continue;
                 }
                 let limit = crate::wire::format_duration(timeout);
@@ -338,19 +340,16 @@ fn supervise(
         };
         if stopped.is_none() {
             stopped = Some(why);
-            signal_group(pgid, libc::SIGTERM);
+            signal_group(pgid, Signal::TERM);
             kill_at = Some(Instant::now() + grace);
         }
     }
 }
 
-pub fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 0 {
-        // SAFETY: kill(2) with a negative pid signals the process group the
-        // job's shell leads; it touches no memory.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
+/// Signals the process group the job's shell leads (gone already: fine).
+pub fn signal_group(pgid: i32, sig: rustix::process::Signal) {
+    if let Some(p) = rustix::process::Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(p, sig);
     }
 }
 

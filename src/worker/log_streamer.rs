@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::io::{PipeReader, Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +135,7 @@ impl LogStreamer {
             let mut chunk = vec![0u8; 64 << 10];
             loop {
                 if let Some(watch) = &exit {
-                    match wait_readable(source.as_raw_fd(), watch.pidfd.as_raw_fd()) {
+                    match wait_readable(&source, &watch.pidfd) {
                         Readable::Exited => {
                             if let Some(w) = exit.take() {
                                 reap(w.child, &w.control);
@@ -301,33 +301,20 @@ enum Readable {
 }
 
 /// Waits until the pipe has output (or hung up) or the process exited.
-fn wait_readable(pipe: i32, pidfd: i32) -> Readable {
+fn wait_readable(pipe: &PipeReader, pidfd: &OwnedFd) -> Readable {
+    use rustix::event::{poll, PollFd, PollFlags};
     let mut fds = [
-        libc::pollfd {
-            fd: pipe,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: pidfd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        PollFd::new(pipe, PollFlags::IN),
+        PollFd::new(pidfd, PollFlags::IN),
     ];
     loop {
-        // SAFETY: `fds` is a valid array of two pollfd for the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if rc < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
+        match poll(&mut fds, None) {
+            Ok(_) if !fds[1].revents().is_empty() => return Readable::Exited,
+            Ok(_) => return Readable::Output,
+            Err(rustix::io::Errno::INTR) => continue,
             // Polling failed: fall back to reading, which blocks as before.
-            return Readable::Output;
+            Err(_) => return Readable::Output,
         }
-        if fds[1].revents != 0 {
-            return Readable::Exited;
-        }
-        return Readable::Output;
     }
 }
 
@@ -343,7 +330,7 @@ pub fn reap(mut child: Child, control: &Sender<Control>) {
             WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
         );
     }
-    super::job_runner::signal_group(pid as i32, libc::SIGKILL);
+    super::job_runner::signal_group(pid as i32, rustix::process::Signal::KILL);
     let status = child.wait();
     super::orphans::forget_leader(pid);
     if let Ok(status) = status {
@@ -354,14 +341,8 @@ pub fn reap(mut child: Child, control: &Sender<Control>) {
 /// A pidfd for `pid` (Linux 5.3 and later); none where the kernel or a
 /// sandbox refuses it.
 pub fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new file
-    // descriptor or -1; nothing is borrowed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this descriptor to us alone.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    let pid = rustix::process::Pid::from_raw(pid as i32)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
 }
 
 /// Uploads what an earlier run spooled but could not send. True when the

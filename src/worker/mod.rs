@@ -589,13 +589,8 @@ fn lock_work_dir(work_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 
 /// Free bytes for unprivileged users on the file system holding `path`.
 fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out
-    // pointer for the duration of the call.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Installs SIGINT/SIGTERM handling for a standalone worker: the first

@@ -15,20 +15,16 @@ pub fn detect() -> Props {
     p
 }
 
-/// The machine's host name, or `localhost` when it has none we can read.
+/// The machine's host name (uname's node name), or `localhost` when it
+/// has none.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-        if !name.is_empty() {
-            return name;
-        }
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().trim().to_string();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
-    "localhost".into()
 }
 
 #[cfg(test)]
