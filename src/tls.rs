@@ -6,11 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-fn certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("cannot read the certificate file {}", path.display()))?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .with_context(|| format!("{} is not PEM certificates", path.display()))?;
     if certs.is_empty() {
@@ -28,9 +30,12 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     let chain = certs(cert)?;
     let pem = std::fs::read(key)
         .with_context(|| format!("cannot read the key file {}", key.display()))?;
-    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .with_context(|| format!("{} is not a PEM private key", key.display()))?
-        .with_context(|| format!("{} holds no private key", key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            anyhow::anyhow!("{} holds no private key", key.display())
+        }
+        e => anyhow::anyhow!("{} is not a PEM private key: {e}", key.display()),
+    })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

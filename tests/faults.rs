@@ -138,7 +138,12 @@ fn a_storage_outage_longer_than_a_lease_is_not_the_workers_fault() {
         job["attempt"], 1,
         "the healthy worker's job was run again: {job}"
     );
-    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\n");
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "run\n",
+        "the command ran twice: {job}\n{}",
+        server.log_text()
+    );
     let w = server.get("/api/v1/workers/steady");
     assert_eq!(w["infra_failures"], 0, "{w}");
 }

@@ -615,7 +615,7 @@ fn tls_serves_https_and_clients_verify_the_server() {
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
     std::fs::write(&cert, certified.cert.pem()).unwrap();
-    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
     let server = Server::start_with(
         dir.path(),
         "127.0.0.1:0",

@@ -1919,7 +1919,8 @@ impl Store for SqliteStore {
                     tx.exec("RELEASE result", [])?;
                     Ok(job)
                 }
-                Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
+                // The database failing fails the whole request.
+                Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => return Err(e),
                 Err(refused) => {
                     tx.exec("ROLLBACK TO result", [])?;
                     tx.exec("RELEASE result", [])?;
