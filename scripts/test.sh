@@ -52,8 +52,8 @@ py_status=0
 TESTBOT_BIN=$PWD/target/debug/testbot "$TESTBOT_VENV/bin/python" -m pytest -q -p no:cacheprovider python/tests 2>&1 \
     | tee "$log.py" || py_status=$?
 [[ $py_status == 0 ]] || status=$py_status
-py_passed=$(grep -Eo '[0-9]+ passed' "$log.py" | tail -1 | grep -Eo '[0-9]+' || echo 0)
-py_failed=$(grep -Eo '[0-9]+ (failed|error)' "$log.py" | awk '{n += $1} END {print n + 0}')
+py_passed=$( (grep -Eo '[0-9]+ passed' "$log.py" || true) | tail -1 | grep -Eo '[0-9]+' || echo 0)
+py_failed=$( (grep -Eo '[0-9]+ (failed|error)' "$log.py" || true) | awk '{n += $1} END {print n + 0}')
 rm -f "$log.py"
 
 fuzz_line=
