@@ -56,9 +56,9 @@ def _job_specs(case):
 
 
 def _order_shards(case):
-    """A job's shard_index must be below its shard_total, which a JSON schema
-    cannot say: a valid case that breaks it gets the smallest shard_total
-    that keeps its shard_index."""
+    """A job's shard_index must be below its shard_total, and its params
+    must reach the command as distinct variables, which a JSON schema
+    cannot say: a valid case that breaks them is mended."""
     meta = case.meta
     if meta is not None and not meta.generation.mode.is_positive:
         return
@@ -67,3 +67,23 @@ def _order_shards(case):
             i, n = spec.get("shard_index"), spec.get("shard_total")
             if _number(i) and _number(n) and i >= n:
                 spec["shard_total"] = int(i) + 1
+            _distinct_params(spec)
+
+
+def _env_name(key):
+    """The variable a param reaches the command as (TESTBOT_PARAM_...)."""
+    return "".join(c.upper() if c.isascii() and c.isalnum() else "_" for c in key)
+
+
+def _distinct_params(spec):
+    """Two params whose keys give the same variable are refused, which a
+    JSON schema cannot say either: a valid case keeps the first of them."""
+    params = spec.get("params")
+    if not isinstance(params, dict):
+        return
+    seen = set()
+    for key in list(params):
+        name = _env_name(key)
+        if name in seen:
+            del params[key]
+        seen.add(name)

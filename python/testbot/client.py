@@ -189,6 +189,7 @@ class Client:
         self._job = None  # the running job: {"id", "attempt", "offset"}
         self._canceled = set()
         self._seq = int(time.time() * 1000) << 10
+        self._beat_begun = 0.0
 
     # ----- what a subclass may override
 
@@ -253,6 +254,12 @@ class Client:
     def push_status(self):
         """Sends ``client_info`` now rather than with the next heartbeat."""
         self._heartbeat(0)
+        # The heartbeat thread's last beat (its body made before this
+        # change) may reach the server after this one and undo it: when one
+        # began a moment ago, say it again once that one surely arrived.
+        if time.monotonic() - self._beat_begun < 1.0:
+            time.sleep(0.1)
+            self._heartbeat(0)
 
     def log(self, *parts):
         """Appends a line to the running job's log (like ``print``)."""
@@ -347,6 +354,7 @@ class Client:
             busy = self._job is not None
             started = time.time()
             try:
+                self._beat_begun = time.monotonic()
                 self._heartbeat(min(self.heartbeat_interval, MAX_HOLD) if busy else 0)
                 answered = True
             except (_Unavailable, Refused):
