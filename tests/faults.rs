@@ -291,6 +291,27 @@ fn stopping_serve_with_an_embedded_worker_drains_it_first() {
 }
 
 #[test]
+fn serve_with_an_idle_embedded_worker_stops_at_once() {
+    let dir = tempdir();
+    let config = worker_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "idle-inside",
+        "[jobtypes.short]\ncommand = \"echo hi\"\n",
+    );
+    let config = config.display().to_string();
+    let mut server = Server::start_with(dir.path(), "127.0.0.1:0", &["--worker", &config]);
+    wait_online(&server, "idle-inside");
+    let id = server.submit(&["short"])[0];
+    assert_eq!(server.wait_final(id, 20 * SEC)["state"], "passed");
+    // Its worker waits in a claim: the signal must not wait for that.
+    std::thread::sleep(SEC);
+    let t = Instant::now();
+    assert_eq!(server.signal_and_wait(libc::SIGTERM, 15 * SEC), Some(0));
+    assert!(t.elapsed() < 8 * SEC, "took {:?}", t.elapsed());
+}
+
+#[test]
 fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     let dir = tempdir();
     let server = Server::start(dir.path());

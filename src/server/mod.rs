@@ -333,6 +333,16 @@ fn start_embedded_workers(
 }
 
 impl Embedded {
+    /// Passes a signal on. Off the async threads: a worker tells this very
+    /// server with a blocking request, which this task must not stand in
+    /// the way of.
+    fn signal_all(&self) {
+        for s in &self.stoppers {
+            let s = s.clone();
+            tokio::task::spawn_blocking(move || s.signal());
+        }
+    }
+
     /// Shuts the embedded workers down as a standalone worker shuts down on
     /// its signals, while the server still takes their results: they drain
     /// (running jobs finish and are reported); another signal aborts their
@@ -344,9 +354,7 @@ impl Embedded {
         tracing::info!(
             "stopping the embedded workers: running jobs finish first (signal again to abort them)"
         );
-        for s in &self.stoppers {
-            s.signal();
-        }
+        self.signal_all();
         let mut left = self.stoppers.len();
         while left > 0 {
             tokio::select! {
@@ -354,11 +362,7 @@ impl Embedded {
                     Some(()) => left -= 1,
                     None => break,
                 },
-                _ = wait_for_signal() => {
-                    for s in &self.stoppers {
-                        s.signal();
-                    }
-                }
+                _ = wait_for_signal() => self.signal_all(),
             }
         }
     }
