@@ -33,6 +33,16 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Any refusal (4xx): the server answered, and said no.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
+    }
+
+    /// A refusal that will not pass by waiting (see [`Self::may_pass`]).
+    pub fn is_lasting_refusal(&self) -> bool {
+        !self.may_pass()
+    }
+
     /// A refusal that may pass: a token being rotated (401, 403), a
     /// timeout (408), too many requests (429). What the worker must not
     /// lose (results, logs) is sent again after these, as after a failure

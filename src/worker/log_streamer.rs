@@ -24,9 +24,8 @@ use std::time::Duration;
 use crate::client::ClientError;
 use crate::wire::LogReply;
 
-use super::backoff::Backoff;
 use super::spool::{Keeper, Kept};
-use super::{Control, Phase, Shared};
+use super::{Control, Phase, Shared, Unsent};
 
 /// Upload at once when this much is waiting.
 const EAGER_BYTES: u64 = 64 << 10;
@@ -444,29 +443,22 @@ fn upload(
         "/api/v1/jobs/{job_id}/log?worker={}&attempt={attempt}&offset={offset}",
         shared.config.name
     );
-    let mut backoff = Backoff::new();
-    loop {
-        match shared.client.post_bytes::<LogReply>(&path, chunk) {
-            Ok(reply) => {
-                shared.note_reachable();
-                if reply.cancel {
-                    if let Some(c) = control {
-                        let _ = c.send(Control::Cancel);
-                    }
+    let sent = shared.until_answered(Phase::Abort, ClientError::is_lasting_refusal, || {
+        shared.client.post_bytes::<LogReply>(&path, chunk)
+    });
+    match sent {
+        Ok(reply) => {
+            if reply.cancel {
+                if let Some(c) = control {
+                    let _ = c.send(Control::Cancel);
                 }
-                return Upload::Stored(reply.size);
             }
-            Err(e @ ClientError::Refused { .. }) if !e.may_pass() => {
-                tracing::warn!(job = job_id, attempt, "log refused, dropping the rest: {e}");
-                return Upload::Refused;
-            }
-            Err(e) => {
-                shared.note_unreachable(&e);
-                if shared.phase() == Phase::Abort {
-                    return Upload::GaveUp;
-                }
-                shared.pause(backoff.next_delay());
-            }
+            Upload::Stored(reply.size)
         }
+        Err(Unsent::Refused(e)) => {
+            tracing::warn!(job = job_id, attempt, "log refused, dropping the rest: {e}");
+            Upload::Refused
+        }
+        Err(Unsent::GaveUp(_)) => Upload::GaveUp,
     }
 }

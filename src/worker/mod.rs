@@ -331,33 +331,62 @@ impl Shared {
     }
 
     /// Registers, retrying while the server is away. Fails only when the
-    /// server refuses the registration outright, or the worker aborts.
+    /// server refuses the registration outright, or the worker stops.
     pub fn register(&self) -> anyhow::Result<Registered> {
+        let sent = self.until_answered(Phase::Drain, ClientError::is_refusal, || {
+            self.client
+                .post::<_, Registered>("/api/v1/workers", &self.registration())
+        });
+        match sent {
+            Ok(r) => {
+                self.claim_results.store(r.claim_results, Ordering::SeqCst);
+                self.log_cap.store(r.log_cap.unwrap_or(0), Ordering::SeqCst);
+                Ok(r)
+            }
+            Err(Unsent::Refused(e)) => {
+                Err(e).context("the server refused this worker's registration")
+            }
+            Err(Unsent::GaveUp(e)) => Err(e.into()),
+        }
+    }
+
+    /// The one retry loop of the worker: sends with `send` until the server
+    /// answers, waiting with capped, jittered backoff while it is away or
+    /// failing, until `lasting` says a refusal will stay (then
+    /// [`Unsent::Refused`]) or the worker reaches `stop_at` (then
+    /// [`Unsent::GaveUp`]).
+    pub fn until_answered<T>(
+        &self,
+        stop_at: Phase,
+        lasting: impl Fn(&ClientError) -> bool,
+        mut send: impl FnMut() -> crate::client::Result<T>,
+    ) -> Result<T, Unsent> {
         let mut backoff = Backoff::new();
         loop {
-            match self
-                .client
-                .post::<_, Registered>("/api/v1/workers", &self.registration())
-            {
-                Ok(r) => {
+            match send() {
+                Ok(t) => {
                     self.note_reachable();
-                    self.claim_results.store(r.claim_results, Ordering::SeqCst);
-                    self.log_cap.store(r.log_cap.unwrap_or(0), Ordering::SeqCst);
-                    return Ok(r);
+                    return Ok(t);
                 }
-                Err(e @ ClientError::Refused { .. }) => {
-                    return Err(e).context("the server refused this worker's registration")
-                }
+                Err(e) if lasting(&e) => return Err(Unsent::Refused(e)),
                 Err(e) => {
                     self.note_unreachable(&e);
-                    if self.phase() != Phase::Run {
-                        return Err(e.into());
+                    if self.phase() >= stop_at {
+                        return Err(Unsent::GaveUp(e));
                     }
                     self.pause(backoff.next_delay());
                 }
             }
         }
     }
+}
+
+/// Why [`Shared::until_answered`] stopped without an answer.
+pub enum Unsent {
+    /// The server refused, and will go on refusing.
+    Refused(ClientError),
+    /// The worker stopped trying (shutting down) while the server was away.
+    GaveUp(ClientError),
 }
 
 /// Runs the worker until it is told to stop; returns the exit code.

@@ -12,11 +12,10 @@ use std::path::PathBuf;
 use crate::client::ClientError;
 use crate::wire::Job;
 
-use super::backoff::Backoff;
 use super::job_runner::Finished;
 use super::slot::{self, Pending, Slot};
 use super::{files, log_streamer};
-use super::{Phase, Shared};
+use super::{Phase, Shared, Unsent};
 
 pub fn outbox(shared: &Shared) -> PathBuf {
     shared.config.work_dir.join("outbox")
@@ -164,28 +163,18 @@ pub fn deliver_outbox(shared: &Shared, left: Vec<LeftOver>) {
 /// retried with backoff, the result kept on disk meanwhile.
 fn send(shared: &Shared, p: &Pending) -> bool {
     let path = format!("/api/v1/jobs/{}/result", p.job);
-    let mut backoff = Backoff::new();
-    loop {
-        match shared.client.post::<_, Job>(&path, &p.outcome) {
-            Ok(_) => {
-                shared.note_reachable();
-                return true;
-            }
-            Err(e @ ClientError::Refused { .. }) if !e.may_pass() => {
-                tracing::warn!(
-                    job = p.job,
-                    attempt = p.outcome.attempt,
-                    "result refused: {e}"
-                );
-                return true;
-            }
-            Err(e) => {
-                shared.note_unreachable(&e);
-                if shared.phase() == Phase::Abort {
-                    return false;
-                }
-                shared.pause(backoff.next_delay());
-            }
+    match shared.until_answered(Phase::Abort, ClientError::is_lasting_refusal, || {
+        shared.client.post::<_, Job>(&path, &p.outcome)
+    }) {
+        Ok(_) => true,
+        Err(Unsent::Refused(e)) => {
+            tracing::warn!(
+                job = p.job,
+                attempt = p.outcome.attempt,
+                "result refused: {e}"
+            );
+            true
         }
+        Err(Unsent::GaveUp(_)) => false,
     }
 }
