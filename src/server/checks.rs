@@ -51,6 +51,14 @@ fn too_big(field: &str, what: String) -> ApiError {
     ApiError::bad(format!("{field}: {what}"))
 }
 
+/// At most `max` of something: `field: N things, at most MAX`.
+fn at_most(field: &str, n: usize, max: usize, things: &str) -> ApiResult<()> {
+    if n > max {
+        return Err(too_big(field, format!("{n} {things}, at most {max}")));
+    }
+    Ok(())
+}
+
 /// Names of workers, jobtypes and platform properties: letters, digits and
 /// `._-`, so they are safe in paths, environment names and pages.
 pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
@@ -144,12 +152,7 @@ pub fn check_wait(field: &str, wait: f64) -> ApiResult<f64> {
 }
 
 pub fn check_props(field: &str, props: &Props, max: usize) -> ApiResult<()> {
-    if props.len() > max {
-        return Err(too_big(
-            field,
-            format!("{} entries, at most {max}", props.len()),
-        ));
-    }
+    at_most(field, props.len(), max, "entries")?;
     for (k, v) in props {
         if k.is_empty() || chars(k) > limits::KEY_LEN {
             return Err(too_big(
@@ -182,12 +185,7 @@ fn check_params(params: &Props) -> ApiResult<()> {
             )));
         }
     }
-    if params.len() > limits::PARAMS {
-        return Err(too_big(
-            "params",
-            format!("{} params, at most {}", params.len(), limits::PARAMS),
-        ));
-    }
+    at_most("params", params.len(), limits::PARAMS, "params")?;
     for (k, v) in params {
         if k.is_empty() || chars(k) > limits::KEY_LEN {
             return Err(too_big(
@@ -324,40 +322,21 @@ pub fn check_build(spec: &BuildSpec) -> ApiResult<()> {
 }
 
 pub fn check_jobs_count(n: usize) -> ApiResult<()> {
-    if n > limits::JOBS_PER_REQUEST {
-        return Err(too_big(
-            "jobs",
-            format!("{n} jobs, at most {} per request", limits::JOBS_PER_REQUEST),
-        ));
-    }
-    Ok(())
+    at_most("jobs", n, limits::JOBS_PER_REQUEST, "jobs in one request")
 }
 
 pub fn check_registration(reg: &Registration) -> ApiResult<()> {
     check_name("name", &reg.name)?;
-    if reg.jobtypes.len() > limits::JOBTYPES {
-        return Err(too_big(
-            "jobtypes",
-            format!(
-                "{} jobtypes, at most {}",
-                reg.jobtypes.len(),
-                limits::JOBTYPES
-            ),
-        ));
-    }
+    at_most("jobtypes", reg.jobtypes.len(), limits::JOBTYPES, "jobtypes")?;
     for t in &reg.jobtypes {
         check_name("jobtypes", t)?;
     }
-    if reg.platforms.len() > limits::PLATFORMS {
-        return Err(too_big(
-            "platforms",
-            format!(
-                "{} platforms, at most {}",
-                reg.platforms.len(),
-                limits::PLATFORMS
-            ),
-        ));
-    }
+    at_most(
+        "platforms",
+        reg.platforms.len(),
+        limits::PLATFORMS,
+        "platforms",
+    )?;
     for p in &reg.platforms {
         check_props("platforms", p, limits::REQUIREMENTS)?;
     }
