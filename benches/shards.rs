@@ -15,11 +15,7 @@ fn run(url: &str) -> (f64, f64) {
     let jobs: Vec<Value> = (0..4)
         .map(|i| json!({"jobtype": "suite", "shard_index": i, "shard_total": 4}))
         .collect();
-    let submitted: Value = ureq::post(&format!("{url}/api/v1/jobs"))
-        .send_json(Value::Array(jobs))
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let submitted = submit(url, Value::Array(jobs));
     let times: Vec<f64> = submitted
         .as_array()
         .unwrap()

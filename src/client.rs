@@ -132,6 +132,11 @@ pub fn server_url(given: &str) -> std::result::Result<String, String> {
 /// The longest one read or write on a connection may wait.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The largest answer read into memory (a build of 10,000 jobs is a few MB).
+const ANSWER_LIMIT: u64 = 256 << 20;
+
+type Response = ureq::http::Response<ureq::Body>;
+
 /// A connection to one testbot server.
 #[derive(Clone)]
 pub struct Client {
@@ -146,10 +151,36 @@ pub enum Maybe<T> {
     NoContent,
 }
 
+/// An answer whose body the caller reads itself (a log, possibly followed;
+/// a backup).
+pub struct Raw(Response);
+
+impl Raw {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn into_reader(self) -> impl Read {
+        self.0
+            .into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader()
+    }
+
+    pub fn into_string(self) -> std::io::Result<String> {
+        let mut text = String::new();
+        self.into_reader()
+            .take(ANSWER_LIMIT)
+            .read_to_string(&mut text)?;
+        Ok(text)
+    }
+}
+
 impl Client {
     /// A client trusting the system's certificate roots for `https://`.
     pub fn new(server: &str, token: Option<String>) -> Client {
-        Client::build(server, token, None)
+        Client::build(server, token, ureq::tls::RootCerts::PlatformVerifier)
     }
 
     /// A client trusting only the CA certificates in `ca_file` (PEM).
@@ -158,30 +189,38 @@ impl Client {
         token: Option<String>,
         ca_file: &std::path::Path,
     ) -> anyhow::Result<Client> {
-        let tls = crate::tls::client_config(ca_file)?;
-        Ok(Client::build(server, token, Some(tls)))
+        let certs = crate::tls::ca_certs(ca_file)?
+            .into_iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        let roots = ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs));
+        Ok(Client::build(server, token, roots))
     }
 
-    fn build(
-        server: &str,
-        token: Option<String>,
-        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    ) -> Client {
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(5))
-            .timeout_read(READ_TIMEOUT)
-            .timeout_write(READ_TIMEOUT)
+    fn build(server: &str, token: Option<String>, roots: ureq::tls::RootCerts) -> Client {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .root_certs(roots)
+            .build();
+        let config = ureq::Agent::config_builder()
+            // Every answer is read here, whatever its status: a refusal's
+            // body says why.
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .timeout_per_read(Some(READ_TIMEOUT))
+            .timeout_per_write(Some(READ_TIMEOUT))
+            .user_agent(concat!("testbot/", env!("CARGO_PKG_VERSION")))
             // A worker's slots, heartbeat and log uploads share this agent:
-            // keep a connection for each of them rather than ureq's default
-            // of one, which closed and reopened one for nearly every job.
-            .max_idle_connections_per_host(64);
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls);
-        }
+            // keep a connection for each of them rather than closing and
+            // reopening one for nearly every job.
+            .max_idle_connections_per_host(64)
+            .max_idle_connections(64)
+            .build();
         Client {
             base: server_url(server).unwrap_or_else(|_| server.trim_end_matches('/').to_string()),
             token,
-            agent: builder.build(),
+            agent: ureq::Agent::new_with_config(config),
         }
     }
 
@@ -193,27 +232,48 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let mut req = self.agent.request(method, &self.url(path));
-        if let Some(token) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {token}"));
+    fn bearer(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
+    fn get_request(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let req = self.agent.get(self.url(path));
+        match self.bearer() {
+            Some(b) => req.header("Authorization", b),
+            None => req,
         }
-        req
+    }
+
+    fn post_request(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        let req = self.agent.post(self.url(path));
+        match self.bearer() {
+            Some(b) => req.header("Authorization", b),
+            None => req,
+        }
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = self.url(path);
-        let resp = self.request("GET", path).call();
-        decode(&url, resp)
+        decode(&url, self.get_request(path).call())
     }
 
     /// GET whose body the caller reads itself (logs, possibly followed).
-    pub fn get_raw(&self, path: &str, timeout: Duration) -> Result<ureq::Response> {
+    /// `timeout` bounds the whole exchange, body included.
+    pub fn get_raw(&self, path: &str, timeout: Duration) -> Result<Raw> {
         let url = self.url(path);
-        self.request("GET", path)
-            .timeout(timeout)
+        let resp = self
+            .get_request(path)
+            .config()
+            .timeout_global(Some(timeout))
+            // A followed log may be quiet for longer than a read timeout.
+            .timeout_per_read(None)
+            .build()
             .call()
-            .map_err(|e| classify(&url, e))
+            .map_err(|e| transport(&url, e))?;
+        if resp.status().as_u16() >= 400 {
+            return Err(refusal(&url, resp));
+        }
+        Ok(Raw(resp))
     }
 
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
@@ -248,51 +308,61 @@ impl Client {
         header: &str,
     ) -> Result<(Maybe<T>, Option<String>)> {
         let url = self.url(path);
-        let mut req = self.request("POST", path);
-        // A deadline for the whole request makes ureq set both socket
-        // timeouts before every read (two system calls each); the agent's
-        // per-read timeout bounds claims and heartbeats well enough, which
-        // the server answers within a minute.
-        if timeout > READ_TIMEOUT {
-            req = req.timeout(timeout);
-        }
-        let resp = req.send_json(body);
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Failing {
+            status: 0,
+            url: url.clone(),
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        let req = self
+            .post_request(path)
+            .header("Content-Type", "application/json");
+        // The agent's per-read timeout bounds claims and heartbeats well
+        // enough (the server answers those within a minute); a longer
+        // wait gets a deadline of its own.
+        let resp = if timeout > READ_TIMEOUT {
+            req.config()
+                .timeout_global(Some(timeout))
+                .timeout_per_read(None)
+                .build()
+                .send(&json[..])
+        } else {
+            req.send(&json[..])
+        };
+        let resp = resp.map_err(|e| transport(&url, e))?;
         let value = resp
-            .as_ref()
-            .ok()
-            .and_then(|r| r.header(header))
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        match resp {
-            Ok(r) if r.status() == 204 => {
-                // Read the (empty) body so the connection goes back to the
-                // pool.
-                let _ = std::io::copy(&mut r.into_reader(), &mut std::io::sink());
-                Ok((Maybe::NoContent, value))
-            }
-            other => decode(&url, other).map(|t| (Maybe::Some(t), value)),
+        if resp.status().as_u16() == 204 {
+            // Read the (empty) body so the connection goes back to the pool.
+            let _ = std::io::copy(&mut Raw(resp).into_reader(), &mut std::io::sink());
+            return Ok((Maybe::NoContent, value));
         }
+        decode(&url, Ok(resp)).map(|t| (Maybe::Some(t), value))
     }
 
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T> {
         let url = self.url(path);
         let resp = self
-            .request("POST", path)
-            .set("Content-Type", "application/octet-stream")
-            .send_bytes(bytes);
+            .post_request(path)
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes);
         decode(&url, resp)
     }
 }
 
 fn decode<T: DeserializeOwned>(
     url: &str,
-    resp: std::result::Result<ureq::Response, ureq::Error>,
+    resp: std::result::Result<Response, ureq::Error>,
 ) -> Result<T> {
-    let resp = resp.map_err(|e| classify(url, e))?;
-    let status = resp.status();
-    let mut body = String::new();
-    resp.into_reader()
-        .take(256 << 20)
-        .read_to_string(&mut body)
+    let resp = resp.map_err(|e| transport(url, e))?;
+    let status = resp.status().as_u16();
+    if status >= 400 {
+        return Err(refusal(url, resp));
+    }
+    let body = Raw(resp)
+        .into_string()
         .map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
             detail: format!("reading the answer: {e}"),
@@ -304,43 +374,43 @@ fn decode<T: DeserializeOwned>(
     })
 }
 
-fn classify(url: &str, err: ureq::Error) -> ClientError {
-    match err {
-        ureq::Error::Status(status, resp) => {
-            let body = resp.into_string().unwrap_or_default();
-            let message = serde_json::from_str::<ErrorBody>(&body)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| snippet(&body));
-            if (400..500).contains(&status) {
-                ClientError::Refused {
-                    status,
-                    url: url.to_string(),
-                    message,
-                }
-            } else {
-                ClientError::Failing {
-                    status,
-                    url: url.to_string(),
-                    message,
-                }
-            }
+/// A 4xx or 5xx answer, with the server's own message.
+fn refusal(url: &str, resp: Response) -> ClientError {
+    let status = resp.status().as_u16();
+    let body = Raw(resp).into_string().unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| snippet(&body));
+    if (400..500).contains(&status) {
+        ClientError::Refused {
+            status,
+            url: url.to_string(),
+            message,
         }
-        // Said once, without the URL again (the message names it).
-        ureq::Error::Transport(t) => {
-            let mut detail = t.kind().to_string();
-            if let Some(m) = t.message() {
-                detail.push_str(": ");
-                detail.push_str(m);
-            }
-            if let Some(source) = std::error::Error::source(&t) {
-                detail.push_str(": ");
-                detail.push_str(&source.to_string());
-            }
-            ClientError::Unreachable {
-                url: url.to_string(),
-                detail,
-            }
+    } else {
+        ClientError::Failing {
+            status,
+            url: url.to_string(),
+            message,
         }
+    }
+}
+
+/// No answer: said once, without the URL again (the message names it).
+fn transport(url: &str, err: ureq::Error) -> ClientError {
+    let mut detail = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !detail.contains(&s_text) {
+            detail.push_str(": ");
+            detail.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    ClientError::Unreachable {
+        url: url.to_string(),
+        detail,
     }
 }
 

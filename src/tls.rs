@@ -44,17 +44,14 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::Serv
     Ok(Arc::new(config))
 }
 
-/// A client configuration trusting only the CA certificates in `ca_file`.
-pub fn client_config(ca_file: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// The CA certificates in `ca_file`, each checked to be usable as a root.
+pub fn ca_certs(ca_file: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs = certs(ca_file)?;
     let mut roots = rustls::RootCertStore::empty();
-    for c in certs(ca_file)? {
+    for c in &certs {
         roots
-            .add(c)
+            .add(c.clone())
             .with_context(|| format!("a certificate in {} is not usable", ca_file.display()))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(certs)
 }

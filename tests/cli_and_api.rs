@@ -266,16 +266,12 @@ fn pages_render_and_escape_what_users_sent() {
         &format!("/jobs/{}", ids[0]),
         "/metrics",
     ] {
-        let resp = ureq::get(&format!("{}{path}", server.url)).call().unwrap();
-        assert_eq!(resp.status(), 200, "{path}");
-        let body = resp.into_string().unwrap();
+        let resp = http_get(&format!("{}{path}", server.url));
+        assert_eq!(resp.status, 200, "{path}");
+        let body = resp.body;
         assert!(!body.contains("<script>alert"), "{path} is not escaped");
     }
-    let page = ureq::get(&format!("{}/jobs/{}", server.url, ids[0]))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let page = http_get(&format!("{}/jobs/{}", server.url, ids[0])).body;
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 }
 
@@ -301,9 +297,8 @@ fn the_worker_protocol_by_hand_with_the_fewest_fields() {
     let (status, _) = post(base, "/api/v1/workers/hand/heartbeat", "{}");
     assert_eq!(status, 200);
     for chunk in ["one\n", "two\n"] {
-        let r =
-            ureq::post(&format!("{base}/api/v1/jobs/{}/log?attempt=1", ids[0])).send_string(chunk);
-        assert_eq!(r.unwrap().status(), 200);
+        let url = format!("{base}/api/v1/jobs/{}/log?attempt=1", ids[0]);
+        assert_eq!(http("POST", &url, &[], Some(chunk.as_bytes())).status, 200);
     }
     let (status, done) = post(
         base,

@@ -289,3 +289,62 @@ fn serve_listens_before_it_touches_the_database_and_one_file_has_one_server() {
     assert!(err.contains(&server.db.display().to_string()), "{err}");
     assert!(err.contains(&server.url), "{err}");
 }
+
+#[test]
+fn help_shows_each_command_what_it_reads_with_defaults() {
+    let help = |args: &[&str]| {
+        let out = testbot("http://127.0.0.1:9").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stdout(&out)
+    };
+    let status = help(&["status", "--help"]);
+    let globals = status
+        .split_once("Global options:")
+        .map(|(_, g)| g.to_string())
+        .unwrap_or_else(|| panic!("no global options heading: {status}"));
+    for flag in ["--server <URL>", "--token <TOKEN>", "--ca-file <FILE>"] {
+        assert!(
+            globals.contains(flag),
+            "{flag} not under the heading: {status}"
+        );
+    }
+    let flat = status.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("[default: http://127.0.0.1:8080] [env: TESTBOT_SERVER]"),
+        "{status}"
+    );
+    // serve reads --token (for its embedded workers) but no server URL.
+    let serve = help(&["serve", "--help"]);
+    assert!(
+        !serve.contains("--server") && !serve.contains("--ca-file"),
+        "{serve}"
+    );
+    assert!(serve.contains("--token <TOKEN>"), "{serve}");
+    let completions = help(&["completions", "--help"]);
+    for flag in ["--server", "--token", "--ca-file"] {
+        assert!(!completions.contains(flag), "{completions}");
+    }
+    let worker = help(&["worker", "--help"]);
+    assert!(worker.contains("worker token"), "{worker}");
+    // Arguments are described; defaults are said.
+    let logs = help(&["logs", "--help"]);
+    assert!(logs.contains("<JOB_ID>  The job"), "{logs}");
+    let drain = help(&["worker", "drain", "--help"]);
+    assert!(
+        drain
+            .lines()
+            .any(|l| l.trim_start().starts_with("<NAME>  ")),
+        "{drain}"
+    );
+    let submit = help(&["submit", "--help"]);
+    assert!(
+        submit.contains("default 3") || submit.contains("[default: 3]"),
+        "{submit}"
+    );
+    // The hidden options are still taken where they always were.
+    let out = testbot("http://127.0.0.1:9")
+        .args(["--server", "127.0.0.1:9", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

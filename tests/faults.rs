@@ -38,11 +38,8 @@ fn config_at(dir: &Path, server: &str, name: &str, work_dir: &Path, body: &str) 
 }
 
 fn health(base: &str) -> (u16, Value) {
-    match ureq::get(&format!("{base}/api/v1/health")).call() {
-        Ok(r) => (r.status(), r.into_json().unwrap()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
-        Err(e) => panic!("health: {e}"),
-    }
+    let r = http_get(&format!("{base}/api/v1/health"));
+    (r.status, r.json())
 }
 
 #[test]

@@ -225,11 +225,7 @@ fn junit_failures_are_named_in_status_and_wait_output() {
         human.contains("FAILED core.divides: expected 2, got 3"),
         "{human}"
     );
-    let page = ureq::get(&format!("{}/jobs/{id}", server.url))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let page = http_get(&format!("{}/jobs/{id}", server.url)).body;
     assert!(page.contains("core.parses") && page.contains("unexpected token"));
 
     // The jobtype's `junit` glob, relative to the job directory.
@@ -403,11 +399,7 @@ EOF"#;
 
     let human = stdout(&server.cli(&["status", "--build", &b["id"].to_string()]));
     assert!(human.contains("flaky (passed on a rerun)"), "{human}");
-    let page = ureq::get(&format!("{}/builds/{}", server.url, b["id"]))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let page = http_get(&format!("{}/builds/{}", server.url, b["id"])).body;
     assert!(
         page.contains("Flaky") && page.contains("net.timeout"),
         "{page}"

@@ -24,20 +24,19 @@ fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
 
 /// A request with a bearer token (scheme as given); status and body.
 fn call(method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
-    let mut req = ureq::request(method, url).timeout(Duration::from_secs(20));
+    let mut headers = vec![];
     if let Some(a) = auth {
-        req = req.set("Authorization", a);
+        headers.push(("Authorization", a));
     }
-    let resp = if method == "GET" {
-        req.call()
+    let body = if method == "GET" {
+        None
     } else {
-        req.set("Content-Type", "application/json").send_bytes(body)
+        headers.push(("Content-Type", "application/json"));
+        Some(body)
     };
-    match resp {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("{method} {url}: {e}"),
-    }
+    let r = send(&agent(Duration::from_secs(20)), method, url, &headers, body)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    (r.status, r.body)
 }
 
 fn bearer(t: &str) -> String {
@@ -181,13 +180,17 @@ fn a_worker_name_stays_bound_to_its_token_across_a_restart() {
 
     // Heartbeats to names nobody registered cost no memory: each is a 404.
     let before = rss_kib(server.pid());
-    let agent = ureq::AgentBuilder::new().build();
+    let agent = agent(Duration::from_secs(20));
     for i in 0..10_000 {
-        let r = agent
-            .post(&format!("{base}/api/v1/workers/ghost-{i}/heartbeat"))
-            .set("Authorization", "Bearer token-b")
-            .send_string(r#"{"status":"idle"}"#);
-        assert!(matches!(r, Err(ureq::Error::Status(404, _))), "{r:?}");
+        let r = send(
+            &agent,
+            "POST",
+            &format!("{base}/api/v1/workers/ghost-{i}/heartbeat"),
+            &[("Authorization", "Bearer token-b")],
+            Some(br#"{"status":"idle"}"#),
+        )
+        .unwrap();
+        assert_eq!(r.status, 404, "{r:?}");
     }
     let grown = rss_kib(server.pid()).saturating_sub(before);
     // Before the change 10,000 such names took about 40 MB.
@@ -277,16 +280,12 @@ fn slow_connections_do_not_starve_a_health_probe() {
         let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: slow\r\n");
         slow.push(s);
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(5))
-        .build();
+    let agent = agent(Duration::from_secs(5));
     let started = std::time::Instant::now();
     for _ in 0..5 {
-        let r = agent
-            .get(&format!("{}/api/v1/health", server.url))
-            .call()
-            .expect("the health probe is answered");
-        assert_eq!(r.status(), 200);
+        let url = format!("{}/api/v1/health", server.url);
+        let r = send(&agent, "GET", &url, &[], None).expect("the health probe is answered");
+        assert_eq!(r.status, 200);
     }
     eprintln!(
         "5 health probes with 1,100 slow connections open: {:?}",

@@ -159,9 +159,9 @@ fn pages_show_jobs_workers_and_builds() {
     let out = server.cli(&["submit", "--build", "web", "--wait", "ok", "bad"]);
     assert_eq!(out.status.code(), Some(1));
     let page = |path: &str| {
-        let r = ureq::get(&format!("{}{path}", server.url)).call().unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-        r.into_string().unwrap()
+        let r = http_get(&format!("{}{path}", server.url));
+        assert_eq!(r.status, 200, "{path}");
+        r.body
     };
     let index = page("/");
     assert!(index.contains("href=\"/workers/pager\""), "{index}");
@@ -182,8 +182,8 @@ fn pages_show_jobs_workers_and_builds() {
     assert!(builds.contains("web") && builds.contains("failed"));
     let build = page("/builds/1");
     assert!(build.contains(&format!("href=\"/jobs/{bad}\"")));
-    let missing = ureq::get(&format!("{}/jobs/99999", server.url)).call();
-    assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
+    let missing = http_get(&format!("{}/jobs/99999", server.url));
+    assert_eq!(missing.status, 404);
 }
 
 /// Headless Chromium, as `.ci/run` installs it.

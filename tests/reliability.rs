@@ -232,11 +232,7 @@ fn a_stale_attempt_is_refused_with_409() {
     };
     let log = |attempt: u32| -> u16 {
         let url = format!("{base}/api/v1/jobs/{id}/log?worker=fake&attempt={attempt}&offset=0");
-        match ureq::post(&url).send_bytes(b"hello\n") {
-            Ok(r) => r.status(),
-            Err(ureq::Error::Status(code, _)) => code,
-            Err(e) => panic!("log upload: {e}"),
-        }
+        http("POST", &url, &[], Some(b"hello\n")).status
     };
     assert_eq!(log(2), 409);
     assert_eq!(log(1), 200);
@@ -283,14 +279,15 @@ fn a_result_sent_with_the_next_claim_is_recorded_and_a_stale_one_is_set_aside() 
     let mut ids = server.submit(&["h", "h"]);
     // A hand-written worker: ureq, raw JSON, reading the header.
     let claim = |body: String| -> (u16, Option<Value>, Option<String>) {
-        let r = ureq::post(&format!("{base}/api/v1/workers/hand/claim"))
-            .set("Content-Type", "application/json")
-            .send_string(&body)
-            .expect("claim");
+        let r = http(
+            "POST",
+            &format!("{base}/api/v1/workers/hand/claim"),
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        );
         let said = r.header("testbot-result").map(str::to_string);
-        let status = r.status();
-        let job = (status == 200).then(|| r.into_json::<Value>().unwrap());
-        (status, job, said)
+        let job = (r.status == 200).then(|| r.json());
+        (r.status, job, said)
     };
     let with_result = |job: &Value, attempt: u64, state: &str| {
         format!(
@@ -427,7 +424,7 @@ fn proxy(upstream: &str, mode: Proxy) -> String {
         for conn in listener.incoming().flatten() {
             let upstream = upstream.clone();
             std::thread::spawn(move || {
-                let agent = ureq::AgentBuilder::new().build();
+                let agent = agent(Duration::from_secs(120));
                 let mut out = conn.try_clone().unwrap();
                 let mut r = BufReader::new(conn);
                 loop {
@@ -477,17 +474,14 @@ fn proxy(upstream: &str, mode: Proxy) -> String {
                             std::thread::sleep(d);
                         }
                     }
-                    let resp = match agent
-                        .request(&method, &format!("{upstream}{path}"))
-                        .set("Content-Type", "application/json")
-                        .send_bytes(&body)
-                    {
-                        Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
-                        Err(_) => return,
+                    let sent = (method != "GET" || !body.is_empty()).then_some(&body[..]);
+                    let headers = [("Content-Type", "application/json")];
+                    let url = format!("{upstream}{path}");
+                    let Ok(resp) = send(&agent, &method, &url, &headers, sent) else {
+                        return;
                     };
-                    let status = resp.status();
-                    let mut bytes = Vec::new();
-                    let _ = resp.into_reader().read_to_end(&mut bytes);
+                    let status = resp.status;
+                    let mut bytes = resp.body.into_bytes();
                     if matches!(mode, Proxy::LoseFirstJob)
                         && path.ends_with("/claim")
                         && status == 200
@@ -537,11 +531,7 @@ fn results_reach_a_server_that_ignores_results_sent_with_claims() {
         assert_eq!(job["attempt"], 1, "{job}");
     }
     // Every result went on its own, the way such a server takes them.
-    let metrics = ureq::get(&format!("{}/metrics", server.url))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let metrics = http_get(&format!("{}/metrics", server.url)).body;
     let sent_alone = metric(
         &metrics,
         "testbot_http_requests_total{route=\"/api/v1/jobs/{id}/result\",method=\"POST\",status=\"200\"}",

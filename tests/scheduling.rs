@@ -133,11 +133,7 @@ fn why_a_job_waits_in_every_case() {
         human.contains("waiting:") && human.contains("busy"),
         "{human}"
     );
-    let page = ureq::get(&format!("{}/jobs/{}", server.url, third[0]))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let page = http_get(&format!("{}/jobs/{}", server.url, third[0])).body;
     assert!(page.contains("place in queue: 2"), "{page}");
 
     let out = server.cli(&["worker", "drain", "lonely"]);

@@ -33,21 +33,19 @@ fn with_token(server: &Server, token: &str, args: &[&str]) -> std::process::Outp
 }
 
 fn status_of(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut req = ureq::request(method, url);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
     }
-    let resp = if method == "GET" {
-        req.call()
+    let body = if method == "GET" {
+        None
     } else {
-        req.set("Content-Type", "application/json")
-            .send_string(body)
+        headers.push(("Content-Type", "application/json"));
+        Some(body.as_bytes())
     };
-    match resp {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("{method} {url}: {e}"),
-    }
+    let r = http(method, url, &headers, body);
+    (r.status, r.body)
 }
 
 #[test]
@@ -256,12 +254,13 @@ fn a_worker_acts_only_for_itself() {
         .0,
         409
     );
-    let log = ureq::post(&format!(
-        "{base}/api/v1/jobs/{id}/log?worker=alpha&attempt=1&offset=0"
-    ))
-    .set("Authorization", "Bearer beta-token")
-    .send_bytes(b"forged");
-    assert!(matches!(log, Err(ureq::Error::Status(403, _))));
+    let log = http(
+        "POST",
+        &format!("{base}/api/v1/jobs/{id}/log?worker=alpha&attempt=1&offset=0"),
+        &[("Authorization", "Bearer beta-token")],
+        Some(b"forged"),
+    );
+    assert_eq!(log.status, 403, "{log:?}");
     assert_eq!(
         status_of(
             "POST",
@@ -354,16 +353,10 @@ fn limits_are_4xx_errors_naming_the_field() {
     let (code, _) = status_of("GET", &format!("{base}/api/v1/jobs/-5"), None, "");
     assert_eq!(code, 404);
     let big = vec![b'x'; 5 << 20];
-    let r = ureq::post(&format!(
-        "{base}/api/v1/jobs/1/log?worker=w&attempt=1&offset=0"
-    ))
-    .send_bytes(&big);
-    match r {
-        Err(ureq::Error::Status(413, resp)) => {
-            assert!(resp.into_string().unwrap().contains("log chunk"))
-        }
-        other => panic!("{other:?}"),
-    }
+    let url = format!("{base}/api/v1/jobs/1/log?worker=w&attempt=1&offset=0");
+    let r = http("POST", &url, &[], Some(&big));
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.body.contains("log chunk"), "{}", r.body);
 }
 
 #[test]
@@ -667,7 +660,6 @@ fn tls_serves_https_and_clients_verify_the_server() {
         text(&out)
     );
     // Plain http to the TLS port gets nowhere.
-    assert!(ureq::get(&format!("http://{}/api/v1/health", server.addr))
-        .call()
-        .is_err());
+    let url = format!("http://{}/api/v1/health", server.addr);
+    assert!(send(&agent(Duration::from_secs(10)), "GET", &url, &[], None).is_err());
 }

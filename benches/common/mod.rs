@@ -67,8 +67,9 @@ pub fn worker(dir: &Path, url: &str, name: &str, body: &str) -> Proc {
 pub fn wait_online(url: &str, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(r) = ureq::get(&format!("{url}/api/v1/workers/{name}")).call() {
-            let w: serde_json::Value = r.into_json().unwrap();
+        let w: Result<serde_json::Value, _> =
+            testbot::client::Client::new(url, None).get(&format!("/api/v1/workers/{name}"));
+        if let Ok(w) = w {
             if w["status"] != "offline" {
                 return;
             }
@@ -79,21 +80,17 @@ pub fn wait_online(url: &str, name: &str) {
 }
 
 pub fn submit(url: &str, body: serde_json::Value) -> serde_json::Value {
-    ureq::post(&format!("{url}/api/v1/jobs"))
-        .send_json(body)
+    testbot::client::Client::new(url, None)
+        .post("/api/v1/jobs", &body)
         .expect("submit")
-        .into_json()
-        .unwrap()
 }
 
 pub fn wait_final(url: &str, id: i64) -> serde_json::Value {
     let mut delay = Duration::from_millis(1);
     loop {
-        let j: serde_json::Value = ureq::get(&format!("{url}/api/v1/jobs/{id}"))
-            .call()
-            .unwrap()
-            .into_json()
-            .unwrap();
+        let j: serde_json::Value = testbot::client::Client::new(url, None)
+            .get(&format!("/api/v1/jobs/{id}"))
+            .expect("job");
         if j["state"] != "queued" && j["state"] != "running" {
             return j;
         }

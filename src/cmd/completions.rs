@@ -8,6 +8,10 @@ use clap_complete::Shell;
 pub struct Args {
     /// bash, zsh, fish, elvish or powershell.
     shell: Shell,
+    #[command(flatten)]
+    _no_server: super::NoServer,
+    #[arg(long = "token", id = "token", hide = true, value_name = "TOKEN")]
+    _token: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<u8> {

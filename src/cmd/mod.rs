@@ -40,8 +40,8 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     server: Option<String>,
-    /// The token sent as `Authorization: Bearer`: a client token (for
-    /// `worker`, a worker token, unless its config names one).
+    /// The bearer token: for `worker`, its worker token (unless its config
+    /// names one); for the other commands, a client token.
     #[arg(
         long,
         global = true,
@@ -99,6 +99,18 @@ enum Command {
     Backup(backup::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
+}
+
+/// `--server` and `--ca-file`, for the commands that talk to no server
+/// (`serve`, `completions`): accepted where they always were, but not
+/// shown in their help. A subcommand's own argument with a global one's id
+/// keeps clap from copying the global one into it.
+#[derive(clap::Args)]
+pub struct NoServer {
+    #[arg(long = "server", id = "server", hide = true, value_name = "URL")]
+    _server: Option<String>,
+    #[arg(long = "ca-file", id = "ca_file", hide = true, value_name = "FILE")]
+    _ca_file: Option<std::path::PathBuf>,
 }
 
 /// Options every subcommand may use.

@@ -44,6 +44,17 @@ pub struct Args {
     /// end are kept and the middle is cut.
     #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
     log_cap: u64,
+    /// The worker token the --worker workers use when their configs name
+    /// none and --worker-tokens is not given.
+    #[arg(
+        long,
+        env = "TESTBOT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    #[command(flatten)]
+    _no_server: super::NoServer,
 }
 
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
@@ -51,7 +62,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         listen: a.listen,
         db: a.db,
         workers: a.workers,
-        token: g.token.clone(),
+        token: a.token.or_else(|| g.token.clone()),
         log_cap: a.log_cap,
         worker_tokens: a.worker_tokens,
         client_tokens: a.client_tokens,

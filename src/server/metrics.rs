@@ -1,85 +1,78 @@
-//! `/metrics` in Prometheus text format. Counters and histograms the
-//! server keeps in memory since its start (dispatch latency, job duration,
-//! HTTP requests), plus gauges read from the store at scrape time (jobs by
-//! state and jobtype, oldest queued job, workers, log bytes).
+//! `/metrics` in the OpenMetrics text format, rendered by the Prometheus
+//! project's Rust client. Counters and histograms the server keeps in
+//! memory since its start (dispatch latency, job duration, HTTP requests),
+//! plus gauges read from the store at scrape time (jobs by state and
+//! jobtype, oldest queued job, workers, log bytes).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 use super::AppState;
 use crate::wire::Summary;
 
+/// The content type of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Bucket bounds in seconds.
-const DISPATCH_BUCKETS: &[f64] = &[
+const DISPATCH_BUCKETS: [f64; 11] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0,
 ];
-const DURATION_BUCKETS: &[f64] = &[0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0];
+const DURATION_BUCKETS: [f64; 9] = [0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0];
 
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobtypeLabel {
+    jobtype: String,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, v: f64) {
-        for (i, b) in self.bounds.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    jobtype: String,
+    state: String,
 }
 
-#[derive(Default)]
-struct Inner {
-    dispatch: Option<Histogram>,
-    /// By jobtype.
-    durations: BTreeMap<String, Histogram>,
-    /// (route, method, status) -> count.
-    requests: BTreeMap<(String, String, u16), u64>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
 }
 
-/// The in-memory part of the metrics.
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+type DurationFamily = Family<JobtypeLabel, Histogram, fn() -> Histogram>;
+
+/// The in-memory part of the metrics: shared, lock-free to update.
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    dispatch: Histogram,
+    durations: DurationFamily,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            dispatch: Histogram::new(DISPATCH_BUCKETS),
+            durations: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            requests: Family::default(),
+        }
+    }
 }
 
 /// What the store reports at scrape time.
@@ -92,75 +85,76 @@ pub struct Gauges {
     pub log_bytes: u64,
 }
 
+/// A count as a gauge's value (counts beyond i64 stay at its maximum).
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Metrics {
     /// A job waited this long between being queued and being claimed.
     pub fn observe_dispatch(&self, seconds: f64) {
-        let mut i = self.inner.lock().unwrap();
-        i.dispatch
-            .get_or_insert_with(|| Histogram::new(DISPATCH_BUCKETS))
-            .observe(seconds.max(0.0));
+        self.dispatch.observe(seconds.max(0.0));
     }
 
     /// A job's command ran this long.
     pub fn observe_duration(&self, jobtype: &str, seconds: f64) {
-        let mut i = self.inner.lock().unwrap();
-        i.durations
-            .entry(jobtype.to_string())
-            .or_insert_with(|| Histogram::new(DURATION_BUCKETS))
+        let label = JobtypeLabel {
+            jobtype: jobtype.to_string(),
+        };
+        self.durations
+            .get_or_create(&label)
             .observe(seconds.max(0.0));
     }
 
     fn count_request(&self, route: String, method: String, status: u16) {
-        *self
-            .inner
-            .lock()
-            .unwrap()
-            .requests
-            .entry((route, method, status))
-            .or_default() += 1;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
     }
 
+    /// The exposition: this scrape's gauges from `g`, then what was counted
+    /// since the server started.
     pub fn render(&self, g: &Gauges) -> String {
-        let mut out = String::new();
-        let head = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(
-            &mut out,
-            "testbot_jobs",
-            "gauge",
-            "Jobs by jobtype and state.",
-        );
+        let mut reg = Registry::default();
+        let jobs = Family::<JobLabels, Gauge>::default();
         for (jobtype, state, n) in &g.jobs {
-            let _ = writeln!(
-                out,
-                "testbot_jobs{{jobtype=\"{}\",state=\"{state}\"}} {n}",
-                label(jobtype)
-            );
+            let labels = JobLabels {
+                jobtype: jobtype.clone(),
+                state: state.clone(),
+            };
+            jobs.get_or_create(&labels).set(count(*n));
         }
-        head(
-            &mut out,
-            "testbot_jobs_total_by_state",
-            "gauge",
-            "Jobs by state, over all jobtypes.",
-        );
+        reg.register("testbot_jobs", "Jobs by jobtype and state.", jobs);
+        let by_state = Family::<StateLabel, Gauge>::default();
         for (state, n) in &g.summary.jobs {
-            let _ = writeln!(out, "testbot_jobs_total_by_state{{state=\"{state}\"}} {n}");
+            let label = StateLabel {
+                state: state.clone(),
+            };
+            by_state.get_or_create(&label).set(count(*n));
         }
-        head(
-            &mut out,
-            "testbot_oldest_queued_job_age_seconds",
-            "gauge",
-            "How long the oldest queued job of each jobtype has waited.",
+        reg.register(
+            "testbot_jobs_by_state",
+            "Jobs by state, over all jobtypes.",
+            by_state,
         );
+        let oldest = Family::<JobtypeLabel, Gauge<f64, AtomicU64>>::default();
         for (jobtype, age) in &g.oldest_queued {
-            let _ = writeln!(
-                out,
-                "testbot_oldest_queued_job_age_seconds{{jobtype=\"{}\"}} {age:.3}",
-                label(jobtype)
-            );
+            let label = JobtypeLabel {
+                jobtype: jobtype.clone(),
+            };
+            oldest.get_or_create(&label).set(*age);
         }
-        head(&mut out, "testbot_workers", "gauge", "Workers by status.");
+        reg.register_with_unit(
+            "testbot_oldest_queued_job_age",
+            "How long the oldest queued job of each jobtype has waited.",
+            Unit::Seconds,
+            oldest,
+        );
+        let workers = Family::<StatusLabel, Gauge>::default();
         let w = &g.summary.workers;
         for (status, n) in [
             ("idle", w.idle),
@@ -169,69 +163,48 @@ impl Metrics {
             ("quarantined", w.quarantined),
             ("offline", w.offline),
         ] {
-            let _ = writeln!(out, "testbot_workers{{status=\"{status}\"}} {n}");
+            let label = StatusLabel {
+                status: status.to_string(),
+            };
+            workers.get_or_create(&label).set(count(n));
         }
-        head(
-            &mut out,
+        reg.register("testbot_workers", "Workers by status.", workers);
+        let online = Gauge::<i64>::default();
+        online.set(count(w.online));
+        reg.register(
             "testbot_workers_online",
-            "gauge",
             "Workers heard from within their lease.",
+            online,
         );
-        let _ = writeln!(out, "testbot_workers_online {}", w.online);
-        head(
-            &mut out,
+        let log_bytes = Gauge::<i64>::default();
+        log_bytes.set(count(g.log_bytes));
+        reg.register(
             "testbot_log_bytes_stored",
-            "gauge",
             "Log bytes kept in the database.",
+            log_bytes,
         );
-        let _ = writeln!(out, "testbot_log_bytes_stored {}", g.log_bytes);
-
-        let i = self.inner.lock().unwrap();
-        head(
-            &mut out,
-            "testbot_dispatch_latency_seconds",
-            "histogram",
+        reg.register_with_unit(
+            "testbot_dispatch_latency",
             "Time from a job being queued to a worker claiming it (since the server started).",
+            Unit::Seconds,
+            self.dispatch.clone(),
         );
-        i.dispatch
-            .as_ref()
-            .unwrap_or(&Histogram::new(DISPATCH_BUCKETS))
-            .render(&mut out, "testbot_dispatch_latency_seconds", "");
-        head(
-            &mut out,
-            "testbot_job_duration_seconds",
-            "histogram",
+        reg.register_with_unit(
+            "testbot_job_duration",
             "How long jobs' commands ran, by jobtype (since the server started).",
+            Unit::Seconds,
+            self.durations.clone(),
         );
-        for (jobtype, h) in &i.durations {
-            h.render(
-                &mut out,
-                "testbot_job_duration_seconds",
-                &format!("jobtype=\"{}\"", label(jobtype)),
-            );
-        }
-        head(
-            &mut out,
-            "testbot_http_requests_total",
-            "counter",
+        reg.register(
+            "testbot_http_requests",
             "HTTP requests by route, method and status (since the server started).",
+            self.requests.clone(),
         );
-        for ((route, method, status), n) in &i.requests {
-            let _ = writeln!(
-                out,
-                "testbot_http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {n}",
-                label(route)
-            );
-        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .expect("writing to a String does not fail");
         out
     }
-}
-
-/// Escapes a label value.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Middleware counting every request by its route template (never the raw
@@ -251,17 +224,43 @@ pub async fn count_requests(State(st): State<AppState>, req: Request, next: Next
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn histograms_are_cumulative() {
-        let mut h = super::Histogram::new(&[1.0, 10.0]);
-        h.observe(0.5);
-        h.observe(5.0);
-        h.observe(50.0);
-        let mut out = String::new();
-        h.render(&mut out, "x", "a=\"b\"");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"1\"} 1"), "{out}");
-        assert!(out.contains("x_bucket{a=\"b\",le=\"10\"} 2"));
-        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"));
-        assert!(out.contains("x_count{a=\"b\"} 3"));
+    fn histograms_are_cumulative_and_labels_escaped() {
+        let m = Metrics::default();
+        for s in [0.5, 5.0, 50.0] {
+            m.observe_duration("a\"b", s);
+        }
+        let g = Gauges {
+            summary: Summary {
+                version: String::new(),
+                workers: Default::default(),
+                jobs: Default::default(),
+                builds: vec![],
+            },
+            jobs: vec![("x\ny".into(), "queued".into(), 3)],
+            oldest_queued: vec![],
+            log_bytes: u64::MAX,
+        };
+        let out = m.render(&g);
+        let has = |line: &str| out.lines().any(|l| l == line);
+        assert!(
+            has(r#"testbot_job_duration_seconds_bucket{le="1.0",jobtype="a\"b"} 1"#),
+            "{out}"
+        );
+        assert!(has(
+            r#"testbot_job_duration_seconds_bucket{le="15.0",jobtype="a\"b"} 2"#
+        ));
+        assert!(has(
+            r#"testbot_job_duration_seconds_bucket{le="+Inf",jobtype="a\"b"} 3"#
+        ));
+        assert!(has(
+            r#"testbot_job_duration_seconds_count{jobtype="a\"b"} 3"#
+        ));
+        assert!(has(r#"testbot_jobs{jobtype="x\ny",state="queued"} 3"#));
+        assert!(has(&format!("testbot_log_bytes_stored {}", i64::MAX)));
+        assert!(has("# UNIT testbot_dispatch_latency_seconds seconds"));
+        assert_eq!(out.lines().last(), Some("# EOF"));
     }
 }

@@ -481,11 +481,13 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let get = move |path: &'static str| {
             tokio::task::spawn_blocking(move || {
-                match ureq::get(&format!("http://{addr}{path}")).call() {
-                    Ok(r) => (r.status(), r.into_string().unwrap()),
-                    Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
-                    Err(e) => panic!("{e}"),
-                }
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let mut r = agent.get(format!("http://{addr}{path}")).call().unwrap();
+                let body = r.body_mut().read_to_string().unwrap();
+                (r.status().as_u16(), body)
             })
         };
         let (status, body) = get("/boom").await.unwrap();

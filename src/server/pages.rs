@@ -449,5 +449,5 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
 async fn metrics(State(st): State<AppState>) -> ApiResult<Response> {
     let gauges = st.db(|s| s.gauges(now_ms())).await?;
     let out = st.metrics.render(&gauges);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], out).into_response())
 }

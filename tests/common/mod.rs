@@ -226,11 +226,9 @@ impl Server {
     }
 
     pub fn log_of(&self, id: i64) -> String {
-        ureq::get(&format!("{}/api/v1/jobs/{id}/log", self.url))
-            .call()
-            .expect("log")
-            .into_string()
-            .unwrap()
+        let r = http_get(&format!("{}/api/v1/jobs/{id}/log", self.url));
+        assert_eq!(r.status, 200, "log of job {id}: {}", r.body);
+        r.body
     }
 }
 
@@ -315,11 +313,8 @@ impl Worker {
 /// Waits until the server lists the worker as online.
 pub fn wait_online(server: &Server, name: &str) {
     let ok = wait_until(Duration::from_secs(20), || {
-        ureq::get(&format!("{}/api/v1/workers/{name}", server.url))
-            .call()
-            .ok()
-            .and_then(|r| r.into_json::<Value>().ok())
-            .is_some_and(|w| w["status"] != "offline")
+        let r = http_get(&format!("{}/api/v1/workers/{name}", server.url));
+        r.status == 200 && r.json()["status"] != "offline"
     });
     assert!(ok, "worker {name} never came online");
 }
@@ -352,25 +347,95 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// An HTTP answer of any status, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: ureq::http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON, or Null when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// An agent for tests: every status is an answer, not an error, and no
+/// request waits longer than `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+/// One request through `agent`: the method, the headers, and a body if
+/// any. Only a failure to talk to the server is an error.
+pub fn send(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply, ureq::Error> {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = match body {
+        Some(b) => agent.run(req.body(b.to_vec())?)?,
+        None => agent.run(req.body(())?)?,
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// [`send`] with a fresh agent and a 30 s limit, panicking when the server
+/// cannot be reached.
+pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
+    send(&agent(Duration::from_secs(30)), method, url, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// GET a URL; any status is returned.
+pub fn http_get(url: &str) -> Reply {
+    http("GET", url, &[], None)
+}
+
+/// GET a JSON document that must be there (200).
 pub fn get(base: &str, path: &str) -> Value {
-    ureq::get(&format!("{base}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-        .into_json()
-        .unwrap()
+    let r = http_get(&format!("{base}{path}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.body))
 }
 
 /// POSTs JSON; returns the status and the parsed body (or Null).
 pub fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
-    let resp = ureq::post(&format!("{base}{path}"))
-        .set("Content-Type", "application/json")
-        .send_string(body);
-    let (status, text) = match resp {
-        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
-        Err(e) => panic!("POST {path}: {e}"),
-    };
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let r = http(
+        "POST",
+        &format!("{base}{path}"),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    (r.status, r.json())
 }
 
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
