@@ -4,6 +4,7 @@
 pub mod client;
 pub mod cmd;
 pub mod matching;
+pub mod rules;
 pub mod server;
 pub mod shards;
 pub mod time;

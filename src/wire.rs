@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod states;
 mod trim;
 use serde_json::Value;
+pub use states::{AttemptState, BuildState, Reported, WorkerStatus};
 
 /// Platform properties (`os.family = linux`) or requirements
 /// (`os.family = lin*`): string keys and string values.
@@ -180,7 +182,7 @@ pub struct Attempt {
     pub started_at: String,
     pub finished_at: Option<String>,
     /// How it ended (a job state, or `lost`); none while it runs.
-    pub state: Option<String>,
+    pub state: Option<AttemptState>,
     pub reason: Option<String>,
     /// Log bytes the worker sent for it.
     pub log_bytes: u64,
@@ -206,7 +208,7 @@ pub struct Explanation {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WorkerFit {
     pub name: String,
-    pub status: String,
+    pub status: WorkerStatus,
     pub fits: bool,
     /// What keeps it from fitting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,8 +231,8 @@ pub struct Build {
     pub id: i64,
     pub name: String,
     pub meta: Extra,
-    /// Derived from the jobs: queued, running, passed, failed or canceled.
-    pub state: String,
+    /// Derived from the jobs (see `rules::build::state`).
+    pub state: BuildState,
     pub created_at: String,
     /// Jobs per state.
     pub counts: BTreeMap<String, u64>,
@@ -491,8 +493,7 @@ pub struct WorkerCounts {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Worker {
     pub name: String,
-    /// `idle`, `busy`, `draining`, `quarantined` or `offline`.
-    pub status: String,
+    pub status: WorkerStatus,
     /// Drained from the server: claims nothing until undrained.
     pub drained: bool,
     /// Quarantined after infrastructure failures in a row, until then.

@@ -280,7 +280,7 @@ fn workers_table(workers: &[Worker]) -> Table {
     for w in workers {
         t.row(vec![
             w.name.clone(),
-            w.status.clone(),
+            w.status.to_string(),
             w.jobtypes.join(","),
             w.jobs
                 .iter()
@@ -299,7 +299,7 @@ fn builds_table(builds: &[Build]) -> Table {
         t.row(vec![
             b.id.to_string(),
             b.name.clone(),
-            b.state.clone(),
+            b.state.to_string(),
             {
                 let mut counts: Vec<String> =
                     b.counts.iter().map(|(k, v)| format!("{v} {k}")).collect();

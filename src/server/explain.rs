@@ -4,7 +4,7 @@
 //! answer, and submit uses it to warn about jobs nothing can ever run.
 
 use crate::matching;
-use crate::wire::{Explanation, Job, JobState, Props, WorkerFit};
+use crate::wire::{Explanation, Job, JobState, Props, WorkerFit, WorkerStatus};
 
 /// A worker as matching and explaining need it.
 #[derive(Debug, Clone)]
@@ -14,8 +14,7 @@ pub struct WorkerView {
     pub platforms: Vec<Props>,
     /// `accept` rules: the worker takes only jobs asking for these.
     pub accept: Vec<(String, String)>,
-    /// `idle`, `busy`, `draining`, `quarantined` or `offline`.
-    pub status: String,
+    pub status: WorkerStatus,
     pub slots: u32,
     pub running: u32,
 }
@@ -33,7 +32,7 @@ impl WorkerView {
 
     /// Online, and neither draining nor quarantined.
     pub fn available(&self) -> bool {
-        matches!(self.status.as_str(), "idle" | "busy")
+        matches!(self.status, WorkerStatus::Idle | WorkerStatus::Busy)
     }
 
     /// Why the worker cannot run the job, when it cannot.
@@ -197,7 +196,7 @@ fn explain_queued(
             .take(3)
             .map(|(w, _)| WorkerFit {
                 name: w.name.clone(),
-                status: w.status.clone(),
+                status: w.status,
                 fits: false,
                 misfit: w.misfit(requirements),
             })
@@ -227,7 +226,7 @@ fn explain_queued(
         .iter()
         .map(|w| WorkerFit {
             name: w.name.clone(),
-            status: w.status.clone(),
+            status: w.status,
             fits: true,
             misfit: None,
         })
@@ -281,7 +280,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()],
             accept: Vec::new(),
-            status: status.into(),
+            status: WorkerStatus::parse(status).unwrap(),
             slots: 1,
             running: u32::from(status == "busy"),
         }

@@ -147,7 +147,7 @@ fn workers_table(workers: &[Worker]) -> String {
             t,
             "<tr><td><a href=\"/workers/{0}\">{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
             esc(&w.name),
-            state_span(&w.status),
+            state_span(w.status.as_str()),
             esc(&w.jobtypes.join(", ")),
             w.platforms.iter().map(props).collect::<Vec<_>>().join("<br>"),
             jobs.join(" "),
@@ -169,7 +169,7 @@ fn builds_table(builds: &[Build]) -> String {
             "<tr><td><a href=\"/builds/{0}\">#{0}</a></td><td>{1}</td><td>{2}</td><td>{3}</td><td>{4}</td></tr>",
             b.id,
             esc(&b.name),
-            state_span(&b.state),
+            state_span(b.state.as_str()),
             esc(&counts.join(", ")),
             when(&b.created_at)
         );
@@ -270,7 +270,7 @@ async fn job_page(
                 a.attempt,
                 esc(&a.worker),
                 when(&a.started_at),
-                state_span(a.state.as_deref().unwrap_or("running")),
+                state_span(a.state.map_or("running", |s| s.as_str())),
                 esc(a.reason.as_deref().unwrap_or("")),
             );
         }
@@ -441,7 +441,7 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
     }
     Ok(page(
         &format!("build #{id} {}", b.name),
-        b.state == "queued" || b.state == "running",
+        matches!(b.state, BuildState::Queued | BuildState::Running),
         &body,
     ))
 }

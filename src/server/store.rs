@@ -22,6 +22,7 @@ use super::error::{ApiError, ApiResult};
 use super::explain::{self, WorkerView};
 use super::metrics::Gauges;
 use super::queue::{Claimant, QueueIndex, Queued};
+use crate::rules::{build as build_rules, job as job_rules, worker as worker_rules};
 use crate::time::rfc3339;
 use crate::wire::*;
 
@@ -692,32 +693,26 @@ fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
 struct WorkerRow {
     view: WorkerView,
     lease_ms: u64,
-    /// What the worker itself last said: `idle`, `busy` or `draining`.
-    reported: String,
-    drained: bool,
-    quarantined: bool,
+    presence: worker_rules::Presence,
 }
 
-/// How a worker shows: offline beats quarantined beats draining beats busy.
-fn worker_status(
-    now: i64,
+/// What the status rule needs, from a row's columns.
+fn presence(
     last_seen: i64,
     lease_ms: i64,
     reported: &str,
     drained: bool,
     quarantined_until: Option<i64>,
     running: u32,
-) -> &'static str {
-    if now - last_seen > lease_ms || reported == "stopped" {
-        "offline"
-    } else if quarantined_until.is_some_and(|t| t > now) {
-        "quarantined"
-    } else if drained || reported == "draining" {
-        "draining"
-    } else if running > 0 {
-        "busy"
-    } else {
-        "idle"
+) -> worker_rules::Presence {
+    worker_rules::Presence {
+        last_seen,
+        lease_ms,
+        // A status no rule knows (never written by this server) reads as idle.
+        reported: Reported::parse(reported).unwrap_or(Reported::Idle),
+        drained,
+        quarantined_until,
+        running,
     }
 }
 
@@ -742,8 +737,7 @@ fn load_workers(conn: &Connection, now: i64, name: Option<&str>) -> ApiResult<Ve
         let drained = r.get::<_, i64>(6)? != 0;
         let quarantined_until: Option<i64> = r.get(7)?;
         let running: u32 = r.get(10)?;
-        let status = worker_status(
-            now,
+        let presence = presence(
             r.get(4)?,
             lease_ms,
             &reported,
@@ -751,20 +745,19 @@ fn load_workers(conn: &Connection, now: i64, name: Option<&str>) -> ApiResult<Ve
             quarantined_until,
             running,
         );
+        let status = worker_rules::status(&presence, now);
         Ok(WorkerRow {
             view: WorkerView {
                 name: r.get(0)?,
                 jobtypes: json_or(r.get(1)?),
                 platforms: json_or(r.get(2)?),
                 accept: parse_accept(&json_or::<Vec<String>>(r.get(8)?)),
-                status: status.to_string(),
+                status,
                 slots: r.get(9)?,
                 running,
             },
             lease_ms: lease_ms as u64,
-            reported,
-            drained,
-            quarantined: status == "quarantined",
+            presence,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -774,18 +767,8 @@ fn views(rows: Vec<WorkerRow>) -> Vec<WorkerView> {
     rows.into_iter().map(|r| r.view).collect()
 }
 
-/// The longest a worker is quarantined after repeated infrastructure
-/// failures; the first time is a minute, doubling each time after.
-const QUARANTINE_FIRST_MS: i64 = 60_000;
-const QUARANTINE_MAX_MS: i64 = 3_600_000;
-/// Infrastructure failures in a row that quarantine a worker.
-const QUARANTINE_AFTER: i64 = 3;
-/// How long a job avoids the worker it just failed on for infrastructure
-/// reasons, while another worker could take it.
-const AVOID_MS: i64 = 60_000;
-
-/// Counts an infrastructure failure against a worker, quarantining it
-/// after [`QUARANTINE_AFTER`] in a row.
+/// Counts an infrastructure failure of attempt `attempt` of job `job`
+/// against a worker, by the strike rules.
 fn note_infra_failure(
     tx: &Transaction,
     worker: &str,
@@ -793,40 +776,56 @@ fn note_infra_failure(
     attempt: u32,
     now: i64,
 ) -> ApiResult<()> {
-    // One event is one strike: the jobs that a restart, a lost lease or an
-    // abort takes down together all started before the first of them was
-    // counted, and count no more.
-    let (streak, quarantines): (i64, i64) = match tx
+    let Some(before) = tx
         .row(
-            "UPDATE workers SET infra_streak = infra_streak + 1, last_strike_at = ?2 \
-             WHERE name = ?1 AND (last_strike_at IS NULL OR last_strike_at < \
-               (SELECT started_at FROM attempts WHERE job_id = ?3 AND attempt = ?4)) \
-             RETURNING infra_streak, quarantines",
-            params![worker, now, job, attempt],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "SELECT infra_streak, quarantines, last_strike_at, quarantined_until \
+             FROM workers WHERE name = ?1",
+            [worker],
+            |r| {
+                Ok(worker_rules::Strikes {
+                    streak: r.get(0)?,
+                    quarantines: r.get(1)?,
+                    last_strike_at: r.get(2)?,
+                    quarantined_until: r.get(3)?,
+                })
+            },
         )
         .optional()?
-    {
-        Some(x) => x,
-        None => return Ok(()),
+    else {
+        return Ok(());
     };
-    if streak >= QUARANTINE_AFTER {
-        let period = (QUARANTINE_FIRST_MS << quarantines.min(10)).min(QUARANTINE_MAX_MS);
-        tx.exec(
-            "UPDATE workers SET infra_streak = 0, quarantines = quarantines + 1, \
-             quarantined_until = ?2 WHERE name = ?1",
-            params![worker, now + period],
-        )?;
+    let started: Option<i64> = tx
+        .row(
+            "SELECT started_at FROM attempts WHERE job_id = ?1 AND attempt = ?2",
+            params![job, attempt],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(after) = worker_rules::after_strike(&before, started, now) else {
+        return Ok(());
+    };
+    tx.exec(
+        "UPDATE workers SET infra_streak = ?2, quarantines = ?3, last_strike_at = ?4, \
+         quarantined_until = ?5 WHERE name = ?1",
+        params![
+            worker,
+            after.streak,
+            after.quarantines,
+            after.last_strike_at,
+            after.quarantined_until
+        ],
+    )?;
+    if after.quarantined_until != before.quarantined_until {
         tracing::warn!(
             worker,
-            period_s = period / 1000,
-            "worker quarantined after {streak} infrastructure failures in a row"
+            period_s = worker_rules::quarantine_ms(before.quarantines) / 1000,
+            "worker quarantined after {} infrastructure failures in a row",
+            worker_rules::QUARANTINE_AFTER
         );
     }
     Ok(())
 }
 
-/// A job ran to a real outcome there: the worker is healthy again.
 /// Gives `name` the best queued job it can run, in `tx`; `claimed` is set
 /// to the job taken, for the caller to drop from the index after commit.
 fn claim_in(
@@ -861,11 +860,10 @@ fn claim_in(
             "unknown worker {name:?}; register first"
         )));
     };
-    if row.reported == "draining" {
-        return Ok(Claim::Draining);
-    }
-    if row.drained || row.quarantined {
-        return Ok(Claim::Held);
+    match worker_rules::gate(&row.presence, now) {
+        worker_rules::Gate::Open => {}
+        worker_rules::Gate::Draining => return Ok(Claim::Draining),
+        worker_rules::Gate::Held => return Ok(Claim::Held),
     }
     let w = row.view;
     let me = Claimant {
@@ -958,82 +956,75 @@ fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> ApiResult<Job>
         record_durations(tx, &job.jobtype, report, now)?;
         result.insert("tests".into(), serde_json::to_value(report)?);
     }
-    let infra_attempts = job.attempt - job.reruns.min(job.attempt);
-    let failed_test = matches!(o.state, JobState::Failed | JobState::TimedOut);
-    if o.infrastructure {
-        note_infra_failure(tx, &o.worker, id, o.attempt, now)?;
-    } else if matches!(
-        o.state,
-        JobState::Passed | JobState::Failed | JobState::TimedOut
-    ) {
-        note_healthy(tx, &o.worker)?;
+    let facts = facts_of(&job);
+    let said = job_rules::Result {
+        state: o.state,
+        infrastructure: o.infrastructure,
+        attempt: o.attempt,
+        reason,
+    };
+    match job_rules::health(&said) {
+        job_rules::Health::Strike => note_infra_failure(tx, &o.worker, id, o.attempt, now)?,
+        job_rules::Health::Healthy => note_healthy(tx, &o.worker)?,
+        job_rules::Health::Unknown => {}
     }
-    if o.infrastructure && !job.cancel_requested && infra_attempts < job.max_attempts {
-        requeue(
-            tx,
-            id,
-            &format!("{reason} (attempt {}); queued again", o.attempt),
-        )?;
-        avoid_worker(tx, id, &o.worker, now)?;
-    } else if failed_test && !job.cancel_requested && job.reruns < job.retry_failed {
-        // A test failure with reruns left: run it again and remember
-        // what failed, to name the flaky tests if a rerun passes.
-        let mut before: Vec<String> =
-            tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
-                r.get::<_, Option<String>>(0).map(json_or)
-            })?;
-        for f in o.tests.iter().flat_map(|t| &t.failures) {
-            if !before.contains(&f.name) {
-                before.push(f.name.clone());
-            }
+    match job_rules::after_result(&facts, &said) {
+        job_rules::AfterResult::Requeue { reason } => {
+            requeue(tx, id, o.attempt, &reason)?;
+            avoid_worker(tx, id, &o.worker, now)?;
         }
-        tx.exec(
-            "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
-            params![id, serde_json::to_string(&before)?],
-        )?;
-        requeue(
-            tx,
-            id,
-            &format!(
-                "{reason} (attempt {}); rerun {} of {}",
-                o.attempt,
-                job.reruns + 1,
-                job.retry_failed
-            ),
-        )?;
-    } else {
-        let state = if job.cancel_requested && o.state != JobState::Passed {
-            JobState::Canceled
-        } else {
-            o.state
-        };
-        // Passing after failing: the tests that failed before and
-        // now passed are flaky.
-        let flaky_tests = if state == JobState::Passed && job.reruns > 0 {
+        job_rules::AfterResult::Rerun { reason } => {
             let before: Vec<String> =
                 tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
                     r.get::<_, Option<String>>(0).map(json_or)
                 })?;
-            Some(serde_json::to_string(&before)?)
-        } else {
-            None
-        };
-        tx.exec(
-            "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
-             reason = ?4, result = ?5, flaky_tests = ?6 WHERE id = ?1",
-            params![
-                id,
-                state.as_str(),
-                now,
-                o.reason,
-                Value::Object(result).to_string(),
-                flaky_tests
-            ],
-        )?;
+            let failing = o.tests.iter().flat_map(|t| &t.failures);
+            let before = job_rules::failed_before(before, failing.map(|f| f.name.as_str()));
+            tx.exec(
+                "UPDATE jobs SET reruns = reruns + 1, failed_before = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&before)?],
+            )?;
+            requeue(tx, id, o.attempt, &reason)?;
+        }
+        job_rules::AfterResult::End { state, flaky } => {
+            // Passing after failing: the tests that failed before and now
+            // passed are flaky.
+            let flaky_tests = if flaky {
+                let before: Vec<String> =
+                    tx.row("SELECT failed_before FROM jobs WHERE id = ?1", [id], |r| {
+                        r.get::<_, Option<String>>(0).map(json_or)
+                    })?;
+                Some(serde_json::to_string(&before)?)
+            } else {
+                None
+            };
+            let ended = tx.exec(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, \
+                 reason = ?4, result = ?5, flaky_tests = ?6 \
+                 WHERE id = ?1 AND state = 'running' AND attempt = ?7",
+                params![
+                    id,
+                    state.as_str(),
+                    now,
+                    o.reason,
+                    Value::Object(result).to_string(),
+                    flaky_tests,
+                    o.attempt
+                ],
+            )?;
+            if ended == 0 {
+                return Err(ApiError::conflict(format!(
+                    "attempt {} of job {id} ended while its result was recorded",
+                    o.attempt
+                )));
+            }
+        }
     }
     load_job(tx, id)
 }
 
+/// A job ran to a real outcome there: its strikes are forgiven, as
+/// [`worker_rules::after_healthy`] says (a quarantine in force stays).
 fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
     tx.exec(
         "UPDATE workers SET infra_streak = 0, quarantines = 0 WHERE name = ?1 AND (infra_streak > 0 OR quarantines > 0)",
@@ -1059,7 +1050,7 @@ fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<
     if others {
         tx.exec(
             "UPDATE jobs SET avoid_worker = ?2, avoid_until = ?3 WHERE id = ?1",
-            params![id, worker, now + AVOID_MS],
+            params![id, worker, now + worker_rules::AVOID_MS],
         )?;
     }
     Ok(())
@@ -1088,14 +1079,33 @@ fn queue_position(conn: &Connection, job: &Job, workers: &[WorkerView]) -> ApiRe
     Ok(ahead + 1)
 }
 
-/// Puts a running job back in the queue for its next attempt.
-fn requeue(tx: &Transaction, id: i64, reason: &str) -> ApiResult<()> {
-    tx.exec(
+/// Puts a job running attempt `attempt` back in the queue for its next
+/// one; a conflict when that attempt no longer runs.
+fn requeue(tx: &Transaction, id: i64, attempt: u32, reason: &str) -> ApiResult<()> {
+    let n = tx.exec(
         "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
-         matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 WHERE id = ?1",
-        params![id, reason],
+         matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 \
+         WHERE id = ?1 AND state = 'running' AND attempt = ?3",
+        params![id, reason, attempt],
     )?;
+    if n == 0 {
+        return Err(ApiError::conflict(format!(
+            "attempt {attempt} of job {id} no longer runs"
+        )));
+    }
     Ok(())
+}
+
+/// What the job rules need of a job.
+fn facts_of(job: &Job) -> job_rules::Facts {
+    job_rules::Facts {
+        state: job.state,
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        reruns: job.reruns,
+        retry_failed: job.retry_failed,
+        cancel_requested: job.cancel_requested,
+    }
 }
 
 /// Remembers each test's latest duration, for splitting later shards.
@@ -1126,62 +1136,47 @@ fn known_tests(conn: &Connection, jobtype: &str) -> ApiResult<Vec<(String, Optio
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Ends or requeues a running job whose worker is gone.
+/// Ends or requeues a running job whose worker is gone: true when it was
+/// queued again (false when it ended, or no longer ran).
 fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
-    let (attempt, max_attempts, cancel, reruns, worker): (u32, u32, bool, u32, Option<String>) =
-        tx.row(
-            "SELECT attempt, max_attempts, cancel_requested, reruns, worker FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? != 0, r.get(3)?, r.get(4)?)),
-        )?;
-    if let Some(w) = &worker {
+    let job = load_job(tx, id)?;
+    if job.state != JobState::Running {
+        return Ok(false);
+    }
+    let attempt = job.attempt;
+    if let Some(w) = &job.worker {
         note_infra_failure(tx, w, id, attempt, now)?;
     }
     tx.exec(
-        "UPDATE attempts SET finished_at = ?3, state = 'lost', reason = ?4 \
+        "UPDATE attempts SET finished_at = ?3, state = ?5, reason = ?4 \
          WHERE job_id = ?1 AND attempt = ?2",
-        params![id, attempt, now, why],
+        params![id, attempt, now, why, AttemptState::Lost.as_str()],
     )?;
-    // Reruns after test failures do not use up attempts for lost workers.
-    let again = !cancel && attempt - reruns.min(attempt) < max_attempts;
-    if again {
-        requeue(tx, id, &format!("{why} (attempt {attempt}); queued again"))?;
-        if let Some(w) = &worker {
-            avoid_worker(tx, id, w, now)?;
+    match job_rules::after_loss(&facts_of(&job), why) {
+        job_rules::AfterLoss::Requeue { reason } => {
+            requeue(tx, id, attempt, &reason)?;
+            if let Some(w) = &job.worker {
+                avoid_worker(tx, id, w, now)?;
+            }
+            Ok(true)
         }
-    } else {
-        let (state, reason) = if cancel {
-            ("canceled", format!("canceled; {why}"))
-        } else if attempt > 1 {
-            ("error", format!("{why} (after {attempt} attempts)"))
-        } else {
-            ("error", why.to_string())
-        };
-        tx.exec(
-            "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, reason = ?4 \
-             WHERE id = ?1",
-            params![id, state, now, reason],
-        )?;
+        job_rules::AfterLoss::End { state, reason } => {
+            tx.exec(
+                "UPDATE jobs SET state = ?2, finished_at = ?3, lease_expires = NULL, reason = ?4 \
+                 WHERE id = ?1 AND state = 'running' AND attempt = ?5",
+                params![id, state.as_str(), now, reason, attempt],
+            )?;
+            Ok(false)
+        }
     }
-    Ok(again)
 }
 
-fn build_state(counts: &BTreeMap<String, u64>) -> String {
-    let n = |s: JobState| counts.get(s.as_str()).copied().unwrap_or(0);
-    let total: u64 = counts.values().sum();
-    let (queued, running) = (n(JobState::Queued), n(JobState::Running));
-    let state = if running > 0 || (queued > 0 && queued < total) {
-        "running"
-    } else if queued > 0 {
-        "queued"
-    } else if n(JobState::Passed) == total {
-        "passed"
-    } else if n(JobState::Canceled) == total {
-        "canceled"
-    } else {
-        "failed"
-    };
-    state.to_string()
+fn build_state(counts: &BTreeMap<String, u64>) -> BuildState {
+    let by_state: Vec<(JobState, u64)> = counts
+        .iter()
+        .filter_map(|(s, n)| JobState::parse(s).map(|s| (s, *n)))
+        .collect();
+    build_rules::state(&by_state)
 }
 
 fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
@@ -1259,18 +1254,18 @@ fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> 
     let reported: String = row.get(11)?;
     let drained = row.get::<_, i64>(12)? != 0;
     let quarantined_until: Option<i64> = row.get(14)?;
-    let status = worker_status(
-        now,
+    let running = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+    let presence = presence(
         last_seen,
         lease,
         &reported,
         drained,
         quarantined_until,
-        jobs.len() as u32,
+        running,
     );
     Ok(Worker {
         name,
-        status: status.to_string(),
+        status: worker_rules::status(&presence, now),
         accept: json_or(row.get(13)?),
         drained,
         quarantined_until: quarantined_until.filter(|t| *t > now).map(rfc3339),
@@ -1293,17 +1288,7 @@ const WORKER_COLS: &str = "name, jobtypes, platforms, info, slots, heartbeat_ms,
      infra_streak";
 
 /// Who holds a worker name now, as registration needs to know.
-struct Holder {
-    token_hash: Option<String>,
-    instance: Option<String>,
-    host: String,
-    last_seen: i64,
-    lease_ms: i64,
-    /// It said goodbye: the name is free.
-    stopped: bool,
-}
-
-fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
+fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<worker_rules::Holder>> {
     Ok(tx
         .row(
             "SELECT token_hash, instance, host, last_seen, lease_ms, platforms, status \
@@ -1319,7 +1304,7 @@ fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
                         .and_then(|p| p.get("hostname").cloned())
                         .unwrap_or_default();
                 }
-                Ok(Holder {
+                Ok(worker_rules::Holder {
                     token_hash: r.get(0)?,
                     instance: r.get(1)?,
                     host,
@@ -1332,68 +1317,36 @@ fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<Holder>> {
         .optional()?)
 }
 
-/// Whether `reg` may take the name `held` has: the same token (or the old
-/// one was revoked), and the same worker (its `instance`) unless the
-/// holder has been silent for a whole lease.
+/// Whether `reg` may take the name `held` has (see
+/// [`worker_rules::may_take_name`]).
 fn check_may_take(
-    held: &Holder,
+    held: &worker_rules::Holder,
     reg: &Registration,
     token_hash: Option<&str>,
     revoked: &dyn Fn(&str) -> bool,
     seen_at: Option<i64>,
     now: i64,
 ) -> ApiResult<()> {
-    if let (Some(old), Some(new)) = (held.token_hash.as_deref(), token_hash) {
-        if old != new && !revoked(old) {
-            return Err(ApiError::Forbidden(format!(
-                "worker {:?} is registered with another worker token; a worker acts only \
-                 for itself",
-                reg.name
-            )));
-        }
-    }
-    let last = held.last_seen.max(seen_at.unwrap_or(0));
-    let alive = !held.stopped && last.saturating_add(held.lease_ms) > now;
-    let other = held
-        .instance
-        .as_ref()
-        .is_some_and(|i| reg.instance.as_ref() != Some(i));
-    if alive && other {
-        let ago = (now - last).max(0) / 1000;
-        let host = if held.host.is_empty() {
-            "an unknown host".to_string()
-        } else {
-            format!("host {:?}", held.host)
-        };
-        return Err(ApiError::conflict(format!(
-            "the worker name {:?} is in use by another worker on {host} (last heartbeat {ago}s \
-             ago, at {}); two workers cannot share a name: set name = \"...\" in this \
-             worker's config (or pass --name)",
-            reg.name,
-            rfc3339(last)
-        )));
-    }
-    Ok(())
+    worker_rules::may_take_name(
+        held,
+        &reg.name,
+        token_hash,
+        reg.instance.as_deref(),
+        revoked,
+        seen_at,
+        now,
+    )
+    .map_err(|refusal| match refusal {
+        worker_rules::NameRefusal::OtherToken(m) => ApiError::Forbidden(m),
+        worker_rules::NameRefusal::InUse(m) => ApiError::Conflict(m),
+    })
 }
 
 fn check_current(tx: &Transaction, id: i64, worker: &str, attempt: u32) -> ApiResult<Job> {
     let job = load_job(tx, id)?;
     // An empty worker name means "whoever holds the attempt".
-    if job.state != JobState::Running
-        || job.attempt != attempt
-        || (!worker.is_empty() && job.worker.as_deref() != Some(worker))
-    {
-        return Err(ApiError::conflict(format!(
-            "attempt {attempt} of job {id} on worker {worker:?} is not current \
-             (the job is {} at attempt {}{})",
-            job.state,
-            job.attempt,
-            job.worker
-                .as_deref()
-                .map(|w| format!(" on {w:?}"))
-                .unwrap_or_default()
-        )));
-    }
+    job_rules::check_current(id, &facts_of(&job), job.worker.as_deref(), worker, attempt)
+        .map_err(ApiError::Conflict)?;
     Ok(job)
 }
 
@@ -1681,18 +1634,21 @@ impl Store for SqliteStore {
     fn cancel(&self, id: i64, now: i64) -> ApiResult<Job> {
         let out = self.with_tx(|tx| {
             let job = load_job(tx, id)?;
-            match job.state {
-                JobState::Queued => {
+            match job_rules::after_cancel(job.state) {
+                job_rules::AfterCancel::EndNow => {
                     tx.exec(
                         "UPDATE jobs SET state = 'canceled', cancel_requested = 1, finished_at = ?2, \
-                         reason = 'canceled before it ran' WHERE id = ?1",
+                         reason = 'canceled before it ran' WHERE id = ?1 AND state = 'queued'",
                         params![id, now],
                     )?;
                 }
-                JobState::Running => {
-                    tx.exec("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+                job_rules::AfterCancel::Ask => {
+                    tx.exec(
+                        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                        [id],
+                    )?;
                 }
-                _ => {}
+                job_rules::AfterCancel::Nothing => {}
             }
             load_job(tx, id)
         })?;
@@ -2039,7 +1995,9 @@ impl Store for SqliteStore {
                     worker: r.get(1)?,
                     started_at: rfc3339(r.get(2)?),
                     finished_at: r.get::<_, Option<i64>>(3)?.map(rfc3339),
-                    state: r.get(4)?,
+                    state: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|s| AttemptState::parse(&s)),
                     reason: r.get(5)?,
                     log_bytes: r.get::<_, i64>(6)? as u64,
                 })
