@@ -1,0 +1,205 @@
+//! The server's state: what every storage backend offers, as traits split
+//! by concern ([`Jobs`], [`Workers`], [`Dispatch`], [`Logs`], [`Admin`]),
+//! and the backends, one folder each (`sqlite/`).
+//!
+//! Each method is one whole operation (submit, claim, finish...) carried
+//! out in one transaction. The scheduling decisions themselves are in
+//! `crate::rules`; a backend loads the facts, asks the rule and saves the
+//! answer. Methods block: callers on the async runtime go through
+//! `spawn_blocking`.
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller so
+//! that lease logic is testable and one operation sees one clock.
+
+use std::path::Path;
+
+use super::error::ApiResult;
+use super::metrics::Gauges;
+use crate::wire::*;
+
+mod sqlite;
+pub use sqlite::SqliteStore;
+
+/// The largest log upload the server takes in one request.
+pub const LOG_CHUNK_MAX: usize = 4 << 20;
+
+/// Jobs retried after a lost worker at most this often, unless the job says.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// The shortest lease, whatever the worker's heartbeat interval.
+pub const MIN_LEASE_MS: u64 = 5_000;
+
+/// How long a claimed job stays leased without a heartbeat: three missed
+/// heartbeats, and never less than [`MIN_LEASE_MS`]. A worker is shown
+/// offline after the same time without a word from it.
+pub fn lease_ms(heartbeat_interval_ms: u64) -> u64 {
+    heartbeat_interval_ms.saturating_mul(3).max(MIN_LEASE_MS)
+}
+
+/// What a list of jobs is filtered by.
+#[derive(Debug, Default, Clone)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub ids: Vec<i64>,
+    pub build: Option<i64>,
+    pub worker: Option<String>,
+    pub limit: usize,
+}
+
+/// A slice of one attempt's log.
+#[derive(Debug, Clone)]
+pub struct LogSlice {
+    pub attempt: u32,
+    pub data: Vec<u8>,
+    /// The attempt's whole size.
+    pub size: u64,
+    /// The offset just past `data`, where a follower goes on reading (a
+    /// cut part of the log shows as a short note, not its bytes).
+    pub end: u64,
+    pub state: JobState,
+    /// Whether the attempt still runs, i.e. more may come.
+    pub live: bool,
+}
+
+/// What a claim got.
+#[derive(Debug)]
+pub enum Claim {
+    Job(Box<Job>),
+    /// Nothing the worker can run is queued.
+    Nothing,
+    /// The worker drains itself (it is shutting down): it gets nothing and
+    /// should stop asking.
+    Draining,
+    /// Drained from the server or quarantined: nothing until that ends.
+    Held,
+}
+
+/// A worker slot's claim: the slot and the claim's number in it.
+pub type ClaimTag = (u32, u64);
+
+/// What registration did.
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    pub lease_ms: u64,
+    /// Jobs the server had running there that the worker no longer runs.
+    pub requeued: usize,
+}
+
+/// Everything a backend offers; what the server holds (`Arc<dyn Store>`).
+pub trait Store: Jobs + Workers + Dispatch + Logs + Admin + Send + Sync + 'static {}
+
+impl<T: Jobs + Workers + Dispatch + Logs + Admin + Send + Sync + 'static> Store for T {}
+
+/// Jobs and builds: submitting, reading, canceling, explaining.
+pub trait Jobs {
+    /// Queues jobs, in a new build when `build` is given, in one transaction.
+    fn submit(
+        &self,
+        build: Option<(String, Extra, Extra)>,
+        jobs: Vec<JobSpec>,
+        now: i64,
+    ) -> ApiResult<(Option<i64>, Vec<Job>)>;
+    fn job(&self, id: i64) -> ApiResult<Job>;
+    fn jobs(&self, filter: &JobFilter) -> ApiResult<Vec<Job>>;
+    /// Cancels a queued job at once; marks a running one for its worker.
+    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job>;
+    /// Every attempt of a job, oldest first.
+    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>>;
+    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>>;
+    fn build(&self, id: i64) -> ApiResult<Build>;
+    /// Why a job is (not) running.
+    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation>;
+}
+
+/// Workers: registration and the name binding, heartbeats, status, drain.
+pub trait Workers {
+    /// Registers (or reconnects) a worker and binds its name to the hash of
+    /// the token it registered with. Refused (403) when the name is bound to
+    /// another token that `revoked` does not say is gone, and (409) when
+    /// another live worker (a different `instance`) holds the name.
+    fn register(
+        &self,
+        reg: &Registration,
+        token_hash: Option<&str>,
+        revoked: &dyn Fn(&str) -> bool,
+        now: i64,
+    ) -> ApiResult<RegisterOutcome>;
+    /// The hash of the token a worker name is bound to: `None` for an
+    /// unknown name; a name registered without a token is bound here to
+    /// `token_hash` (the first worker token to use it), guarded so two
+    /// callers cannot both win.
+    fn worker_binding(&self, name: &str, token_hash: &str) -> ApiResult<Option<String>>;
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
+    /// The worker's running jobs that were canceled.
+    fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
+    /// A cheap, in-memory look: could a claim by this worker get anything
+    /// (or an answer other than "nothing") right now? False only when
+    /// surely not, so idle long-polls need not touch the database.
+    fn may_claim(&self, name: &str) -> bool;
+    /// Writes the `last_seen` of heartbeats that were only noted in memory
+    /// (idle workers whose info and status did not change).
+    fn flush_heartbeats(&self) -> ApiResult<()>;
+    fn workers(&self, now: i64) -> ApiResult<Vec<Worker>>;
+    fn worker(&self, name: &str, now: i64) -> ApiResult<Worker>;
+    /// Drains a worker from the server (no new jobs), or undrains it, which
+    /// also ends a quarantine.
+    fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker>;
+}
+
+/// Handing out jobs and taking their results; leases.
+pub trait Dispatch {
+    /// Gives the worker the best job it can run, if any: highest priority,
+    /// then oldest, matched to its first fitting platform.
+    ///
+    /// A claim tagged with its slot and number (`tag`) is idempotent: the
+    /// same tag again (the answer was lost) gets the same job again.
+    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> ApiResult<Claim>;
+    /// Records how an attempt ended; refuses an attempt that is not current.
+    fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> ApiResult<Job>;
+    /// Records the outcome of the job a worker's slot just ran and claims
+    /// its next job, in one transaction. The outcome's refusal (stale
+    /// attempt, bad input) is returned beside the claim, which happens all
+    /// the same.
+    fn finish_and_claim(
+        &self,
+        id: i64,
+        outcome: &Outcome,
+        name: &str,
+        tag: Option<ClaimTag>,
+        now: i64,
+    ) -> ApiResult<(ApiResult<Job>, Claim)>;
+    /// Puts jobs whose lease ran out back in the queue (or ends them);
+    /// returns how many leases ran out.
+    fn expire_leases(&self, now: i64) -> ApiResult<usize>;
+    /// Gives every running job a fresh lease: after a server restart, so
+    /// workers that kept running have time to reconnect.
+    fn renew_all_leases(&self, now: i64) -> ApiResult<()>;
+}
+
+/// Job logs, appended with offsets, kept within the cap.
+pub trait Logs {
+    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
+    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
+    /// The most log bytes kept per attempt (`serve --log-cap`), announced
+    /// to workers so they keep no more than that either.
+    fn log_cap(&self) -> u64;
+}
+
+/// What operators read and do: summary, metrics, retention, backup, storage health.
+pub trait Admin {
+    fn summary(&self, now: i64) -> ApiResult<Summary>;
+    /// What `/metrics` reads at scrape time.
+    fn gauges(&self, now: i64) -> ApiResult<Gauges>;
+    /// Deletes up to `batch` jobs that ended before `before`, with their
+    /// attempts and logs, and builds left empty; returns how many jobs.
+    fn purge_finished(&self, before: i64, batch: usize) -> ApiResult<usize>;
+    /// Writes a consistent copy of the database to `path` with SQLite's
+    /// online backup, without holding up the API.
+    fn backup_to(&self, path: &Path) -> ApiResult<()>;
+    /// Why the database cannot be written now, if it cannot (tried with a
+    /// small write when none went through in the last second).
+    fn storage_problem(&self, now: i64) -> Option<String>;
+    /// Looks whether the database file is still the one opened (called
+    /// once a second).
+    fn check_storage(&self);
+}

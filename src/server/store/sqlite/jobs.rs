@@ -1,0 +1,328 @@
+//! Submitting, reading and canceling jobs and builds.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection};
+
+use super::*;
+
+/// A jobtype's tests seen in earlier results, with their last durations.
+pub(crate) fn known_tests(
+    conn: &Connection,
+    jobtype: &str,
+) -> ApiResult<Vec<(String, Option<u64>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT test, duration_ms FROM test_durations WHERE jobtype = ?1 ORDER BY test",
+    )?;
+    let rows = stmt.query_map([jobtype], |r| {
+        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(|d| d as u64)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A job's place in the queue of the workers that could run it (1 =
+/// next): the queued jobs of its jobtype ahead of it (by priority, then
+/// age) that one of those workers could run too.
+pub(crate) fn queue_position(
+    conn: &Connection,
+    job: &Job,
+    workers: &[WorkerView],
+) -> ApiResult<u64> {
+    let fitting: Vec<&WorkerView> = workers
+        .iter()
+        .filter(|w| w.has_jobtype(&job.jobtype) && w.fits(&job.requirements))
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT platform FROM jobs WHERE state = 'queued' AND jobtype = ?1 \
+         AND (priority > ?2 OR (priority = ?2 AND id < ?3))",
+    )?;
+    let mut rows = stmt.query(params![job.jobtype, job.priority, job.id])?;
+    let mut ahead = 0;
+    while let Some(row) = rows.next()? {
+        let reqs: Props = json_or(row.get(0)?);
+        if fitting.iter().any(|w| w.fits(&reqs)) {
+            ahead += 1;
+        }
+    }
+    Ok(ahead + 1)
+}
+
+impl Jobs for SqliteStore {
+    fn submit(
+        &self,
+        build: Option<(String, Extra, Extra)>,
+        jobs: Vec<JobSpec>,
+        now: i64,
+    ) -> ApiResult<(Option<i64>, Vec<Job>)> {
+        let out = self.with_tx(|tx| {
+            let build_id = match build {
+                Some((name, meta, extra)) => {
+                    tx.exec(
+                        "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            name,
+                            serde_json::to_string(&meta)?,
+                            serde_json::to_string(&extra)?,
+                            now
+                        ],
+                    )?;
+                    Some(tx.last_insert_rowid())
+                }
+                None => None,
+            };
+            let workers = views(load_workers(tx, now, None)?);
+            let created_at = rfc3339(now);
+            let mut warnings: std::collections::HashMap<(String, Props), Option<String>> =
+                std::collections::HashMap::new();
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut plans: BTreeMap<(String, u32), Vec<Vec<String>>> = BTreeMap::new();
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (jobtype, state, priority, platform, params, timeout_ms, \
+                 max_attempts, build_id, shard_index, shard_total, created_at, extra, \
+                 retry_failed, shard_tests) \
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            for spec in jobs {
+                let job_build = match (&spec.build, build_id) {
+                    (_, Some(b)) => Some(b),
+                    (Some(BuildRef::Id(b)), None) => {
+                        load_build(tx, *b, false)?;
+                        Some(*b)
+                    }
+                    (Some(BuildRef::Name(name)), None) => {
+                        tx.exec(
+                            "INSERT INTO builds (name, meta, extra, created_at) VALUES (?1, '{}', '{}', ?2)",
+                            params![name, now],
+                        )?;
+                        Some(tx.last_insert_rowid())
+                    }
+                    (None, None) => None,
+                };
+                let shard_tests = match (spec.shard_index, spec.shard_total) {
+                    (Some(i), Some(n)) => {
+                        let key = (spec.jobtype.clone(), n);
+                        if !plans.contains_key(&key) {
+                            let known = known_tests(tx, &spec.jobtype)?;
+                            plans.insert(key.clone(), crate::shards::plan(&known, n));
+                        }
+                        let plan = &plans[&key];
+                        (!plan.iter().all(Vec::is_empty))
+                            .then(|| serde_json::to_string(&plan[i as usize]))
+                            .transpose()?
+                    }
+                    _ => None,
+                };
+                insert.execute(params![
+                    spec.jobtype,
+                    spec.priority,
+                    serde_json::to_string(&spec.platform)?,
+                    serde_json::to_string(&spec.params)?,
+                    spec.timeout.map(|d| d.as_millis() as i64),
+                    spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+                    job_build,
+                    spec.shard_index,
+                    spec.shard_total,
+                    now,
+                    serde_json::to_string(&spec.extra)?,
+                    spec.retry_failed.unwrap_or(0),
+                    shard_tests,
+                ])?;
+                // The job as stored, built here rather than read back.
+                let warning = warnings
+                    .entry((spec.jobtype.clone(), spec.platform.clone()))
+                    .or_insert_with(|| {
+                        explain::never_runnable(&spec.jobtype, &spec.platform, &workers)
+                    })
+                    .clone();
+                let shard_tests = shard_tests
+                    .as_deref()
+                    .and_then(|s| serde_json::from_str(s).ok());
+                let id = tx.last_insert_rowid();
+                out.push(queued_job(id, spec, job_build, shard_tests, &created_at, warning));
+            }
+            Ok((build_id, out))
+        })?;
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for j in &out.1 {
+                q.insert(Queued {
+                    id: j.id,
+                    jobtype: j.jobtype.clone(),
+                    priority: j.priority,
+                    platform_json: serde_json::to_string(&j.requirements)?,
+                    avoid: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn job(&self, id: i64) -> ApiResult<Job> {
+        self.with_conn(|c| load_job(c, id))
+    }
+
+    fn jobs(&self, f: &JobFilter) -> ApiResult<Vec<Job>> {
+        self.with_conn(|c| {
+            if !f.ids.is_empty() {
+                // Looked up by primary key, then filtered here.
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {JOB_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
+                     ORDER BY id DESC"
+                ))?;
+                let rows = stmt.query_map([serde_json::to_string(&f.ids)?], job_from_row)?;
+                let mut out = Vec::new();
+                for j in rows {
+                    let j = j?;
+                    if f.state.is_none_or(|s| s == j.state)
+                        && f.build.is_none_or(|b| Some(b) == j.build)
+                        && f.worker
+                            .as_ref()
+                            .is_none_or(|w| Some(w) == j.worker.as_ref())
+                    {
+                        out.push(j);
+                    }
+                }
+                out.truncate(f.limit);
+                return Ok(out);
+            }
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {JOB_COLS} FROM jobs \
+                 WHERE (?1 IS NULL OR state = ?1) \
+                   AND (?2 IS NULL OR build_id = ?2) \
+                   AND (?3 IS NULL OR worker = ?3) \
+                 ORDER BY id DESC LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(
+                params![
+                    f.state.map(|s| s.as_str()),
+                    f.build,
+                    f.worker,
+                    f.limit as i64
+                ],
+                job_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job> {
+        let out = self.with_tx(|tx| {
+            let job = load_job(tx, id)?;
+            match job_rules::after_cancel(job.state) {
+                job_rules::AfterCancel::EndNow => {
+                    tx.exec(
+                        "UPDATE jobs SET state = 'canceled', cancel_requested = 1, finished_at = ?2, \
+                         reason = 'canceled before it ran' WHERE id = ?1 AND state = 'queued'",
+                        params![id, now],
+                    )?;
+                }
+                job_rules::AfterCancel::Ask => {
+                    tx.exec(
+                        "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                        [id],
+                    )?;
+                }
+                job_rules::AfterCancel::Nothing => {}
+            }
+            load_job(tx, id)
+        })?;
+        self.resync(&[id])?;
+        Ok(out)
+    }
+
+    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT attempt, worker, started_at, finished_at, state, reason, log_size \
+                 FROM attempts WHERE job_id = ?1 ORDER BY attempt",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(Attempt {
+                    attempt: r.get(0)?,
+                    worker: r.get(1)?,
+                    started_at: rfc3339(r.get(2)?),
+                    finished_at: r.get::<_, Option<i64>>(3)?.map(rfc3339),
+                    state: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|s| AttemptState::parse(&s)),
+                    reason: r.get(5)?,
+                    log_bytes: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>> {
+        self.with_conn(|c| {
+            let ids: Vec<i64> = {
+                let mut stmt =
+                    c.prepare_cached("SELECT id FROM builds ORDER BY id DESC LIMIT ?1")?;
+                let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            ids.into_iter().map(|id| load_build(c, id, false)).collect()
+        })
+    }
+
+    fn build(&self, id: i64) -> ApiResult<Build> {
+        self.with_conn(|c| load_build(c, id, true))
+    }
+
+    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation> {
+        self.with_conn(|c| {
+            let job = load_job(c, id)?;
+            let workers = views(load_workers(c, now, None)?);
+            let position = if job.state == JobState::Queued {
+                Some(queue_position(c, &job, &workers)?)
+            } else {
+                None
+            };
+            Ok(explain::explain(&job, &workers, position))
+        })
+    }
+}
+
+/// A job just queued, as stored, built here rather than read back.
+fn queued_job(
+    id: i64,
+    spec: JobSpec,
+    build: Option<i64>,
+    shard_tests: Option<Vec<String>>,
+    created_at: &str,
+    warning: Option<String>,
+) -> Job {
+    Job {
+        id,
+        state: JobState::Queued,
+        max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+        attempt: 0,
+        worker: None,
+        platform_index: None,
+        matched_platform: None,
+        build,
+        shard_tests,
+        retry_failed: spec.retry_failed.unwrap_or(0),
+        reruns: 0,
+        flaky: false,
+        flaky_tests: Vec::new(),
+        created_at: created_at.to_string(),
+        started_at: None,
+        finished_at: None,
+        cancel_requested: false,
+        reason: None,
+        result: None,
+        info: None,
+        warning,
+        attempts: Vec::new(),
+        jobtype: spec.jobtype,
+        platform: spec.platform.clone(),
+        requirements: spec.platform,
+        params: spec.params,
+        priority: spec.priority,
+        timeout: spec.timeout,
+        shard_index: spec.shard_index,
+        shard_total: spec.shard_total,
+        extra: spec.extra,
+    }
+}

@@ -1,0 +1,294 @@
+//! Rows to values: the column lists and the loaders every operation shares.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, Row};
+
+use super::*;
+
+pub(crate) const JOB_COLS: &str =
+    "id, jobtype, state, priority, platform, params, timeout_ms, max_attempts, \
+     attempt, worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
+     created_at, started_at, finished_at, cancel_requested, reason, result, info, extra, \
+     retry_failed, reruns, flaky_tests, shard_tests";
+
+pub(crate) const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_worker, avoid_until";
+
+pub(crate) const WORKER_COLS: &str =
+    "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
+     version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
+     infra_streak";
+
+pub(crate) fn queued_from_row(r: &Row) -> rusqlite::Result<Queued> {
+    let avoid = match (r.get::<_, Option<String>>(4)?, r.get::<_, Option<i64>>(5)?) {
+        (Some(w), Some(until)) => Some((w, until)),
+        _ => None,
+    };
+    Ok(Queued {
+        id: r.get(0)?,
+        jobtype: r.get(1)?,
+        priority: r.get(2)?,
+        platform_json: r.get(3)?,
+        avoid,
+    })
+}
+
+pub(crate) fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
+    let state: String = row.get(2)?;
+    Ok(Job {
+        id: row.get(0)?,
+        jobtype: row.get(1)?,
+        state: JobState::parse(&state).unwrap_or(JobState::Error),
+        priority: row.get(3)?,
+        platform: Props::new(),
+        requirements: json_or(row.get(4)?),
+        params: json_or(row.get(5)?),
+        timeout: row
+            .get::<_, Option<i64>>(6)?
+            .map(|ms| Duration::from_millis(ms as u64)),
+        max_attempts: row.get(7)?,
+        attempt: row.get(8)?,
+        worker: row.get(9)?,
+        platform_index: row.get::<_, Option<i64>>(10)?.map(|i| i as usize),
+        matched_platform: row
+            .get::<_, Option<String>>(11)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        build: row.get(12)?,
+        shard_index: row.get(13)?,
+        shard_total: row.get(14)?,
+        created_at: rfc3339(row.get(15)?),
+        started_at: row.get::<_, Option<i64>>(16)?.map(rfc3339),
+        finished_at: row.get::<_, Option<i64>>(17)?.map(rfc3339),
+        cancel_requested: row.get::<_, i64>(18)? != 0,
+        reason: row.get(19)?,
+        result: row
+            .get::<_, Option<String>>(20)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        info: row
+            .get::<_, Option<String>>(21)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        warning: None,
+        attempts: Vec::new(),
+        extra: json_or(row.get(22)?),
+        retry_failed: row.get(23)?,
+        reruns: row.get(24)?,
+        flaky: state == "passed" && row.get::<_, u32>(24)? > 0,
+        flaky_tests: json_or(row.get(25)?),
+        shard_tests: row
+            .get::<_, Option<String>>(26)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+    })
+    .map(|mut job: Job| {
+        job.platform = job
+            .matched_platform
+            .clone()
+            .unwrap_or_else(|| job.requirements.clone());
+        job
+    })
+}
+
+pub(crate) fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], job_from_row)
+        .optional()?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+/// A registered worker as claims and explanations need it.
+pub(crate) struct WorkerRow {
+    pub(crate) view: WorkerView,
+    pub(crate) lease_ms: u64,
+    pub(crate) presence: worker_rules::Presence,
+}
+
+/// What the status rule needs, from a row's columns.
+pub(crate) fn presence(
+    last_seen: i64,
+    lease_ms: i64,
+    reported: &str,
+    drained: bool,
+    quarantined_until: Option<i64>,
+    running: u32,
+) -> worker_rules::Presence {
+    worker_rules::Presence {
+        last_seen,
+        lease_ms,
+        // A status no rule knows (never written by this server) reads as idle.
+        reported: Reported::parse(reported).unwrap_or(Reported::Idle),
+        drained,
+        quarantined_until,
+        running,
+    }
+}
+
+pub(crate) fn parse_accept(rules: &[String]) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .filter_map(|r| r.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub(crate) fn load_workers(
+    conn: &Connection,
+    now: i64,
+    name: Option<&str>,
+) -> ApiResult<Vec<WorkerRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, jobtypes, platforms, lease_ms, last_seen, status, drained, \
+         quarantined_until, accept, slots, \
+         (SELECT count(*) FROM jobs WHERE jobs.worker = workers.name AND jobs.state = 'running') \
+         FROM workers WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([name], |r| {
+        let lease_ms: i64 = r.get(3)?;
+        let reported: String = r.get(5)?;
+        let drained = r.get::<_, i64>(6)? != 0;
+        let quarantined_until: Option<i64> = r.get(7)?;
+        let running: u32 = r.get(10)?;
+        let presence = presence(
+            r.get(4)?,
+            lease_ms,
+            &reported,
+            drained,
+            quarantined_until,
+            running,
+        );
+        let status = worker_rules::status(&presence, now);
+        Ok(WorkerRow {
+            view: WorkerView {
+                name: r.get(0)?,
+                jobtypes: json_or(r.get(1)?),
+                platforms: json_or(r.get(2)?),
+                accept: parse_accept(&json_or::<Vec<String>>(r.get(8)?)),
+                status,
+                slots: r.get(9)?,
+                running,
+            },
+            lease_ms: lease_ms as u64,
+            presence,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn views(rows: Vec<WorkerRow>) -> Vec<WorkerView> {
+    rows.into_iter().map(|r| r.view).collect()
+}
+
+pub(crate) fn build_state(counts: &BTreeMap<String, u64>) -> BuildState {
+    let by_state: Vec<(JobState, u64)> = counts
+        .iter()
+        .filter_map(|(s, n)| JobState::parse(s).map(|s| (s, *n)))
+        .collect();
+    build_rules::state(&by_state)
+}
+
+pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
+    let (name, meta, extra, created): (String, String, String, i64) = conn
+        .row(
+            "SELECT name, meta, extra, created_at FROM builds WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let mut counts = BTreeMap::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT state, count(*) FROM jobs WHERE build_id = ?1 GROUP BY state")?;
+    for row in stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))? {
+        let (state, n) = row?;
+        counts.insert(state, n);
+    }
+    let flaky: u64 = conn.row(
+        "SELECT count(*) FROM jobs WHERE build_id = ?1 AND state = 'passed' AND reruns > 0",
+        [id],
+        |r| r.get(0),
+    )?;
+    let jobs = if with_jobs {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {JOB_COLS} FROM jobs WHERE build_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([id], job_from_row)?;
+        rows.collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    Ok(Build {
+        id,
+        name,
+        meta: serde_json::from_str(&meta)?,
+        state: build_state(&counts),
+        created_at: rfc3339(created),
+        counts,
+        flaky,
+        jobs,
+        extra: serde_json::from_str(&extra)?,
+    })
+}
+
+pub(crate) fn cancels_of(conn: &Connection, worker: &str) -> ApiResult<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' AND cancel_requested = 1",
+    )?;
+    let ids = stmt
+        .query_map([worker], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+pub(crate) fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> {
+    let name: String = row.get(0)?;
+    let last_seen: i64 = row.get(9)?;
+    let lease: i64 = row.get(6)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, attempt, info FROM jobs WHERE worker = ?1 AND state = 'running' ORDER BY id",
+    )?;
+    let jobs: Vec<RunningJob> = stmt
+        .query_map([&name], |r| {
+            Ok(RunningJob {
+                id: r.get(0)?,
+                attempt: r.get(1)?,
+                info: r
+                    .get::<_, Option<String>>(2)?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
+                canceling: false,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let reported: String = row.get(11)?;
+    let drained = row.get::<_, i64>(12)? != 0;
+    let quarantined_until: Option<i64> = row.get(14)?;
+    let running = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+    let presence = presence(
+        last_seen,
+        lease,
+        &reported,
+        drained,
+        quarantined_until,
+        running,
+    );
+    Ok(Worker {
+        name,
+        status: worker_rules::status(&presence, now),
+        accept: json_or(row.get(13)?),
+        drained,
+        quarantined_until: quarantined_until.filter(|t| *t > now).map(rfc3339),
+        infra_failures: row.get(15)?,
+        jobtypes: json_or(row.get(1)?),
+        platforms: json_or(row.get(2)?),
+        info: json_or(row.get(3)?),
+        slots: row.get(4)?,
+        heartbeat_interval_ms: row.get::<_, i64>(5)? as u64,
+        version: row.get(7)?,
+        registered_at: rfc3339(row.get(8)?),
+        last_seen: rfc3339(last_seen),
+        jobs,
+        extra: json_or(row.get(10)?),
+    })
+}

@@ -1,0 +1,111 @@
+//! The SQLite schema, as the migrations that build it, in order. A
+//! migration is never edited once released; a change is a new one.
+
+/// Schema versions, applied in order; `PRAGMA user_version` says how many
+/// have run. Never edit one that has shipped: add the next.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE workers (
+    name          TEXT PRIMARY KEY,
+    jobtypes      TEXT NOT NULL,
+    platforms     TEXT NOT NULL,
+    info          TEXT NOT NULL DEFAULT '{}',
+    extra         TEXT NOT NULL DEFAULT '{}',
+    slots         INTEGER NOT NULL,
+    heartbeat_ms  INTEGER NOT NULL,
+    lease_ms      INTEGER NOT NULL,
+    version       TEXT NOT NULL DEFAULT '',
+    status        TEXT NOT NULL DEFAULT 'idle',
+    registered_at INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL
+);
+CREATE TABLE builds (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    meta       TEXT NOT NULL,
+    extra      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    jobtype          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    platform         TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    timeout_ms       INTEGER,
+    max_attempts     INTEGER NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    worker           TEXT,
+    platform_index   INTEGER,
+    matched_platform TEXT,
+    build_id         INTEGER REFERENCES builds(id),
+    shard_index      INTEGER,
+    shard_total      INTEGER,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    lease_expires    INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    reason           TEXT,
+    result           TEXT,
+    info             TEXT,
+    extra            TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX jobs_queue ON jobs(state, jobtype, priority DESC, id);
+CREATE INDEX jobs_build ON jobs(build_id);
+CREATE INDEX jobs_worker ON jobs(worker, state);
+CREATE TABLE attempts (
+    job_id         INTEGER NOT NULL,
+    attempt        INTEGER NOT NULL,
+    worker         TEXT NOT NULL,
+    platform_index INTEGER,
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    state          TEXT,
+    reason         TEXT,
+    log_size       INTEGER NOT NULL DEFAULT 0,
+    log_stored     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE TABLE log_chunks (
+    job_id  INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    pos     INTEGER NOT NULL,
+    data    BLOB NOT NULL,
+    PRIMARY KEY (job_id, attempt, pos)
+);
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN retry_failed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN reruns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN failed_before TEXT;
+ALTER TABLE jobs ADD COLUMN flaky_tests TEXT;
+ALTER TABLE jobs ADD COLUMN shard_tests TEXT;
+CREATE TABLE test_durations (
+    jobtype     TEXT NOT NULL,
+    test        TEXT NOT NULL,
+    duration_ms INTEGER,
+    updated_at  INTEGER NOT NULL,
+    PRIMARY KEY (jobtype, test)
+);
+"#,
+    r#"
+ALTER TABLE workers ADD COLUMN accept TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE workers ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN infra_streak INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN quarantines INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN quarantined_until INTEGER;
+ALTER TABLE jobs ADD COLUMN avoid_worker TEXT;
+ALTER TABLE jobs ADD COLUMN avoid_until INTEGER;
+"#,
+    r#"
+ALTER TABLE workers ADD COLUMN token_hash TEXT;
+ALTER TABLE workers ADD COLUMN instance TEXT;
+ALTER TABLE workers ADD COLUMN host TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN last_strike_at INTEGER;
+ALTER TABLE jobs ADD COLUMN claim_slot INTEGER;
+ALTER TABLE jobs ADD COLUMN claim_seq INTEGER;
+CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+"#,
+];
