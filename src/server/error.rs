@@ -1,6 +1,6 @@
 //! The one place where errors become HTTP status codes.
 //!
-//! Handlers and the store return [`ApiError`]; every error reaches the
+//! Handlers return [`ApiError`] (the store's `StoreError` converts); every error reaches the
 //! client as `{"error": "..."}` with a fitting status.
 
 use axum::http::StatusCode;
@@ -47,6 +47,21 @@ impl From<rusqlite::Error> for ApiError {
         match super::store_health::storage_cause(&e) {
             Some(cause) => ApiError::Unavailable(cause.to_string()),
             None => ApiError::Internal(anyhow::Error::new(e).context("database")),
+        }
+    }
+}
+
+/// Each storage outcome as its HTTP status.
+impl From<super::store::StoreError> for ApiError {
+    fn from(e: super::store::StoreError) -> ApiError {
+        use super::store::StoreError as S;
+        match e {
+            S::Invalid(m) => ApiError::BadRequest(m),
+            S::NotFound(m) => ApiError::NotFound(m),
+            S::Forbidden(m) => ApiError::Forbidden(m),
+            S::Conflict(m) => ApiError::Conflict(m),
+            S::Unavailable(m) => ApiError::Unavailable(m),
+            S::Broken(e) => ApiError::Internal(e),
         }
     }
 }

@@ -55,12 +55,13 @@ impl AppState {
     pub async fn db<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn Store) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let out = tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?;
+        Ok(out?)
     }
 
     pub fn wake_claims(&self) {

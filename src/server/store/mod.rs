@@ -13,12 +13,81 @@
 
 use std::path::Path;
 
-use super::error::ApiResult;
 use super::metrics::Gauges;
 use crate::wire::*;
 
 mod sqlite;
 pub use sqlite::SqliteStore;
+
+/// What a storage operation fails with: a rule's refusal, or the storage's
+/// own failure. The HTTP layer gives each its status (`server/error.rs`);
+/// nothing here knows of HTTP.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Input that breaks a rule the store checks.
+    Invalid(String),
+    /// No such job, worker or build.
+    NotFound(String),
+    /// A worker acting for another (its name is bound to another token).
+    Forbidden(String),
+    /// About a state that is gone: a stale attempt, a name in use.
+    Conflict(String),
+    /// The storage cannot be written now: disk full, read-only, gone. The
+    /// message says which.
+    Unavailable(String),
+    /// A bug, or stored data that cannot be read.
+    Broken(anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl StoreError {
+    pub fn invalid(msg: impl Into<String>) -> StoreError {
+        StoreError::Invalid(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> StoreError {
+        StoreError::NotFound(msg.into())
+    }
+    pub fn conflict(msg: impl Into<String>) -> StoreError {
+        StoreError::Conflict(msg.into())
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Invalid(m)
+            | StoreError::NotFound(m)
+            | StoreError::Forbidden(m)
+            | StoreError::Conflict(m)
+            | StoreError::Unavailable(m) => f.write_str(m),
+            StoreError::Broken(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match super::store_health::storage_cause(&e) {
+            Some(cause) => StoreError::Unavailable(cause.to_string()),
+            None => StoreError::Broken(anyhow::Error::new(e).context("database")),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> StoreError {
+        StoreError::Broken(anyhow::Error::new(e).context("stored JSON"))
+    }
+}
+
+impl From<anyhow::Error> for StoreError {
+    fn from(e: anyhow::Error) -> StoreError {
+        StoreError::Broken(e)
+    }
+}
 
 /// The largest log upload the server takes in one request.
 pub const LOG_CHUNK_MAX: usize = 4 << 20;
@@ -98,17 +167,17 @@ pub trait Jobs {
         build: Option<(String, Extra, Extra)>,
         jobs: Vec<JobSpec>,
         now: i64,
-    ) -> ApiResult<(Option<i64>, Vec<Job>)>;
-    fn job(&self, id: i64) -> ApiResult<Job>;
-    fn jobs(&self, filter: &JobFilter) -> ApiResult<Vec<Job>>;
+    ) -> StoreResult<(Option<i64>, Vec<Job>)>;
+    fn job(&self, id: i64) -> StoreResult<Job>;
+    fn jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
     /// Cancels a queued job at once; marks a running one for its worker.
-    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job>;
+    fn cancel(&self, id: i64, now: i64) -> StoreResult<Job>;
     /// Every attempt of a job, oldest first.
-    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>>;
-    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>>;
-    fn build(&self, id: i64) -> ApiResult<Build>;
+    fn attempts(&self, id: i64) -> StoreResult<Vec<Attempt>>;
+    fn builds(&self, limit: usize) -> StoreResult<Vec<Build>>;
+    fn build(&self, id: i64) -> StoreResult<Build>;
     /// Why a job is (not) running.
-    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation>;
+    fn explain(&self, id: i64, now: i64) -> StoreResult<Explanation>;
 }
 
 /// Workers: registration and the name binding, heartbeats, status, drain.
@@ -123,27 +192,27 @@ pub trait Workers {
         token_hash: Option<&str>,
         revoked: &dyn Fn(&str) -> bool,
         now: i64,
-    ) -> ApiResult<RegisterOutcome>;
+    ) -> StoreResult<RegisterOutcome>;
     /// The hash of the token a worker name is bound to: `None` for an
     /// unknown name; a name registered without a token is bound here to
     /// `token_hash` (the first worker token to use it), guarded so two
     /// callers cannot both win.
-    fn worker_binding(&self, name: &str, token_hash: &str) -> ApiResult<Option<String>>;
-    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply>;
+    fn worker_binding(&self, name: &str, token_hash: &str) -> StoreResult<Option<String>>;
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply>;
     /// The worker's running jobs that were canceled.
-    fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>>;
+    fn pending_cancels(&self, name: &str) -> StoreResult<Vec<i64>>;
     /// A cheap, in-memory look: could a claim by this worker get anything
     /// (or an answer other than "nothing") right now? False only when
     /// surely not, so idle long-polls need not touch the database.
     fn may_claim(&self, name: &str) -> bool;
     /// Writes the `last_seen` of heartbeats that were only noted in memory
     /// (idle workers whose info and status did not change).
-    fn flush_heartbeats(&self) -> ApiResult<()>;
-    fn workers(&self, now: i64) -> ApiResult<Vec<Worker>>;
-    fn worker(&self, name: &str, now: i64) -> ApiResult<Worker>;
+    fn flush_heartbeats(&self) -> StoreResult<()>;
+    fn workers(&self, now: i64) -> StoreResult<Vec<Worker>>;
+    fn worker(&self, name: &str, now: i64) -> StoreResult<Worker>;
     /// Drains a worker from the server (no new jobs), or undrains it, which
     /// also ends a quarantine.
-    fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker>;
+    fn set_drained(&self, name: &str, drained: bool, now: i64) -> StoreResult<Worker>;
 }
 
 /// Handing out jobs and taking their results; leases.
@@ -153,9 +222,9 @@ pub trait Dispatch {
     ///
     /// A claim tagged with its slot and number (`tag`) is idempotent: the
     /// same tag again (the answer was lost) gets the same job again.
-    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> ApiResult<Claim>;
+    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> StoreResult<Claim>;
     /// Records how an attempt ended; refuses an attempt that is not current.
-    fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> ApiResult<Job>;
+    fn finish(&self, id: i64, outcome: &Outcome, now: i64) -> StoreResult<Job>;
     /// Records the outcome of the job a worker's slot just ran and claims
     /// its next job, in one transaction. The outcome's refusal (stale
     /// attempt, bad input) is returned beside the claim, which happens all
@@ -167,19 +236,19 @@ pub trait Dispatch {
         name: &str,
         tag: Option<ClaimTag>,
         now: i64,
-    ) -> ApiResult<(ApiResult<Job>, Claim)>;
+    ) -> StoreResult<(StoreResult<Job>, Claim)>;
     /// Puts jobs whose lease ran out back in the queue (or ends them);
     /// returns how many leases ran out.
-    fn expire_leases(&self, now: i64) -> ApiResult<usize>;
+    fn expire_leases(&self, now: i64) -> StoreResult<usize>;
     /// Gives every running job a fresh lease: after a server restart, so
     /// workers that kept running have time to reconnect.
-    fn renew_all_leases(&self, now: i64) -> ApiResult<()>;
+    fn renew_all_leases(&self, now: i64) -> StoreResult<()>;
 }
 
 /// Job logs, appended with offsets, kept within the cap.
 pub trait Logs {
-    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> ApiResult<LogReply>;
-    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice>;
+    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], now: i64) -> StoreResult<LogReply>;
+    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> StoreResult<LogSlice>;
     /// The most log bytes kept per attempt (`serve --log-cap`), announced
     /// to workers so they keep no more than that either.
     fn log_cap(&self) -> u64;
@@ -187,15 +256,15 @@ pub trait Logs {
 
 /// What operators read and do: summary, metrics, retention, backup, storage health.
 pub trait Admin {
-    fn summary(&self, now: i64) -> ApiResult<Summary>;
+    fn summary(&self, now: i64) -> StoreResult<Summary>;
     /// What `/metrics` reads at scrape time.
-    fn gauges(&self, now: i64) -> ApiResult<Gauges>;
+    fn gauges(&self, now: i64) -> StoreResult<Gauges>;
     /// Deletes up to `batch` jobs that ended before `before`, with their
     /// attempts and logs, and builds left empty; returns how many jobs.
-    fn purge_finished(&self, before: i64, batch: usize) -> ApiResult<usize>;
+    fn purge_finished(&self, before: i64, batch: usize) -> StoreResult<usize>;
     /// Writes a consistent copy of the database to `path` with SQLite's
     /// online backup, without holding up the API.
-    fn backup_to(&self, path: &Path) -> ApiResult<()>;
+    fn backup_to(&self, path: &Path) -> StoreResult<()>;
     /// Why the database cannot be written now, if it cannot (tried with a
     /// small write when none went through in the last second).
     fn storage_problem(&self, now: i64) -> Option<String>;

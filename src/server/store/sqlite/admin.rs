@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use super::*;
 
 impl Admin for SqliteStore {
-    fn summary(&self, now: i64) -> ApiResult<Summary> {
+    fn summary(&self, now: i64) -> StoreResult<Summary> {
         // Counting needs only each worker's status: one query, not a full
         // record (with its running jobs) per worker.
         let workers = self.with_conn(|c| load_workers(c, now, None))?;
@@ -53,7 +53,7 @@ impl Admin for SqliteStore {
         })
     }
 
-    fn gauges(&self, now: i64) -> ApiResult<Gauges> {
+    fn gauges(&self, now: i64) -> StoreResult<Gauges> {
         let summary = self.summary(now)?;
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
@@ -81,7 +81,7 @@ impl Admin for SqliteStore {
         })
     }
 
-    fn purge_finished(&self, before: i64, batch: usize) -> ApiResult<usize> {
+    fn purge_finished(&self, before: i64, batch: usize) -> StoreResult<usize> {
         let n = self.with_tx(|tx| {
             let ids: Vec<i64> = {
                 let mut stmt = tx.prepare_cached(
@@ -123,7 +123,7 @@ impl Admin for SqliteStore {
         Ok(n)
     }
 
-    fn backup_to(&self, path: &Path) -> ApiResult<()> {
+    fn backup_to(&self, path: &Path) -> StoreResult<()> {
         // A connection of its own: in WAL mode its read does not block the
         // API's writes, and copying every page in one step cannot be
         // restarted by them.

@@ -16,7 +16,7 @@ pub(crate) fn claim_in(
     tag: Option<ClaimTag>,
     now: i64,
     claimed: &mut Option<i64>,
-) -> ApiResult<Claim> {
+) -> StoreResult<Claim> {
     if let Some((slot, seq)) = tag {
         // Asked again: the answer to the first ask was lost.
         let again: Option<i64> = tx
@@ -37,7 +37,7 @@ pub(crate) fn claim_in(
         params![name, now],
     )?;
     let Some(row) = load_workers(tx, now, Some(name))?.into_iter().next() else {
-        return Err(ApiError::not_found(format!(
+        return Err(StoreError::not_found(format!(
             "unknown worker {name:?}; register first"
         )));
     };
@@ -89,9 +89,9 @@ pub(crate) fn claim_in(
 }
 
 /// Records a job's outcome in `tx`: ends it, or queues it again.
-pub(crate) fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
+pub(crate) fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> StoreResult<Job> {
     if !o.state.is_final() {
-        return Err(ApiError::bad(format!(
+        return Err(StoreError::invalid(format!(
             "a result's state must be final, not {}",
             o.state
         )));
@@ -194,7 +194,7 @@ pub(crate) fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> Api
                 ],
             )?;
             if ended == 0 {
-                return Err(ApiError::conflict(format!(
+                return Err(StoreError::conflict(format!(
                     "attempt {} of job {id} ended while its result was recorded",
                     o.attempt
                 )));
@@ -206,7 +206,7 @@ pub(crate) fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> Api
 
 /// Ends or requeues a running job whose worker is gone: true when it was
 /// queued again (false when it ended, or no longer ran).
-pub(crate) fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiResult<bool> {
+pub(crate) fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> StoreResult<bool> {
     let job = load_job(tx, id)?;
     if job.state != JobState::Running {
         return Ok(false);
@@ -241,7 +241,7 @@ pub(crate) fn lose_job(tx: &Transaction, id: i64, why: &str, now: i64) -> ApiRes
 
 /// Puts a job running attempt `attempt` back in the queue for its next
 /// one; a conflict when that attempt no longer runs.
-pub(crate) fn requeue(tx: &Transaction, id: i64, attempt: u32, reason: &str) -> ApiResult<()> {
+pub(crate) fn requeue(tx: &Transaction, id: i64, attempt: u32, reason: &str) -> StoreResult<()> {
     let n = tx.exec(
         "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
          matched_platform = NULL, lease_expires = NULL, info = NULL, reason = ?2 \
@@ -249,7 +249,7 @@ pub(crate) fn requeue(tx: &Transaction, id: i64, attempt: u32, reason: &str) -> 
         params![id, reason, attempt],
     )?;
     if n == 0 {
-        return Err(ApiError::conflict(format!(
+        return Err(StoreError::conflict(format!(
             "attempt {attempt} of job {id} no longer runs"
         )));
     }
@@ -273,11 +273,11 @@ pub(crate) fn check_current(
     id: i64,
     worker: &str,
     attempt: u32,
-) -> ApiResult<Job> {
+) -> StoreResult<Job> {
     let job = load_job(tx, id)?;
     // An empty worker name means "whoever holds the attempt".
     job_rules::check_current(id, &facts_of(&job), job.worker.as_deref(), worker, attempt)
-        .map_err(ApiError::Conflict)?;
+        .map_err(StoreError::Conflict)?;
     Ok(job)
 }
 
@@ -289,7 +289,7 @@ pub(crate) fn note_infra_failure(
     job: i64,
     attempt: u32,
     now: i64,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let Some(before) = tx
         .row(
             "SELECT infra_streak, quarantines, last_strike_at, quarantined_until \
@@ -342,7 +342,7 @@ pub(crate) fn note_infra_failure(
 
 /// A job ran to a real outcome there: its strikes are forgiven, as
 /// [`worker_rules::after_healthy`] says (a quarantine in force stays).
-pub(crate) fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
+pub(crate) fn note_healthy(tx: &Transaction, worker: &str) -> StoreResult<()> {
     tx.exec(
         "UPDATE workers SET infra_streak = 0, quarantines = 0 WHERE name = ?1 AND (infra_streak > 0 OR quarantines > 0)",
         [worker],
@@ -352,7 +352,7 @@ pub(crate) fn note_healthy(tx: &Transaction, worker: &str) -> ApiResult<()> {
 
 /// After an infrastructure failure on `worker`, makes the job avoid it for
 /// a while when another available worker could run it.
-pub(crate) fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> ApiResult<()> {
+pub(crate) fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) -> StoreResult<()> {
     let (jobtype, reqs): (String, Props) = tx.row(
         "SELECT jobtype, platform FROM jobs WHERE id = ?1",
         [id],
@@ -379,7 +379,7 @@ pub(crate) fn record_durations(
     jobtype: &str,
     report: &TestReport,
     now: i64,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO test_durations (jobtype, test, duration_ms, updated_at) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT(jobtype, test) DO UPDATE SET duration_ms = ?3, updated_at = ?4",
@@ -391,7 +391,7 @@ pub(crate) fn record_durations(
 }
 
 impl Dispatch for SqliteStore {
-    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> ApiResult<Claim> {
+    fn claim(&self, name: &str, tag: Option<ClaimTag>, now: i64) -> StoreResult<Claim> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = None;
         let out = self.with_tx(|tx| claim_in(tx, &mut queue, name, tag, now, &mut claimed))?;
@@ -408,7 +408,7 @@ impl Dispatch for SqliteStore {
         name: &str,
         tag: Option<ClaimTag>,
         now: i64,
-    ) -> ApiResult<(ApiResult<Job>, Claim)> {
+    ) -> StoreResult<(StoreResult<Job>, Claim)> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let mut claimed = None;
         let (finished, claim) = self.with_tx(|tx| {
@@ -422,7 +422,7 @@ impl Dispatch for SqliteStore {
                     Ok(job)
                 }
                 // The database failing fails the whole request.
-                Err(e @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => return Err(e),
+                Err(e @ (StoreError::Broken(_) | StoreError::Unavailable(_))) => return Err(e),
                 Err(refused) => {
                     tx.exec("ROLLBACK TO result", [])?;
                     tx.exec("RELEASE result", [])?;
@@ -442,13 +442,13 @@ impl Dispatch for SqliteStore {
         Ok((finished, claim))
     }
 
-    fn finish(&self, id: i64, o: &Outcome, now: i64) -> ApiResult<Job> {
+    fn finish(&self, id: i64, o: &Outcome, now: i64) -> StoreResult<Job> {
         let out = self.with_tx(|tx| finish_in(tx, id, o, now))?;
         self.after_finish(&out)?;
         Ok(out)
     }
 
-    fn expire_leases(&self, now: i64) -> ApiResult<usize> {
+    fn expire_leases(&self, now: i64) -> StoreResult<usize> {
         let alive: Vec<String> = self
             .outage_heartbeats
             .lock()
@@ -494,7 +494,7 @@ impl Dispatch for SqliteStore {
         Ok(out.len())
     }
 
-    fn renew_all_leases(&self, now: i64) -> ApiResult<()> {
+    fn renew_all_leases(&self, now: i64) -> StoreResult<()> {
         self.with_tx(|tx| {
             tx.exec(
                 "UPDATE jobs SET lease_expires = max(coalesce(lease_expires, 0), ?1 + \

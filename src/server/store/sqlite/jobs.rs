@@ -10,7 +10,7 @@ use super::*;
 pub(crate) fn known_tests(
     conn: &Connection,
     jobtype: &str,
-) -> ApiResult<Vec<(String, Option<u64>)>> {
+) -> StoreResult<Vec<(String, Option<u64>)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT test, duration_ms FROM test_durations WHERE jobtype = ?1 ORDER BY test",
     )?;
@@ -27,7 +27,7 @@ pub(crate) fn queue_position(
     conn: &Connection,
     job: &Job,
     workers: &[WorkerView],
-) -> ApiResult<u64> {
+) -> StoreResult<u64> {
     let fitting: Vec<&WorkerView> = workers
         .iter()
         .filter(|w| w.has_jobtype(&job.jobtype) && w.fits(&job.requirements))
@@ -53,7 +53,7 @@ impl Jobs for SqliteStore {
         build: Option<(String, Extra, Extra)>,
         jobs: Vec<JobSpec>,
         now: i64,
-    ) -> ApiResult<(Option<i64>, Vec<Job>)> {
+    ) -> StoreResult<(Option<i64>, Vec<Job>)> {
         let out = self.with_tx(|tx| {
             let build_id = match build {
                 Some((name, meta, extra)) => {
@@ -157,11 +157,11 @@ impl Jobs for SqliteStore {
         Ok(out)
     }
 
-    fn job(&self, id: i64) -> ApiResult<Job> {
+    fn job(&self, id: i64) -> StoreResult<Job> {
         self.with_conn(|c| load_job(c, id))
     }
 
-    fn jobs(&self, f: &JobFilter) -> ApiResult<Vec<Job>> {
+    fn jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
         self.with_conn(|c| {
             if !f.ids.is_empty() {
                 // Looked up by primary key, then filtered here.
@@ -205,7 +205,7 @@ impl Jobs for SqliteStore {
         })
     }
 
-    fn cancel(&self, id: i64, now: i64) -> ApiResult<Job> {
+    fn cancel(&self, id: i64, now: i64) -> StoreResult<Job> {
         let out = self.with_tx(|tx| {
             let job = load_job(tx, id)?;
             match job_rules::after_cancel(job.state) {
@@ -230,7 +230,7 @@ impl Jobs for SqliteStore {
         Ok(out)
     }
 
-    fn attempts(&self, id: i64) -> ApiResult<Vec<Attempt>> {
+    fn attempts(&self, id: i64) -> StoreResult<Vec<Attempt>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT attempt, worker, started_at, finished_at, state, reason, log_size \
@@ -253,7 +253,7 @@ impl Jobs for SqliteStore {
         })
     }
 
-    fn builds(&self, limit: usize) -> ApiResult<Vec<Build>> {
+    fn builds(&self, limit: usize) -> StoreResult<Vec<Build>> {
         self.with_conn(|c| {
             let ids: Vec<i64> = {
                 let mut stmt =
@@ -265,11 +265,11 @@ impl Jobs for SqliteStore {
         })
     }
 
-    fn build(&self, id: i64) -> ApiResult<Build> {
+    fn build(&self, id: i64) -> StoreResult<Build> {
         self.with_conn(|c| load_build(c, id, true))
     }
 
-    fn explain(&self, id: i64, now: i64) -> ApiResult<Explanation> {
+    fn explain(&self, id: i64, now: i64) -> StoreResult<Explanation> {
         self.with_conn(|c| {
             let job = load_job(c, id)?;
             let workers = views(load_workers(c, now, None)?);

@@ -15,7 +15,7 @@ impl SqliteStore {
         attempt: u32,
         mut stored: u64,
         newest: u64,
-    ) -> ApiResult<()> {
+    ) -> StoreResult<()> {
         let head = (self.log_cap / 2) as i64;
         let victims: Vec<(i64, i64)> = {
             let mut stmt = tx.prepare_cached(
@@ -46,7 +46,7 @@ impl SqliteStore {
 }
 
 impl Logs for SqliteStore {
-    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> ApiResult<LogReply> {
+    fn append_log(&self, id: i64, q: &LogQuery, bytes: &[u8], _now: i64) -> StoreResult<LogReply> {
         self.with_tx(|tx| {
             let job = check_current(tx, id, &q.worker, q.attempt)?;
             let size: u64 = tx.row(
@@ -56,7 +56,7 @@ impl Logs for SqliteStore {
             )?;
             let offset = q.offset.unwrap_or(size);
             if offset > size {
-                return Err(ApiError::bad(format!(
+                return Err(StoreError::invalid(format!(
                     "log offset {offset} is past the {size} bytes stored for attempt {}",
                     q.attempt
                 )));
@@ -85,7 +85,7 @@ impl Logs for SqliteStore {
         })
     }
 
-    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> ApiResult<LogSlice> {
+    fn read_log(&self, id: i64, attempt: Option<u32>, from: u64) -> StoreResult<LogSlice> {
         self.with_conn(|c| {
             let job = load_job(c, id)?;
             let attempt = attempt.unwrap_or(job.attempt);

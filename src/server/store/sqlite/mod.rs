@@ -12,7 +12,6 @@ use rusqlite::{Connection, Row, Transaction};
 
 use super::*;
 use crate::rules::{build as build_rules, job as job_rules, worker as worker_rules};
-use crate::server::error::{ApiError, ApiResult};
 use crate::server::explain::{self, WorkerView};
 use crate::server::metrics::Gauges;
 use crate::server::queue::{Claimant, QueueIndex, Queued};
@@ -216,7 +215,7 @@ impl SqliteStore {
     }
 
     /// After a result committed: only a job queued again changes the queue.
-    fn after_finish(&self, job: &Job) -> ApiResult<()> {
+    fn after_finish(&self, job: &Job) -> StoreResult<()> {
         if job.state == JobState::Queued {
             self.resync(&[job.id])?;
         }
@@ -239,7 +238,7 @@ impl SqliteStore {
 
     /// Brings the in-memory queue up to date for jobs whose state may have
     /// changed in a transaction that committed.
-    fn resync(&self, ids: &[i64]) -> ApiResult<()> {
+    fn resync(&self, ids: &[i64]) -> StoreResult<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -294,9 +293,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> ApiResult<T>) -> ApiResult<T> {
+    fn with_tx<T>(&self, f: impl FnOnce(&Transaction) -> StoreResult<T>) -> StoreResult<T> {
         if let Some(cause) = self.health.lasting() {
-            return Err(ApiError::Unavailable(cause));
+            return Err(StoreError::Unavailable(cause));
         }
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let out = (|| {
@@ -310,13 +309,13 @@ impl SqliteStore {
                 self.note_commit(&conn);
                 self.health.succeeded();
             }
-            Err(ApiError::Unavailable(cause)) => self.health.failed(cause),
+            Err(StoreError::Unavailable(cause)) => self.health.failed(cause),
             Err(_) => {}
         }
         out
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> ApiResult<T>) -> ApiResult<T> {
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         let before = conn.total_changes();
         let out = f(&conn);
@@ -324,7 +323,7 @@ impl SqliteStore {
         if conn.total_changes() != before {
             self.note_commit(&conn);
         }
-        if let Err(ApiError::Unavailable(cause)) = &out {
+        if let Err(StoreError::Unavailable(cause)) = &out {
             self.health.failed(cause);
         }
         out

@@ -92,11 +92,11 @@ pub(crate) fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
     })
 }
 
-pub(crate) fn load_job(conn: &Connection, id: i64) -> ApiResult<Job> {
+pub(crate) fn load_job(conn: &Connection, id: i64) -> StoreResult<Job> {
     conn.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"))?
         .query_row([id], job_from_row)
         .optional()?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+        .ok_or_else(|| StoreError::not_found(format!("no job {id}")))
 }
 
 /// A registered worker as claims and explanations need it.
@@ -138,7 +138,7 @@ pub(crate) fn load_workers(
     conn: &Connection,
     now: i64,
     name: Option<&str>,
-) -> ApiResult<Vec<WorkerRow>> {
+) -> StoreResult<Vec<WorkerRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, jobtypes, platforms, lease_ms, last_seen, status, drained, \
          quarantined_until, accept, slots, \
@@ -189,7 +189,7 @@ pub(crate) fn build_state(counts: &BTreeMap<String, u64>) -> BuildState {
     build_rules::state(&by_state)
 }
 
-pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResult<Build> {
+pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> StoreResult<Build> {
     let (name, meta, extra, created): (String, String, String, i64) = conn
         .row(
             "SELECT name, meta, extra, created_at FROM builds WHERE id = ?1",
@@ -197,7 +197,7 @@ pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResu
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
-        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+        .ok_or_else(|| StoreError::not_found(format!("no build {id}")))?;
     let mut counts = BTreeMap::new();
     let mut stmt =
         conn.prepare_cached("SELECT state, count(*) FROM jobs WHERE build_id = ?1 GROUP BY state")?;
@@ -232,7 +232,7 @@ pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> ApiResu
     })
 }
 
-pub(crate) fn cancels_of(conn: &Connection, worker: &str) -> ApiResult<Vec<i64>> {
+pub(crate) fn cancels_of(conn: &Connection, worker: &str) -> StoreResult<Vec<i64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM jobs WHERE worker = ?1 AND state = 'running' AND cancel_requested = 1",
     )?;
@@ -242,7 +242,7 @@ pub(crate) fn cancels_of(conn: &Connection, worker: &str) -> ApiResult<Vec<i64>>
     Ok(ids)
 }
 
-pub(crate) fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> ApiResult<Worker> {
+pub(crate) fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> StoreResult<Worker> {
     let name: String = row.get(0)?;
     let last_seen: i64 = row.get(9)?;
     let lease: i64 = row.get(6)?;

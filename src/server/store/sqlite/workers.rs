@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use super::*;
 
 /// Who holds a worker name now, as registration needs to know.
-pub(crate) fn holder_of(tx: &Transaction, name: &str) -> ApiResult<Option<worker_rules::Holder>> {
+pub(crate) fn holder_of(tx: &Transaction, name: &str) -> StoreResult<Option<worker_rules::Holder>> {
     Ok(tx
         .row(
             "SELECT token_hash, instance, host, last_seen, lease_ms, platforms, status \
@@ -43,7 +43,7 @@ pub(crate) fn check_may_take(
     revoked: &dyn Fn(&str) -> bool,
     seen_at: Option<i64>,
     now: i64,
-) -> ApiResult<()> {
+) -> StoreResult<()> {
     worker_rules::may_take_name(
         held,
         &reg.name,
@@ -54,8 +54,8 @@ pub(crate) fn check_may_take(
         now,
     )
     .map_err(|refusal| match refusal {
-        worker_rules::NameRefusal::OtherToken(m) => ApiError::Forbidden(m),
-        worker_rules::NameRefusal::InUse(m) => ApiError::Conflict(m),
+        worker_rules::NameRefusal::OtherToken(m) => StoreError::Forbidden(m),
+        worker_rules::NameRefusal::InUse(m) => StoreError::Conflict(m),
     })
 }
 
@@ -67,7 +67,7 @@ impl SqliteStore {
         status: &str,
         info: &str,
         now: i64,
-    ) -> ApiResult<HeartbeatReply> {
+    ) -> StoreResult<HeartbeatReply> {
         if let Some(c) = self
             .claimants
             .lock()
@@ -85,7 +85,7 @@ impl SqliteStore {
                 )
                 .optional()?;
             let Some(lease) = lease else {
-                return Err(ApiError::not_found(format!(
+                return Err(StoreError::not_found(format!(
                     "unknown worker {name:?}; register first"
                 )));
             };
@@ -109,7 +109,7 @@ impl SqliteStore {
 }
 
 impl Workers for SqliteStore {
-    fn worker_binding(&self, name: &str, token_hash: &str) -> ApiResult<Option<String>> {
+    fn worker_binding(&self, name: &str, token_hash: &str) -> StoreResult<Option<String>> {
         self.with_tx(|tx| {
             tx.exec(
                 "UPDATE workers SET token_hash = ?2 WHERE name = ?1 AND token_hash IS NULL",
@@ -132,7 +132,7 @@ impl Workers for SqliteStore {
         token_hash: Option<&str>,
         revoked: &dyn Fn(&str) -> bool,
         now: i64,
-    ) -> ApiResult<RegisterOutcome> {
+    ) -> StoreResult<RegisterOutcome> {
         let lease = lease_ms(reg.heartbeat_interval_ms);
         let seen_at = self
             .seen
@@ -214,7 +214,7 @@ impl Workers for SqliteStore {
         Ok(out)
     }
 
-    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> ApiResult<HeartbeatReply> {
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply> {
         // A worker that stopped said goodbye: it is offline at once.
         let status: &'static str = match hb.status.as_str() {
             "draining" => "draining",
@@ -232,7 +232,7 @@ impl Workers for SqliteStore {
             }
         }
         let reply = match self.heartbeat_to_db(name, hb, status, &info, now) {
-            Err(ApiError::Unavailable(cause)) => {
+            Err(StoreError::Unavailable(cause)) => {
                 // The worker is alive; the storage is not its fault.
                 if !hb.jobs.is_empty() {
                     self.outage_heartbeats
@@ -240,7 +240,7 @@ impl Workers for SqliteStore {
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(name.to_string());
                 }
-                return Err(ApiError::Unavailable(cause));
+                return Err(StoreError::Unavailable(cause));
             }
             other => other?,
         };
@@ -260,11 +260,11 @@ impl Workers for SqliteStore {
         Ok(reply)
     }
 
-    fn pending_cancels(&self, name: &str) -> ApiResult<Vec<i64>> {
+    fn pending_cancels(&self, name: &str) -> StoreResult<Vec<i64>> {
         self.with_conn(|c| cancels_of(c, name))
     }
 
-    fn flush_heartbeats(&self) -> ApiResult<()> {
+    fn flush_heartbeats(&self) -> StoreResult<()> {
         let pending: Vec<(String, i64)> = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.iter_mut()
@@ -298,7 +298,7 @@ impl Workers for SqliteStore {
         jobtypes.iter().any(|t| queue.has_jobtype(t))
     }
 
-    fn workers(&self, now: i64) -> ApiResult<Vec<Worker>> {
+    fn workers(&self, now: i64) -> StoreResult<Vec<Worker>> {
         self.with_conn(|c| {
             let mut stmt =
                 c.prepare_cached(&format!("SELECT {WORKER_COLS} FROM workers ORDER BY name"))?;
@@ -311,7 +311,7 @@ impl Workers for SqliteStore {
         })
     }
 
-    fn worker(&self, name: &str, now: i64) -> ApiResult<Worker> {
+    fn worker(&self, name: &str, now: i64) -> StoreResult<Worker> {
         self.with_conn(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {WORKER_COLS} FROM workers WHERE name = ?1"
@@ -319,12 +319,12 @@ impl Workers for SqliteStore {
             let mut rows = stmt.query([name])?;
             match rows.next()? {
                 Some(row) => worker_from_row(c, row, now),
-                None => Err(ApiError::not_found(format!("no worker {name:?}"))),
+                None => Err(StoreError::not_found(format!("no worker {name:?}"))),
             }
         })
     }
 
-    fn set_drained(&self, name: &str, drained: bool, now: i64) -> ApiResult<Worker> {
+    fn set_drained(&self, name: &str, drained: bool, now: i64) -> StoreResult<Worker> {
         self.with_tx(|tx| {
             let changed = tx.exec(
                 "UPDATE workers SET drained = ?2, \
@@ -334,7 +334,7 @@ impl Workers for SqliteStore {
                 params![name, drained],
             )?;
             if changed == 0 {
-                return Err(ApiError::not_found(format!("no worker {name:?}")));
+                return Err(StoreError::not_found(format!("no worker {name:?}")));
             }
             Ok(())
         })?;
