@@ -4,8 +4,9 @@
 #   bash scripts/test.sh
 #
 # Sets up what the tests need and is not there (Debian's chromium for the
-# headless-browser test; a Python virtual environment, target/venv, with
-# pytest and schemathesis), runs `cargo test` (unit, property and end-to-end
+# headless-browser test; a private PostgreSQL cluster, scripts/postgres.sh,
+# for the store tests on PostgreSQL; a Python virtual environment,
+# target/venv, with pytest and schemathesis), runs `cargo test` (unit, property and end-to-end
 # tests: real servers and workers on 127.0.0.1), the Python package's tests
 # (python/tests, against the binary just built), then fuzzes the HTTP API
 # against its OpenAPI document (.ci/fuzz-api), and stops everything it
@@ -13,7 +14,8 @@
 # Ends with one line: "tests: N passed, N failed, N skipped".
 #
 # Environment: TESTBOT_VENV  a virtual environment to keep between runs
-#              TESTBOT_SKIP_BROWSER=1, TESTBOT_SKIP_FUZZ=1  leave those out
+#              TESTBOT_SKIP_BROWSER=1, TESTBOT_SKIP_FUZZ=1,
+#              TESTBOT_SKIP_POSTGRES=1  leave those out
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -31,7 +33,13 @@ if [[ ${TESTBOT_SKIP_BROWSER:-} != 1 ]] && ! command -v chromium >/dev/null 2>&1
 fi
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+source scripts/postgres.sh
+trap 'postgres_stop; rm -f "$log"' EXIT
+if [[ ${TESTBOT_SKIP_POSTGRES:-} != 1 ]]; then
+    postgres_start
+else
+    echo "== TESTBOT_SKIP_POSTGRES=1: the PostgreSQL store tests are skipped"
+fi
 
 echo "== cargo test"
 status=0

@@ -10,9 +10,16 @@ pub struct Args {
     /// Address to listen on; port 0 picks a free one (printed on stdout).
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: String,
-    /// The SQLite database file; created if missing.
-    #[arg(long, default_value = "testbot.db", value_name = "PATH")]
-    db: PathBuf,
+    /// Where the state is kept: a SQLite file (PATH or sqlite:PATH; created
+    /// if missing), or a PostgreSQL database (postgres://USER@HOST:PORT/DB)
+    /// that several servers may share.
+    #[arg(
+        long,
+        env = "TESTBOT_DB",
+        default_value = "testbot.db",
+        value_name = "PATH_OR_URL"
+    )]
+    db: String,
     /// Also run a worker with this config inside the server process.
     #[arg(long = "worker", value_name = "CONFIG")]
     workers: Vec<PathBuf>,

@@ -28,7 +28,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use self::error::{ApiError, ApiResult};
-use self::store::{SqliteStore, Store};
+use self::store::{PgStore, SqliteStore, Store};
 use crate::time::now_ms;
 
 /// What every handler shares.
@@ -75,7 +75,8 @@ impl AppState {
 
 pub struct ServeOptions {
     pub listen: String,
-    pub db: PathBuf,
+    /// A SQLite path (or `sqlite:PATH`) or a `postgres://` URL.
+    pub db: String,
     /// Worker configs to run inside this process against this server.
     pub workers: Vec<PathBuf>,
     pub token: Option<String>,
@@ -184,8 +185,17 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map_err(|e| crate::cmd::Exit(2, format!("cannot listen on {}: {e}", opts.listen)))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", listener.local_addr()?);
-    let _db_lock = db_lock::take(&opts.db, &url)?;
-    let store = SqliteStore::open(&opts.db)?.with_log_cap(opts.log_cap);
+    let (store, _db_lock): (Arc<dyn Store>, _) = match Database::parse(&opts.db) {
+        Database::Postgres(db_url) => (
+            Arc::new(PgStore::open(&db_url)?.with_log_cap(opts.log_cap)),
+            None,
+        ),
+        Database::Sqlite(path) => {
+            let lock = db_lock::take(&path, &url)?;
+            let store = SqliteStore::open(&path)?.with_log_cap(opts.log_cap);
+            (Arc::new(store), Some(lock))
+        }
+    };
     runtime.block_on(run(
         opts,
         listener,
@@ -195,6 +205,30 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         worker_configs,
         max_connections,
     ))
+}
+
+/// Where `serve --db` keeps the state.
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Database {
+    pub fn parse(db: &str) -> Database {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Database::Postgres(db.to_string())
+        } else {
+            Database::Sqlite(PathBuf::from(db.strip_prefix("sqlite:").unwrap_or(db)))
+        }
+    }
+
+    /// As it may be logged: a URL without its password.
+    pub fn shown(db: &str) -> String {
+        match Database::parse(db) {
+            Database::Postgres(url) => store::postgres::redact(&url),
+            Database::Sqlite(path) => path.display().to_string(),
+        }
+    }
 }
 
 /// Without tokens anyone who can connect may run jobs on the fleet, so an
@@ -223,7 +257,7 @@ fn check_exposure(listen: &str, tokens: bool, insecure: bool) -> anyhow::Result<
 async fn run(
     opts: ServeOptions,
     listener: tokio::net::TcpListener,
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     auth: auth::Auth,
     tls: Option<Arc<rustls::ServerConfig>>,
     worker_configs: Vec<crate::worker::config::Config>,
@@ -232,7 +266,7 @@ async fn run(
     let addr: SocketAddr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
-        store: Arc::new(store),
+        store,
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),
         cancels: Arc::new(watch::channel(0).0),
@@ -241,6 +275,20 @@ async fn run(
         shutdown: shutdown_rx,
     };
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
+    // What another server on the same database changed wakes this one's
+    // claims, followers and held heartbeats too.
+    {
+        let (queue, events, cancels) = (
+            state.queue.clone(),
+            state.events.clone(),
+            state.cancels.clone(),
+        );
+        state.store.watch_changes(Arc::new(move || {
+            for w in [&queue, &events, &cancels] {
+                w.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }));
+    }
     // Workers that kept running while the server was down get a full lease
     // to reconnect before any of their jobs counts as lost.
     state.db(|s| s.renew_all_leases(now_ms())).await?;
@@ -253,7 +301,7 @@ async fn run(
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "testbot listening on {url}").and_then(|()| out.flush());
     }
-    tracing::info!(%addr, db = %opts.db.display(), "serving");
+    tracing::info!(%addr, db = %Database::shown(&opts.db), "serving");
 
     tokio::spawn(reap_leases(state.clone()));
     tokio::spawn(retention(state.clone(), opts.keep, opts.retention_interval));

@@ -16,7 +16,12 @@ use std::path::Path;
 use super::metrics::Gauges;
 use crate::wire::*;
 
-mod sqlite;
+mod common;
+#[cfg(test)]
+mod conformance;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What a storage operation fails with: a rule's refusal, or the storage's
@@ -271,4 +276,10 @@ pub trait Admin {
     /// Looks whether the database file is still the one opened (called
     /// once a second).
     fn check_storage(&self);
+    /// Calls `wake` whenever another server on the same database may have
+    /// changed what this one waits on (a job queued, canceled or ended, a
+    /// log grown). One server alone needs none of it.
+    fn watch_changes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        let _ = wake;
+    }
 }

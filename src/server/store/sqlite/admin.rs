@@ -11,28 +11,7 @@ impl Admin for SqliteStore {
         // Counting needs only each worker's status: one query, not a full
         // record (with its running jobs) per worker.
         let workers = self.with_conn(|c| load_workers(c, now, None))?;
-        let mut counts = WorkerCounts::default();
-        for w in &workers {
-            match w.view.status.as_str() {
-                "offline" => counts.offline += 1,
-                "draining" => {
-                    counts.online += 1;
-                    counts.draining += 1
-                }
-                "quarantined" => {
-                    counts.online += 1;
-                    counts.quarantined += 1
-                }
-                "busy" => {
-                    counts.online += 1;
-                    counts.busy += 1
-                }
-                _ => {
-                    counts.online += 1;
-                    counts.idle += 1
-                }
-            }
-        }
+        let counts = count_workers(&workers);
         let jobs = self.with_conn(|c| {
             let mut jobs: BTreeMap<String, u64> = JobState::ALL
                 .iter()

@@ -11,7 +11,7 @@ use anyhow::Context;
 use rusqlite::{Connection, Row, Transaction};
 
 use super::*;
-use crate::rules::{build as build_rules, job as job_rules, worker as worker_rules};
+use crate::rules::{job as job_rules, worker as worker_rules};
 use crate::server::explain::{self, WorkerView};
 use crate::server::metrics::Gauges;
 use crate::server::queue::{Claimant, QueueIndex, Queued};
@@ -25,6 +25,7 @@ mod rows;
 mod schema;
 mod workers;
 
+use super::common::*;
 use dispatch::*;
 use rows::*;
 use schema::MIGRATIONS;

@@ -6,19 +6,6 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::*;
 
-pub(crate) const JOB_COLS: &str =
-    "id, jobtype, state, priority, platform, params, timeout_ms, max_attempts, \
-     attempt, worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
-     created_at, started_at, finished_at, cancel_requested, reason, result, info, extra, \
-     retry_failed, reruns, flaky_tests, shard_tests";
-
-pub(crate) const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_worker, avoid_until";
-
-pub(crate) const WORKER_COLS: &str =
-    "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
-     version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
-     infra_streak";
-
 pub(crate) fn queued_from_row(r: &Row) -> rusqlite::Result<Queued> {
     let avoid = match (r.get::<_, Option<String>>(4)?, r.get::<_, Option<i64>>(5)?) {
         (Some(w), Some(until)) => Some((w, until)),
@@ -31,11 +18,6 @@ pub(crate) fn queued_from_row(r: &Row) -> rusqlite::Result<Queued> {
         platform_json: r.get(3)?,
         avoid,
     })
-}
-
-pub(crate) fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
-    s.and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
 }
 
 pub(crate) fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
@@ -99,41 +81,6 @@ pub(crate) fn load_job(conn: &Connection, id: i64) -> StoreResult<Job> {
         .ok_or_else(|| StoreError::not_found(format!("no job {id}")))
 }
 
-/// A registered worker as claims and explanations need it.
-pub(crate) struct WorkerRow {
-    pub(crate) view: WorkerView,
-    pub(crate) lease_ms: u64,
-    pub(crate) presence: worker_rules::Presence,
-}
-
-/// What the status rule needs, from a row's columns.
-pub(crate) fn presence(
-    last_seen: i64,
-    lease_ms: i64,
-    reported: &str,
-    drained: bool,
-    quarantined_until: Option<i64>,
-    running: u32,
-) -> worker_rules::Presence {
-    worker_rules::Presence {
-        last_seen,
-        lease_ms,
-        // A status no rule knows (never written by this server) reads as idle.
-        reported: Reported::parse(reported).unwrap_or(Reported::Idle),
-        drained,
-        quarantined_until,
-        running,
-    }
-}
-
-pub(crate) fn parse_accept(rules: &[String]) -> Vec<(String, String)> {
-    rules
-        .iter()
-        .filter_map(|r| r.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 pub(crate) fn load_workers(
     conn: &Connection,
     now: i64,
@@ -175,18 +122,6 @@ pub(crate) fn load_workers(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub(crate) fn views(rows: Vec<WorkerRow>) -> Vec<WorkerView> {
-    rows.into_iter().map(|r| r.view).collect()
-}
-
-pub(crate) fn build_state(counts: &BTreeMap<String, u64>) -> BuildState {
-    let by_state: Vec<(JobState, u64)> = counts
-        .iter()
-        .filter_map(|(s, n)| JobState::parse(s).map(|s| (s, *n)))
-        .collect();
-    build_rules::state(&by_state)
 }
 
 pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> StoreResult<Build> {

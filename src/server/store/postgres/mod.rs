@@ -1,0 +1,242 @@
+//! The PostgreSQL backend, for several `testbot serve` replicas on one
+//! database. Same traits and the same rules as the SQLite store; what
+//! differs is how it stays right under concurrent writers:
+//!
+//! - claims pick queued jobs with `FOR UPDATE SKIP LOCKED`, so two
+//!   replicas never hand one job to two workers, and take one with an
+//!   update guarded by its state;
+//! - every read-then-write locks what it read (`FOR UPDATE`), and a
+//!   registration holds a per-name advisory lock;
+//! - times come from the database's clock, so replicas agree on leases;
+//! - the schema is created and migrated under an advisory lock, so replicas
+//!   starting together do not race.
+//!
+//! The driver is `postgres` (the blocking face of `tokio-postgres`, by the
+//! same authors) with an `r2d2` pool: the store's methods block and run on
+//! tokio's blocking pool, like the SQLite store's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ::postgres::NoTls;
+use anyhow::Context;
+use r2d2_postgres::{r2d2, PostgresConnectionManager};
+
+use super::*;
+use crate::rules::{job as job_rules, worker as worker_rules};
+use crate::server::explain::{self, WorkerView};
+use crate::server::queue::{Claimant, QueueIndex, Queued};
+use crate::time::rfc3339;
+
+mod admin;
+mod dispatch;
+mod jobs;
+mod logs;
+mod rows;
+mod schema;
+pub(crate) mod sql;
+mod workers;
+
+use dispatch::*;
+use rows::*;
+use sql::{args, Pg};
+
+/// Held while the schema is migrated (an arbitrary key of testbot's).
+const MIGRATION_LOCK: i64 = 0x7465_7374_626f_7401;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub(crate) type Tx<'a> = ::postgres::Transaction<'a>;
+
+pub struct PgStore {
+    pub(crate) pool: Pool,
+    /// For the connection that listens for other servers' changes.
+    pub(crate) config: ::postgres::Config,
+    /// The URL without its password, for messages.
+    pub(crate) shown: String,
+    pub(crate) log_cap: u64,
+    /// Added to the database's clock: only tests move it, to let leases
+    /// run out without waiting.
+    pub(crate) skew: std::sync::atomic::AtomicI64,
+}
+
+/// A URL as it may be shown: without a password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects, and creates or migrates the schema.
+    pub fn open(url: &str) -> anyhow::Result<PgStore> {
+        let shown = redact(url);
+        let config: ::postgres::Config = url
+            .parse()
+            .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .with_context(|| format!("cannot connect to the PostgreSQL database {shown}"))?;
+        let store = PgStore {
+            pool,
+            config,
+            shown: shown.clone(),
+            log_cap: super::sqlite::DEFAULT_LOG_CAP,
+            skew: Default::default(),
+        };
+        store
+            .migrate()
+            .with_context(|| format!("cannot set up the schema in {shown}"))?;
+        Ok(store)
+    }
+
+    pub fn with_log_cap(mut self, cap: u64) -> PgStore {
+        self.log_cap = cap.max(64 << 10);
+        self
+    }
+
+    fn migrate(&self) -> anyhow::Result<()> {
+        let mut c = self.pool.get()?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let out = (|| -> anyhow::Result<()> {
+            c.batch_execute("CREATE TABLE IF NOT EXISTS testbot_schema (version BIGINT NOT NULL)")?;
+            let version: i64 = match c.query_opt("SELECT version FROM testbot_schema", &[])? {
+                Some(r) => r.get(0),
+                None => {
+                    c.execute("INSERT INTO testbot_schema (version) VALUES (0)", &[])?;
+                    0
+                }
+            };
+            let known = schema::MIGRATIONS.len() as i64;
+            if version > known {
+                anyhow::bail!(
+                    "the database has schema version {version}, newer than this testbot knows \
+                     ({known}); use a newer testbot"
+                );
+            }
+            let mut tx = c.transaction()?;
+            for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.batch_execute(sql)
+                    .with_context(|| format!("schema migration {}", i + 1))?;
+            }
+            tx.execute("UPDATE testbot_schema SET version = $1", &[&known])?;
+            tx.commit()?;
+            Ok(())
+        })();
+        let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        out
+    }
+
+    /// Runs `f` in one transaction, committed when it returns `Ok`. `f` is
+    /// given the database's clock (epoch milliseconds), the one all
+    /// replicas share.
+    pub(crate) fn with_tx<T>(
+        &self,
+        f: impl FnOnce(&mut Tx, i64) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut c = self.pool.get()?;
+        let mut tx = c.transaction()?;
+        let now = self.now(&mut tx)?;
+        let out = f(&mut tx, now)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a connection outside any explicit transaction (reads).
+    pub(crate) fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut ::postgres::Client, i64) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut c = self.pool.get()?;
+        let now = self.now(&mut *c)?;
+        f(&mut c, now)
+    }
+}
+
+/// The channel on which a server tells the others that something they may
+/// wait on changed.
+const CHANNEL: &str = "testbot_changes";
+
+/// Tells every server on the database (this one too), when `tx` commits,
+/// that jobs, logs or cancels changed.
+pub(crate) fn notify(tx: &mut Tx) -> StoreResult<()> {
+    tx.exec(&format!("NOTIFY {CHANNEL}"), args![])?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Listens on a connection of its own, calling `wake` for each change
+    /// another server (or this one) announced; reconnects when it drops,
+    /// waking once then, as changes may have been missed.
+    pub(crate) fn listen(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        use ::postgres::fallible_iterator::FallibleIterator;
+        let config = self.config.clone();
+        let shown = self.shown.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pg-listen".into())
+            .spawn(move || loop {
+                match config.connect(NoTls) {
+                    Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                        Ok(()) => {
+                            wake();
+                            let mut n = c.notifications();
+                            let mut it = n.blocking_iter();
+                            while let Ok(Some(_)) = it.next() {
+                                wake();
+                            }
+                            tracing::warn!(db = %shown, "lost the connection that listens for changes; reconnecting");
+                        }
+                        Err(e) => tracing::warn!(db = %shown, "cannot listen for changes: {e}"),
+                    },
+                    Err(e) => tracing::warn!(db = %shown, "cannot connect to listen for changes: {e}"),
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the thread that listens for changes: {e}");
+        }
+    }
+}
+
+impl PgStore {
+    /// The database's clock, in epoch milliseconds.
+    fn now(&self, c: &mut impl Pg) -> StoreResult<i64> {
+        let now: i64 = c.one(
+            "SELECT (extract(epoch from clock_timestamp()) * 1000)::BIGINT",
+            args![],
+            |r| r.get(0),
+        )?;
+        Ok(now.saturating_add(self.skew.load(std::sync::atomic::Ordering::Relaxed)))
+    }
+
+    /// Moves this store's clock on by `ms` (tests only: leases that run
+    /// out without waiting).
+    #[doc(hidden)]
+    pub fn advance_clock(&self, ms: i64) {
+        self.skew
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            super::redact("postgres://tb:secret@db:5432/tb"),
+            "postgres://tb:***@db:5432/tb"
+        );
+        assert_eq!(super::redact("postgres://tb@db/tb"), "postgres://tb@db/tb");
+        assert_eq!(super::redact("host=/tmp dbname=x"), "host=/tmp dbname=x");
+    }
+}

@@ -1,0 +1,103 @@
+//! The PostgreSQL schema: the same tables and columns as the SQLite one
+//! (integers are BIGINT, flags 0/1 BIGINT, JSON TEXT), as migrations run in
+//! order under an advisory lock; `testbot_schema` says how many have run.
+//! Never edit one that has shipped: add the next.
+
+pub(crate) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE workers (
+    name              TEXT PRIMARY KEY,
+    jobtypes          TEXT NOT NULL,
+    platforms         TEXT NOT NULL,
+    info              TEXT NOT NULL DEFAULT '{}',
+    extra             TEXT NOT NULL DEFAULT '{}',
+    slots             BIGINT NOT NULL,
+    heartbeat_ms      BIGINT NOT NULL,
+    lease_ms          BIGINT NOT NULL,
+    version           TEXT NOT NULL DEFAULT '',
+    status            TEXT NOT NULL DEFAULT 'idle',
+    registered_at     BIGINT NOT NULL,
+    last_seen         BIGINT NOT NULL,
+    accept            TEXT NOT NULL DEFAULT '[]',
+    drained           BIGINT NOT NULL DEFAULT 0,
+    infra_streak      BIGINT NOT NULL DEFAULT 0,
+    quarantines       BIGINT NOT NULL DEFAULT 0,
+    quarantined_until BIGINT,
+    token_hash        TEXT,
+    instance          TEXT,
+    host              TEXT NOT NULL DEFAULT '',
+    last_strike_at    BIGINT
+);
+CREATE TABLE builds (
+    id         BIGSERIAL PRIMARY KEY,
+    name       TEXT NOT NULL,
+    meta       TEXT NOT NULL,
+    extra      TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE jobs (
+    id               BIGSERIAL PRIMARY KEY,
+    jobtype          TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    priority         BIGINT NOT NULL,
+    platform         TEXT NOT NULL,
+    params           TEXT NOT NULL,
+    timeout_ms       BIGINT,
+    max_attempts     BIGINT NOT NULL,
+    attempt          BIGINT NOT NULL DEFAULT 0,
+    worker           TEXT,
+    platform_index   BIGINT,
+    matched_platform TEXT,
+    build_id         BIGINT REFERENCES builds(id),
+    shard_index      BIGINT,
+    shard_total      BIGINT,
+    created_at       BIGINT NOT NULL,
+    started_at       BIGINT,
+    finished_at      BIGINT,
+    lease_expires    BIGINT,
+    cancel_requested BIGINT NOT NULL DEFAULT 0,
+    reason           TEXT,
+    result           TEXT,
+    info             TEXT,
+    extra            TEXT NOT NULL DEFAULT '{}',
+    retry_failed     BIGINT NOT NULL DEFAULT 0,
+    reruns           BIGINT NOT NULL DEFAULT 0,
+    failed_before    TEXT,
+    flaky_tests      TEXT,
+    shard_tests      TEXT,
+    avoid_worker     TEXT,
+    avoid_until      BIGINT,
+    claim_slot       BIGINT,
+    claim_seq        BIGINT
+);
+CREATE INDEX jobs_queue ON jobs(state, jobtype, priority DESC, id);
+CREATE INDEX jobs_build ON jobs(build_id);
+CREATE INDEX jobs_worker ON jobs(worker, state);
+CREATE INDEX jobs_lease ON jobs(state, lease_expires);
+CREATE TABLE attempts (
+    job_id         BIGINT NOT NULL,
+    attempt        BIGINT NOT NULL,
+    worker         TEXT NOT NULL,
+    platform_index BIGINT,
+    started_at     BIGINT NOT NULL,
+    finished_at    BIGINT,
+    state          TEXT,
+    reason         TEXT,
+    log_size       BIGINT NOT NULL DEFAULT 0,
+    log_stored     BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, attempt)
+);
+CREATE TABLE log_chunks (
+    job_id  BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    pos     BIGINT NOT NULL,
+    data    BYTEA NOT NULL,
+    PRIMARY KEY (job_id, attempt, pos)
+);
+CREATE TABLE test_durations (
+    jobtype     TEXT NOT NULL,
+    test        TEXT NOT NULL,
+    duration_ms BIGINT,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (jobtype, test)
+);
+"#];

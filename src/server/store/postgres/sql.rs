@@ -1,0 +1,290 @@
+//! A thin layer over the `postgres` client that reads like the SQLite
+//! store's: `exec`, `row` (with `optional`), `rows`, arguments of the
+//! few kinds testbot stores (integers, text, bytes) and typed column
+//! reads. Every integer column is BIGINT, every flag a 0/1 BIGINT, every
+//! JSON value TEXT, as in the SQLite schema, so the two stores' SQL stays
+//! alike.
+
+use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use ::postgres::GenericClient;
+
+use super::super::{StoreError, StoreResult};
+
+/// A query argument.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(Option<i64>),
+    Text(Option<String>),
+    Bytes(Vec<u8>),
+    TextArray(Vec<String>),
+    IntArray(Option<Vec<i64>>),
+}
+
+impl ToSql for Arg {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            // PostgreSQL may infer a narrower type for a parameter (`$2 -
+            // 1000` is an integer): the value must fit it.
+            Arg::Int(Some(v)) if *ty == Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+            Arg::Int(Some(v)) if *ty == Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+            Arg::Int(v) => v.to_sql(ty, out),
+            Arg::Text(v) => v.to_sql(ty, out),
+            Arg::Bytes(v) => v.to_sql(ty, out),
+            Arg::TextArray(v) => v.to_sql(ty, out),
+            Arg::IntArray(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <i32 as ToSql>::accepts(ty)
+            || <i16 as ToSql>::accepts(ty)
+            || <String as ToSql>::accepts(ty)
+            || <Vec<u8> as ToSql>::accepts(ty)
+            || <Vec<String> as ToSql>::accepts(ty)
+            || <Vec<i64> as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+macro_rules! int_arg {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Arg {
+            fn from(v: $t) -> Arg {
+                // Every value testbot stores fits; a larger one is kept at
+                // the largest rather than wrapped.
+                Arg::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        impl From<Option<$t>> for Arg {
+            fn from(v: Option<$t>) -> Arg {
+                Arg::Int(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        impl From<&$t> for Arg {
+            fn from(v: &$t) -> Arg {
+                Arg::from(*v)
+            }
+        }
+    )*};
+}
+int_arg!(i64, i32, u32, u64, usize, u128);
+
+impl From<bool> for Arg {
+    fn from(v: bool) -> Arg {
+        Arg::Int(Some(i64::from(v)))
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Arg {
+        Arg::Text(Some(v.to_string()))
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Arg {
+        Arg::Text(Some(v))
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Arg {
+        Arg::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Arg {
+        Arg::Text(v.map(str::to_string))
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Arg {
+        Arg::Text(v)
+    }
+}
+impl From<&Option<String>> for Arg {
+    fn from(v: &Option<String>) -> Arg {
+        Arg::Text(v.clone())
+    }
+}
+impl From<&[u8]> for Arg {
+    fn from(v: &[u8]) -> Arg {
+        Arg::Bytes(v.to_vec())
+    }
+}
+
+/// Query arguments: `args![a, b]`.
+macro_rules! args {
+    ($($v:expr),* $(,)?) => {
+        (&[$($crate::server::store::postgres::sql::Arg::from($v)),*]
+            as &[$crate::server::store::postgres::sql::Arg])
+    };
+}
+pub(crate) use args;
+
+/// A row's columns, read as the types testbot stores.
+pub(crate) struct PgRow<'a>(pub(crate) &'a ::postgres::Row);
+
+pub(crate) trait FromCol: Sized {
+    fn read(row: &::postgres::Row, i: usize) -> Result<Self, ::postgres::Error>;
+}
+
+macro_rules! int_col {
+    ($($t:ty),*) => {$(
+        impl FromCol for $t {
+            fn read(row: &::postgres::Row, i: usize) -> Result<$t, ::postgres::Error> {
+                let v: i64 = row.try_get(i)?;
+                Ok(<$t>::try_from(v.max(0)).unwrap_or(<$t>::MAX))
+            }
+        }
+        impl FromCol for Option<$t> {
+            fn read(row: &::postgres::Row, i: usize) -> Result<Option<$t>, ::postgres::Error> {
+                let v: Option<i64> = row.try_get(i)?;
+                Ok(v.map(|v| <$t>::try_from(v.max(0)).unwrap_or(<$t>::MAX)))
+            }
+        }
+    )*};
+}
+int_col!(u32, u64, usize);
+
+impl FromCol for i64 {
+    fn read(row: &::postgres::Row, i: usize) -> Result<i64, ::postgres::Error> {
+        row.try_get(i)
+    }
+}
+impl FromCol for Option<i64> {
+    fn read(row: &::postgres::Row, i: usize) -> Result<Option<i64>, ::postgres::Error> {
+        row.try_get(i)
+    }
+}
+impl FromCol for String {
+    fn read(row: &::postgres::Row, i: usize) -> Result<String, ::postgres::Error> {
+        row.try_get(i)
+    }
+}
+impl FromCol for Option<String> {
+    fn read(row: &::postgres::Row, i: usize) -> Result<Option<String>, ::postgres::Error> {
+        row.try_get(i)
+    }
+}
+impl FromCol for Vec<u8> {
+    fn read(row: &::postgres::Row, i: usize) -> Result<Vec<u8>, ::postgres::Error> {
+        row.try_get(i)
+    }
+}
+
+impl PgRow<'_> {
+    pub(crate) fn get<T: FromCol>(&self, i: usize) -> Result<T, ::postgres::Error> {
+        T::read(self.0, i)
+    }
+}
+
+/// The `exec`/`row`/`rows` of the SQLite store, for any PostgreSQL client
+/// or transaction.
+pub(crate) trait Pg {
+    fn exec(&mut self, sql: &str, args: &[Arg]) -> StoreResult<u64>;
+    /// The first row, if any.
+    fn row<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+        f: impl FnOnce(&PgRow) -> Result<T, ::postgres::Error>,
+    ) -> StoreResult<Option<T>>;
+    fn rows<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+        f: impl FnMut(&PgRow) -> Result<T, ::postgres::Error>,
+    ) -> StoreResult<Vec<T>>;
+    /// The one row the query must return.
+    fn one<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+        f: impl FnOnce(&PgRow) -> Result<T, ::postgres::Error>,
+    ) -> StoreResult<T> {
+        self.row(sql, args, f)?
+            .ok_or_else(|| StoreError::Broken(anyhow::anyhow!("no row from: {sql}")))
+    }
+}
+
+fn refs(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+impl<C: GenericClient> Pg for C {
+    fn exec(&mut self, sql: &str, args: &[Arg]) -> StoreResult<u64> {
+        Ok(self.execute(sql, &refs(args))?)
+    }
+
+    fn row<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+        f: impl FnOnce(&PgRow) -> Result<T, ::postgres::Error>,
+    ) -> StoreResult<Option<T>> {
+        match self.query_opt(sql, &refs(args))? {
+            Some(r) => Ok(Some(f(&PgRow(&r))?)),
+            None => Ok(None),
+        }
+    }
+
+    fn rows<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg],
+        mut f: impl FnMut(&PgRow) -> Result<T, ::postgres::Error>,
+    ) -> StoreResult<Vec<T>> {
+        let rows = self.query(sql, &refs(args))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(f(&PgRow(r))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Whether the error is the connection's: closed, or failing to read or
+/// write.
+fn lost_connection(e: &::postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> StoreError {
+        if e.as_db_error().is_none() && lost_connection(&e) {
+            // The connection is gone or was never made: the database is
+            // unreachable, not broken.
+            return StoreError::Unavailable(format!(
+                "the PostgreSQL database cannot be reached: {e}"
+            ));
+        }
+        match e.code().map(|c| c.code()) {
+            // Disk full, out of memory, too many connections, shutting down,
+            // read-only transaction.
+            Some(c) if c.starts_with("53") || c.starts_with("57") || c == "25006" => {
+                StoreError::Unavailable(format!("the PostgreSQL database cannot be written: {e}"))
+            }
+            _ => StoreError::Broken(anyhow::Error::new(e).context("PostgreSQL")),
+        }
+    }
+}
+
+impl From<r2d2_postgres::r2d2::Error> for StoreError {
+    fn from(e: r2d2_postgres::r2d2::Error) -> StoreError {
+        StoreError::Unavailable(format!("no connection to the PostgreSQL database: {e}"))
+    }
+}
