@@ -5,6 +5,8 @@
 //! input (exit 2), with the server's own message.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -16,8 +18,13 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 #[derive(Debug)]
 pub enum ClientError {
-    /// No answer at all: connection refused, DNS, timeout.
-    Unreachable { url: String, detail: String },
+    /// No answer at all: connection refused, DNS, timeout. `connect` when
+    /// the request never left (no connection was made).
+    Unreachable {
+        url: String,
+        detail: String,
+        connect: bool,
+    },
     /// The server answered 4xx: the input was refused.
     Refused {
         status: u16,
@@ -67,7 +74,7 @@ impl ClientError {
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientError::Unreachable { url, detail } => {
+            ClientError::Unreachable { url, detail, .. } => {
                 write!(f, "cannot reach the testbot server ({url}): {detail}")
             }
             ClientError::Refused {
@@ -129,6 +136,21 @@ pub fn server_url(given: &str) -> std::result::Result<String, String> {
     Ok(url)
 }
 
+/// A list of server URLs as users write it: `a,b` or one URL; each as
+/// [`server_url`] reads it.
+pub fn server_urls(given: &str) -> std::result::Result<Vec<String>, String> {
+    let urls: Vec<String> = given
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(server_url)
+        .collect::<std::result::Result<_, _>>()?;
+    if urls.is_empty() {
+        return Err(format!("{given:?} names no server URL"));
+    }
+    Ok(urls)
+}
+
 /// The longest one read or write on a connection may wait.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -137,10 +159,18 @@ const ANSWER_LIMIT: u64 = 256 << 20;
 
 type Response = ureq::http::Response<ureq::Body>;
 
-/// A connection to one testbot server.
+/// A connection to a testbot server, or to one of several that share a
+/// database: when the one in use does not answer, the next is tried, and
+/// the one that answered is kept.
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    bases: Arc<Vec<String>>,
+    /// The server in use, an index into `bases`.
+    current: Arc<AtomicUsize>,
+    /// Whether a POST that may have reached a server that then did not
+    /// answer is sent to the next one (the worker's requests are
+    /// idempotent; a submit is not).
+    resend_posts: bool,
     token: Option<String>,
     agent: ureq::Agent,
 }
@@ -218,18 +248,62 @@ impl Client {
             .max_idle_connections(64)
             .build();
         Client {
-            base: server_url(server).unwrap_or_else(|_| server.trim_end_matches('/').to_string()),
+            bases: Arc::new(
+                server_urls(server)
+                    .unwrap_or_else(|_| vec![server.trim_end_matches('/').to_string()]),
+            ),
+            current: Arc::default(),
+            resend_posts: false,
             token,
             agent: ureq::Agent::new_with_config(config),
         }
     }
 
+    /// Sends POSTs that may have reached a server that then failed to the
+    /// next server too: for requests the server takes only once however
+    /// often they come (the worker protocol's).
+    pub fn resending_posts(mut self) -> Client {
+        self.resend_posts = true;
+        self
+    }
+
+    /// The server in use.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.base(), path)
+    }
+
+    /// Runs `f` against the server in use, then, while none answers, the
+    /// others in turn; the first that answers stays in use.
+    fn failover<T>(&self, post: bool, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+        let n = self.bases.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if k > 0 {
+                self.current.store(i, Ordering::Relaxed);
+            }
+            match f(self) {
+                Err(e) if k + 1 < n && self.may_fail_over(&e, post) => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one server was tried"))
+    }
+
+    fn may_fail_over(&self, e: &ClientError, post: bool) -> bool {
+        match e {
+            ClientError::Unreachable { connect, .. } => *connect || !post || self.resend_posts,
+            // A server stopping, or a proxy without its server behind.
+            ClientError::Failing { status, .. } => {
+                matches!(status, 502..=504) && (!post || self.resend_posts)
+            }
+            ClientError::Refused { .. } => false,
+        }
     }
 
     fn bearer(&self) -> Option<String> {
@@ -253,13 +327,19 @@ impl Client {
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let url = self.url(path);
-        decode(&url, self.get_request(path).call())
+        self.failover(false, |c| {
+            let url = c.url(path);
+            decode(&url, c.get_request(path).call())
+        })
     }
 
     /// GET whose body the caller reads itself (logs, possibly followed).
     /// `timeout` bounds the whole exchange, body included.
     pub fn get_raw(&self, path: &str, timeout: Duration) -> Result<Raw> {
+        self.failover(false, |c| c.get_raw_once(path, timeout))
+    }
+
+    fn get_raw_once(&self, path: &str, timeout: Duration) -> Result<Raw> {
         let url = self.url(path);
         let resp = self
             .get_request(path)
@@ -307,6 +387,16 @@ impl Client {
         timeout: Duration,
         header: &str,
     ) -> Result<(Maybe<T>, Option<String>)> {
+        self.failover(true, |c| c.post_once(path, body, timeout, header))
+    }
+
+    fn post_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+        header: &str,
+    ) -> Result<(Maybe<T>, Option<String>)> {
         let url = self.url(path);
         let json = serde_json::to_vec(body).map_err(|e| ClientError::Failing {
             status: 0,
@@ -343,12 +433,14 @@ impl Client {
     }
 
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T> {
-        let url = self.url(path);
-        let resp = self
-            .post_request(path)
-            .header("Content-Type", "application/octet-stream")
-            .send(bytes);
-        decode(&url, resp)
+        self.failover(true, |c| {
+            let url = c.url(path);
+            let resp = c
+                .post_request(path)
+                .header("Content-Type", "application/octet-stream")
+                .send(bytes);
+            decode(&url, resp)
+        })
     }
 }
 
@@ -366,6 +458,7 @@ fn decode<T: DeserializeOwned>(
         .map_err(|e| ClientError::Unreachable {
             url: url.to_string(),
             detail: format!("reading the answer: {e}"),
+            connect: false,
         })?;
     serde_json::from_str(&body).map_err(|e| ClientError::Failing {
         status,
@@ -408,9 +501,16 @@ fn transport(url: &str, err: ureq::Error) -> ClientError {
         }
         source = s.source();
     }
+    let connect = matches!(
+        err,
+        ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve)
+    ) || matches!(&err, ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
     ClientError::Unreachable {
         url: url.to_string(),
         detail,
+        connect,
     }
 }
 

@@ -348,3 +348,44 @@ fn help_shows_each_command_what_it_reads_with_defaults() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[test]
+fn clients_and_workers_move_to_the_next_server_in_their_list() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    // Nothing listens on port 9: the first server in each list is down.
+    let dead = "http://127.0.0.1:9";
+    let config = worker_config(dir.path(), "unused", "lister", JOBTYPES);
+    let body = std::fs::read_to_string(&config).unwrap().replace(
+        "server = \"unused\"",
+        &format!("server = [\"{dead}\", \"{}\"]", server.url),
+    );
+    std::fs::write(&config, body).unwrap();
+    let _w = Worker::start_config(dir.path(), "lister", &config, &[]);
+    wait_online(&server, "lister");
+    let list = format!("{dead},{}", server.url);
+    let out = testbot(&list)
+        .args(["submit", "--wait", "hello"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = testbot("unused")
+        .args([
+            "--server",
+            dead,
+            "--server",
+            &server.url,
+            "status",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A list with a bad URL is refused, naming it.
+    let out = testbot(&format!("{},http://x:0", server.url))
+        .args(["status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("http://x:0"), "{}", text(&out));
+}

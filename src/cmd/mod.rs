@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod cancel;
 pub mod completions;
+pub mod db;
 pub mod logs;
 pub mod serve;
 pub mod status;
@@ -29,17 +30,20 @@ use crate::client::{Client, ClientError, DEFAULT_SERVER};
     about = "Spread test jobs over a fleet of machines and collect their results"
 )]
 pub struct Cli {
-    /// The testbot server's URL (HOST:PORT means http://HOST:PORT)
-    /// [default: http://127.0.0.1:8080].
+    /// The testbot server's URL (HOST:PORT means http://HOST:PORT); give
+    /// it again, or comma-separated, for servers sharing one database: the
+    /// next is used when one does not answer [default: http://127.0.0.1:8080].
     #[arg(
         long,
         global = true,
         env = "TESTBOT_SERVER",
         hide_env_values = true,
         value_name = "URL",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append,
         help_heading = "Global options"
     )]
-    server: Option<String>,
+    server: Vec<String>,
     /// The bearer token: for `worker`, its worker token (unless its config
     /// names one); for the other commands, a client token.
     #[arg(
@@ -97,6 +101,8 @@ enum Command {
     Cancel(cancel::Args),
     /// Save a consistent copy of the server's database.
     Backup(backup::Args),
+    /// Work on a testbot database itself (`db copy`).
+    Db(db::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
 }
@@ -122,8 +128,9 @@ pub struct Globals {
 
 impl Globals {
     pub fn client(&self) -> anyhow::Result<Client> {
-        let server = crate::client::server_url(self.server.as_deref().unwrap_or(DEFAULT_SERVER))
-            .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?;
+        let server = crate::client::server_urls(self.server.as_deref().unwrap_or(DEFAULT_SERVER))
+            .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?
+            .join(",");
         let server = server.as_str();
         match &self.ca_file {
             Some(ca) => Client::with_ca_file(server, self.token.clone(), ca),
@@ -187,7 +194,7 @@ fn color_stderr() -> bool {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let globals = Globals {
-        server: cli.server,
+        server: (!cli.server.is_empty()).then(|| cli.server.join(",")),
         token: cli.token,
         ca_file: cli.ca_file,
     };
@@ -208,6 +215,7 @@ pub fn main() -> ExitCode {
         Command::Wait(a) => wait::run(&globals, a),
         Command::Cancel(a) => cancel::run(&globals, a),
         Command::Backup(a) => backup::run(&globals, a),
+        Command::Db(a) => db::run(&globals, a),
         Command::Completions(a) => completions::run(a),
     };
     match result {

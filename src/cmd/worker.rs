@@ -71,8 +71,9 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     }
     let server = match &g.server {
         Some(s) => Some(
-            crate::client::server_url(s)
-                .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?,
+            crate::client::server_urls(s)
+                .map_err(|e| Exit(2, format!("--server / TESTBOT_SERVER: {e}")))?
+                .join(","),
         ),
         None => None,
     };

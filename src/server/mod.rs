@@ -8,7 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod checks;
 mod connections;
-mod db_lock;
+pub(crate) mod db_lock;
 pub mod error;
 pub mod explain;
 mod extract;

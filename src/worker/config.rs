@@ -84,10 +84,43 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// `server = "URL"`, or `server = ["URL", "URL"]` for servers sharing one
+/// database (the next is used when one does not answer).
+enum Servers {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Servers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Servers, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Servers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a server URL, or a list of them (servers sharing one database)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Servers, E> {
+                Ok(Servers::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Servers, A::Error> {
+                let mut all = Vec::new();
+                while let Some(url) = seq.next_element::<String>()? {
+                    all.push(url);
+                }
+                Ok(Servers::Several(all))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    server: Option<String>,
+    server: Option<Servers>,
     name: Option<String>,
     heartbeat_interval: Option<DurationValue>,
     slots: Option<u32>,
@@ -359,10 +392,17 @@ impl Config {
         }
         let default_work_dir = default_work_dir(&name);
         let server = match raw.server {
-            Some(s) => Some(
-                crate::client::server_url(&s)
-                    .map_err(|e| err(find_line(text, "server"), Some("server"), e))?,
-            ),
+            Some(s) => {
+                let given = match s {
+                    Servers::One(s) => s,
+                    Servers::Several(list) => list.join(","),
+                };
+                Some(
+                    crate::client::server_urls(&given)
+                        .map_err(|e| err(find_line(text, "server"), Some("server"), e))?
+                        .join(","),
+                )
+            }
             None => None,
         };
         Ok(Config {

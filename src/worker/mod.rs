@@ -417,7 +417,10 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let client = match opts.ca_file.as_ref().or(config.ca_file.as_ref()) {
         Some(ca) => Client::with_ca_file(&server, token, ca)?,
         None => Client::new(&server, token),
-    };
+    }
+    // Claims are tagged, results fenced by attempt, logs placed by offset:
+    // any of them may be sent to the next server after one went silent.
+    .resending_posts();
     let shared = Arc::new(Shared {
         client,
         config,

@@ -92,6 +92,16 @@ impl Server {
     /// for limits set with `ulimit` (the PID is still the server's).
     pub fn start_shell(dir: &Path, prefix: &str, listen: &str, extra: &[&str]) -> Server {
         let db = dir.join("testbot.db");
+        Server::start_full(dir, prefix, listen, &db.display().to_string(), extra)
+    }
+
+    /// A server on the database `db` (a path or a `postgres://` URL).
+    pub fn start_db(dir: &Path, db: &str, extra: &[&str]) -> Server {
+        Server::start_full(dir, "", "127.0.0.1:0", db, extra)
+    }
+
+    fn start_full(dir: &Path, prefix: &str, listen: &str, db_arg: &str, extra: &[&str]) -> Server {
+        let db = dir.join("testbot.db");
         let log = dir.join(format!("server-{}.log", unique()));
         let mut cmd = if prefix.is_empty() {
             Command::new(BIN)
@@ -100,8 +110,7 @@ impl Server {
             c.args(["-c", &format!("{prefix} && exec \"$0\" \"$@\""), BIN]);
             c
         };
-        cmd.args(["serve", "--listen", listen, "--db"])
-            .arg(&db)
+        cmd.args(["serve", "--listen", listen, "--db", db_arg])
             .args(extra)
             .env_remove("TESTBOT_SERVER")
             .env_remove("TESTBOT_TOKEN")
@@ -526,4 +535,26 @@ impl Drop for Tmpfs {
         // Lazily: a process of the test may still hold a file there.
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+/// A fresh, empty PostgreSQL database on the private cluster
+/// `TESTBOT_PG_URL` names (scripts/test.sh starts one); `None`, said on
+/// stderr, only when `TESTBOT_SKIP_POSTGRES=1`.
+#[allow(dead_code)]
+pub fn postgres_db() -> Option<String> {
+    let Ok(admin) = std::env::var("TESTBOT_PG_URL") else {
+        assert!(
+            std::env::var("TESTBOT_SKIP_POSTGRES").as_deref() == Ok("1"),
+            "TESTBOT_PG_URL is not set: run the tests with scripts/test.sh, which starts a \
+             private PostgreSQL cluster, or set TESTBOT_SKIP_POSTGRES=1 to leave PostgreSQL out"
+        );
+        eprintln!("TESTBOT_SKIP_POSTGRES=1: this PostgreSQL test is skipped");
+        return None;
+    };
+    let name = format!("e2e_{}_{}", std::process::id(), unique());
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("cannot reach TESTBOT_PG_URL ({admin}): {e}"));
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    Some(format!("{base}/{name}"))
 }

@@ -19,6 +19,7 @@ use crate::wire::*;
 mod common;
 #[cfg(test)]
 mod conformance;
+pub mod copy;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 pub use postgres::PgStore;

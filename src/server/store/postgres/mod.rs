@@ -80,8 +80,17 @@ impl PgStore {
         let config: ::postgres::Config = url
             .parse()
             .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
+        // One connection first: a wrong address or password is said at
+        // once, not after the pool's retries.
+        drop(
+            config
+                .connect(NoTls)
+                .with_context(|| format!("cannot connect to the PostgreSQL database {shown}"))?,
+        );
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
+            // Failures are reported where a connection is asked for.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
             .max_size(16)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))

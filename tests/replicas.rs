@@ -1,0 +1,256 @@
+//! Several `testbot serve` on one PostgreSQL database behave as one server:
+//! a job submitted to one is run by a worker of another, a cancel and a
+//! followed log cross between them, and the rest of the API works on
+//! PostgreSQL as on SQLite. Needs `TESTBOT_PG_URL` (scripts/test.sh starts a
+//! private cluster); skipped only with `TESTBOT_SKIP_POSTGRES=1`.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+const JOBTYPES: &str = "[jobtypes.hello]\ncommand = \"echo hello from $TESTBOT_JOB_ID\"\n\
+    [jobtypes.fail]\ncommand = \"echo failing; exit 1\"\n\
+    [jobtypes.slow]\ncommand = \"echo started; sleep 60\"\n\
+    [jobtypes.chatty]\ncommand = \"for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done\"\n";
+
+#[test]
+fn one_server_on_postgres_runs_jobs_like_on_sqlite() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let server = Server::start_db(dir.path(), &db, &[]);
+    let _w = Worker::start(dir.path(), &server.url, "pg-w", JOBTYPES);
+    wait_online(&server, "pg-w");
+    let out = server.cli(&["submit", "--wait", "hello", "fail"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let jobs = server.get("/api/v1/jobs");
+    let states: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["failed", "passed"], "{jobs}");
+    let passed = jobs[1]["id"].as_i64().unwrap();
+    assert!(server
+        .log_of(passed)
+        .contains(&format!("hello from {passed}")));
+    // Backups are PostgreSQL's own.
+    let backup = http_get(&format!("{}/api/v1/backup", server.url));
+    assert_eq!(backup.status, 409, "{}", backup.body);
+    assert!(backup.body.contains("pg_dump"), "{}", backup.body);
+    let log = server.log_text();
+    assert!(!log.contains("testbot.db"), "{log}");
+}
+
+#[test]
+fn a_job_submitted_to_one_server_runs_on_a_worker_of_another_at_once() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let _w = Worker::start(dir.path(), &b.url, "on-b", JOBTYPES);
+    wait_online(&a, "on-b");
+    // The worker's claim is held on b; a submit to a wakes it.
+    std::thread::sleep(SEC);
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let ids = a.submit(&["hello"]);
+        let job = a.wait_final(ids[0], 20 * SEC);
+        assert_eq!(job["state"], "passed", "{job}");
+        assert_eq!(job["worker"], "on-b");
+        waits.push(started.elapsed());
+    }
+    waits.sort();
+    // Without a wake-up across servers the held claim would wait out its
+    // long-poll (tens of seconds).
+    assert!(waits[2] < 3 * SEC, "median submit-to-passed {:?}", waits[2]);
+    // Both servers tell the same story.
+    for s in [&a, &b] {
+        let w = s.get("/api/v1/workers/on-b");
+        assert_ne!(w["status"], "offline", "{w}");
+        assert_eq!(s.get("/api/v1/status")["jobs"]["passed"], 5);
+    }
+}
+
+#[test]
+fn cancel_and_followed_logs_cross_servers() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let _w = Worker::start(dir.path(), &b.url, "crosser", JOBTYPES);
+    wait_online(&a, "crosser");
+
+    // `logs -f` through a follows a job streamed through b.
+    let ids = a.submit(&["chatty"]);
+    let mut follow = Command::new(BIN)
+        .args(["logs", "-f", &ids[0].to_string()])
+        .env("TESTBOT_SERVER", &a.url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let mut stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + 30 * SEC;
+    while Instant::now() < deadline && matches!(follow.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let out = reader.join().unwrap();
+    for i in 1..=5 {
+        assert!(out.contains(&format!("line {i}")), "{out}");
+    }
+
+    // A cancel sent to a reaches the job its worker runs through b.
+    let ids = a.submit(&["slow"]);
+    let running = wait_until(20 * SEC, || a.job(ids[0])["state"] == "running");
+    assert!(running, "{}", a.job(ids[0]));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    let out = a.cli(&["cancel", &ids[0].to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let job = a.wait_final(ids[0], 10 * SEC);
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert!(
+        sent.elapsed() < 2 * SEC,
+        "the cancel took {:?} to end the job",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn workers_fail_over_when_a_server_is_killed_and_every_job_runs_once() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let mut a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let ran = dir.path().join("ran.txt");
+    let body = format!(
+        "slots = 2\n[jobtypes.count]\ncommand = \"echo $TESTBOT_JOB_ID >> {}; sleep 0.05\"\n",
+        ran.display()
+    );
+    // Each worker starts on a different server and knows both.
+    let both = |first: &Server, second: &Server| format!("[\"{}\", \"{}\"]", first.url, second.url);
+    let config = |name: &str, servers: String| {
+        let path = worker_config(dir.path(), "unused", name, &body);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("server = \"unused\"", &format!("server = {servers}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let _wa = Worker::start_config(dir.path(), "fa", &config("fa", both(&a, &b)), &[]);
+    let _wb = Worker::start_config(dir.path(), "fb", &config("fb", both(&b, &a)), &[]);
+    wait_online(&b, "fa");
+    wait_online(&b, "fb");
+    let body: Vec<serde_json::Value> = (0..300)
+        .map(|_| serde_json::json!({"jobtype": "count"}))
+        .collect();
+    let (code, jobs) = post(
+        &a.url,
+        "/api/v1/jobs",
+        &serde_json::to_string(&body).unwrap(),
+    );
+    assert_eq!(code, 201, "the submit was refused");
+    let ids: Vec<i64> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 300);
+    // Kill a with jobs in flight on both workers.
+    let some_done = wait_until(60 * SEC, || {
+        std::fs::read_to_string(&ran)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 60
+    });
+    assert!(some_done, "jobs did not start");
+    a.kill9();
+    let all_done = wait_until(120 * SEC, || {
+        b.get("/api/v1/status")["jobs"]["passed"].as_u64() == Some(300)
+    });
+    let status = b.get("/api/v1/status");
+    assert!(all_done, "not every job passed: {status}");
+    let ran = std::fs::read_to_string(&ran).unwrap();
+    let mut seen: Vec<i64> = ran.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(seen.len(), 300, "some command ran twice (or not at all)");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 300, "some command ran twice");
+    for id in ids {
+        let job = b.job(id);
+        assert_eq!(job["state"], "passed", "{job}");
+    }
+}
+
+#[test]
+fn db_copy_moves_a_database_from_sqlite_to_postgres_and_back() {
+    let Some(pg) = postgres_db() else { return };
+    let dir = tempdir();
+    let sqlite = dir.path().join("first.db");
+    let sqlite = sqlite.to_str().unwrap();
+    // History on SQLite: passed and failed jobs in a build, with logs.
+    let ids = {
+        let server = Server::start_db(dir.path(), sqlite, &[]);
+        let _w = Worker::start(dir.path(), &server.url, "mover", JOBTYPES);
+        wait_online(&server, "mover");
+        let out = server.cli(&["submit", "--build", "moving", "--wait", "hello", "fail"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        server.submit(&["nobody-has-this"])
+    };
+    let copy = |from: &str, to: &str| {
+        Command::new(BIN)
+            .args(["db", "copy", "--from", from, "--to", to])
+            .output()
+            .unwrap()
+    };
+    let out = copy(sqlite, &pg);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("3 jobs"), "{}", text(&out));
+    // The copy serves as the original did, and goes on numbering.
+    {
+        let server = Server::start_db(dir.path(), &pg, &[]);
+        let jobs = server.get("/api/v1/jobs");
+        assert_eq!(jobs.as_array().unwrap().len(), 3, "{jobs}");
+        let passed = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["state"] == "passed")
+            .unwrap();
+        let id = passed["id"].as_i64().unwrap();
+        assert!(server.log_of(id).contains(&format!("hello from {id}")));
+        assert_eq!(server.job(ids[0])["state"], "queued");
+        assert_eq!(server.get("/api/v1/builds")[0]["name"], "moving");
+        assert!(server.get("/api/v1/workers/mover")["name"] == "mover");
+        let new = server.submit(&["hello"]);
+        assert_eq!(new[0], 4, "ids go on after the copied ones");
+    }
+    // A non-empty target is refused; back to a new SQLite file works.
+    let out = copy(sqlite, &pg);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", text(&out));
+    let back = dir.path().join("back.db");
+    let out = copy(&pg, back.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stdout(&out).contains("4 jobs"), "{}", text(&out));
+    let server = Server::start_db(dir.path(), back.to_str().unwrap(), &[]);
+    assert_eq!(server.get("/api/v1/jobs").as_array().unwrap().len(), 4);
+}
