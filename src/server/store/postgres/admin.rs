@@ -64,6 +64,9 @@ impl Admin for PgStore {
 
     fn purge_finished(&self, before: i64, batch: usize) -> StoreResult<usize> {
         self.with_tx(|tx, _| {
+            if !first_of_servers(tx, RETENTION_LOCK)? {
+                return Ok(0);
+            }
             let ids: Vec<i64> = tx.rows(
                 "SELECT id FROM jobs WHERE state NOT IN ('queued', 'running') \
                  AND finished_at < $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",

@@ -17,6 +17,7 @@ pub(crate) fn claim_in(
     name: &str,
     tag: Option<ClaimTag>,
     now: i64,
+    jobtypes: &mut Vec<String>,
 ) -> StoreResult<Claim> {
     if let Some((slot, seq)) = tag {
         // Asked again: the answer to the first ask was lost.
@@ -46,6 +47,7 @@ pub(crate) fn claim_in(
         worker_rules::Gate::Held => return Ok(Claim::Held),
     }
     let w = row.view;
+    jobtypes.clone_from(&w.jobtypes);
     let me = Claimant {
         name,
         jobtypes: &w.jobtypes,
@@ -271,7 +273,10 @@ pub(crate) fn requeue(tx: &mut Tx, id: i64, attempt: u32, reason: &str) -> Store
             "attempt {attempt} of job {id} no longer runs"
         )));
     }
-    Ok(())
+    let jobtype: String = tx.one("SELECT jobtype FROM jobs WHERE id = $1", args![id], |r| {
+        r.get(0)
+    })?;
+    notify(tx, Change::Queued(&jobtype))
 }
 
 /// What the job rules need of a job.
@@ -400,9 +405,31 @@ pub(crate) fn record_durations(
     Ok(())
 }
 
+impl PgStore {
+    /// Remembers what a claim found, for [`Workers::may_claim`]: after
+    /// "nothing", the stamp taken before the claim (news that came during
+    /// it makes the next look go to the database).
+    fn after_claim(&self, name: &str, jobtypes: Vec<String>, stamp: Option<u64>, claim: &Claim) {
+        // A worker not known before had no stamp: its next claim asks.
+        let found_nothing = stamp.filter(|_| matches!(claim, Claim::Nothing));
+        self.gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .claimed(name, jobtypes, found_nothing);
+    }
+}
+
 impl Dispatch for PgStore {
     fn claim(&self, name: &str, tag: Option<ClaimTag>, _now: i64) -> StoreResult<Claim> {
-        self.with_tx(|tx, now| claim_in(tx, name, tag, now))
+        let stamp = self
+            .gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stamp_of(name);
+        let mut jobtypes = Vec::new();
+        let claim = self.with_tx(|tx, now| claim_in(tx, name, tag, now, &mut jobtypes))?;
+        self.after_claim(name, jobtypes, stamp, &claim);
+        Ok(claim)
     }
 
     fn finish_and_claim(
@@ -413,7 +440,13 @@ impl Dispatch for PgStore {
         tag: Option<ClaimTag>,
         _now: i64,
     ) -> StoreResult<(StoreResult<Job>, Claim)> {
-        self.with_tx(|tx, now| {
+        let stamp = self
+            .gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stamp_of(name);
+        let mut jobtypes = Vec::new();
+        let out = self.with_tx(|tx, now| {
             // The result's refusal is the result's alone: undo what it
             // did and claim all the same. Failures of the database fail
             // both.
@@ -430,22 +463,28 @@ impl Dispatch for PgStore {
                     Err(refused)
                 }
             };
-            let claim = claim_in(tx, name, tag, now)?;
-            notify(tx)?;
+            let claim = claim_in(tx, name, tag, now, &mut jobtypes)?;
+            notify(tx, Change::Events)?;
             Ok((finished, claim))
-        })
+        })?;
+        self.after_claim(name, jobtypes, stamp, &out.1);
+        Ok(out)
     }
 
     fn finish(&self, id: i64, o: &Outcome, _now: i64) -> StoreResult<Job> {
         self.with_tx(|tx, now| {
             let job = finish_in(tx, id, o, now)?;
-            notify(tx)?;
+            notify(tx, Change::Events)?;
             Ok(job)
         })
     }
 
     fn expire_leases(&self, _now: i64) -> StoreResult<usize> {
         self.with_tx(|tx, now| {
+            // One server reaps at a time; the others find nothing to do.
+            if !first_of_servers(tx, REAPER_LOCK)? {
+                return Ok(0);
+            }
             // Locked, and those another replica is ending now skipped: each
             // lost lease is handled once.
             let expired: Vec<i64> = tx.rows(
@@ -458,7 +497,7 @@ impl Dispatch for PgStore {
                 lose_job(tx, id, "worker lost", now)?;
             }
             if !expired.is_empty() {
-                notify(tx)?;
+                notify(tx, Change::Events)?;
             }
             Ok(expired.len())
         })

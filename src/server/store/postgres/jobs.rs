@@ -71,7 +71,7 @@ impl Jobs for PgStore {
         jobs: Vec<JobSpec>,
         _now: i64,
     ) -> StoreResult<(Option<i64>, Vec<Job>)> {
-        self.with_tx(|tx, now| {
+        let out = self.with_tx(|tx, now| {
             let build_id: Option<i64> = match build {
                 Some((name, meta, extra)) => Some(tx.one(
                     "INSERT INTO builds (name, meta, extra, created_at) VALUES ($1, $2, $3, $4) \
@@ -153,9 +153,21 @@ impl Jobs for PgStore {
                     warning,
                 ));
             }
-            notify(tx)?;
+            let jobtypes: std::collections::BTreeSet<&str> =
+                out.iter().map(|j| j.jobtype.as_str()).collect();
+            for jobtype in jobtypes {
+                notify(tx, Change::Queued(jobtype))?;
+            }
             Ok((build_id, out))
-        })
+        })?;
+        // Heard here at once, before the notification comes back: this
+        // server's held claims look as soon as the handler wakes them.
+        let mut gens = self.gens.lock().unwrap_or_else(|e| e.into_inner());
+        for j in &out.1 {
+            gens.heard(&format!("q:{}", j.jobtype));
+        }
+        drop(gens);
+        Ok(out)
     }
 
     fn job(&self, id: i64) -> StoreResult<Job> {
@@ -206,7 +218,7 @@ impl Jobs for PgStore {
                 }
                 job_rules::AfterCancel::Nothing => {}
             }
-            notify(tx)?;
+            notify(tx, Change::Events)?;
             load_job(tx, id)
         })
     }

@@ -41,8 +41,19 @@ use dispatch::*;
 use rows::*;
 use sql::{args, Pg};
 
-/// Held while the schema is migrated (an arbitrary key of testbot's).
+/// Held while the schema is migrated (arbitrary keys of testbot's).
 const MIGRATION_LOCK: i64 = 0x7465_7374_626f_7401;
+/// Held by the one server that reaps leases, or purges, at a time.
+pub(crate) const REAPER_LOCK: i64 = 0x7465_7374_626f_7402;
+pub(crate) const RETENTION_LOCK: i64 = 0x7465_7374_626f_7403;
+
+/// Whether this transaction is the one, across servers, to do the
+/// background work `key` names now; the lock ends with the transaction.
+pub(crate) fn first_of_servers(tx: &mut Tx, key: i64) -> StoreResult<bool> {
+    tx.one("SELECT pg_try_advisory_xact_lock($1)", args![key], |r| {
+        r.0.try_get::<_, bool>(0)
+    })
+}
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 pub(crate) type Tx<'a> = ::postgres::Transaction<'a>;
@@ -57,6 +68,7 @@ pub struct PgStore {
     /// Added to the database's clock: only tests move it, to let leases
     /// run out without waiting.
     pub(crate) skew: std::sync::atomic::AtomicI64,
+    pub(crate) gens: std::sync::Arc<std::sync::Mutex<Gens>>,
 }
 
 /// A URL as it may be shown: without a password.
@@ -102,6 +114,7 @@ impl PgStore {
             shown: shown.clone(),
             log_cap: super::sqlite::DEFAULT_LOG_CAP,
             skew: Default::default(),
+            gens: Default::default(),
         };
         store
             .migrate()
@@ -176,11 +189,79 @@ impl PgStore {
 /// wait on changed.
 const CHANNEL: &str = "testbot_changes";
 
-/// Tells every server on the database (this one too), when `tx` commits,
-/// that jobs, logs or cancels changed.
-pub(crate) fn notify(tx: &mut Tx) -> StoreResult<()> {
-    tx.exec(&format!("NOTIFY {CHANNEL}"), args![])?;
+/// What a server tells the others (and itself) when a transaction commits.
+pub(crate) enum Change<'a> {
+    /// A job of this jobtype was queued (submitted, or queued again).
+    Queued(&'a str),
+    /// What some worker may claim changed otherwise (undrained).
+    Claims,
+    /// A log grew, a job ended or was canceled: followers and held
+    /// heartbeats look again; claims need not.
+    Events,
+}
+
+/// Tells every server on the database (this one too), when `tx` commits.
+pub(crate) fn notify(tx: &mut Tx, change: Change) -> StoreResult<()> {
+    let payload = match change {
+        Change::Queued(jobtype) => format!("q:{jobtype}"),
+        Change::Claims => "*".to_string(),
+        Change::Events => "e".to_string(),
+    };
+    tx.exec("SELECT pg_notify($1, $2)", args![CHANNEL, payload])?;
     Ok(())
+}
+
+/// Counts of what was queued, by jobtype, as this server has heard of it,
+/// so that a held claim asks the database only when something it could
+/// take may have come ([`Workers::may_claim`]).
+#[derive(Default)]
+pub(crate) struct Gens {
+    any: u64,
+    by_jobtype: std::collections::HashMap<String, u64>,
+    /// Worker -> (its jobtypes, the stamp when a claim last found nothing;
+    /// `None`: ask the database).
+    workers: std::collections::HashMap<String, (Vec<String>, Option<u64>)>,
+}
+
+impl Gens {
+    pub(crate) fn heard(&mut self, payload: &str) {
+        match payload.strip_prefix("q:") {
+            Some(jobtype) => *self.by_jobtype.entry(jobtype.to_string()).or_default() += 1,
+            None if payload == "*" => self.any += 1,
+            None => {}
+        }
+    }
+
+    /// Grows whenever something any of `jobtypes` could take may have come.
+    pub(crate) fn stamp(&self, jobtypes: &[String]) -> u64 {
+        jobtypes
+            .iter()
+            .filter_map(|j| self.by_jobtype.get(j))
+            .fold(self.any, |a, n| a.wrapping_add(*n))
+    }
+
+    pub(crate) fn stamp_of(&self, worker: &str) -> Option<u64> {
+        self.workers.get(worker).map(|(j, _)| self.stamp(j))
+    }
+
+    /// After a claim: `found_nothing_at` is the stamp taken before it when
+    /// it found nothing, `None` otherwise.
+    pub(crate) fn claimed(
+        &mut self,
+        worker: &str,
+        jobtypes: Vec<String>,
+        found_nothing_at: Option<u64>,
+    ) {
+        self.workers
+            .insert(worker.to_string(), (jobtypes, found_nothing_at));
+    }
+
+    pub(crate) fn may_claim(&self, worker: &str) -> bool {
+        match self.workers.get(worker) {
+            Some((jobtypes, Some(seen))) => self.stamp(jobtypes) != *seen,
+            _ => true,
+        }
+    }
 }
 
 impl PgStore {
@@ -191,16 +272,22 @@ impl PgStore {
         use ::postgres::fallible_iterator::FallibleIterator;
         let config = self.config.clone();
         let shown = self.shown.clone();
+        let gens = self.gens.clone();
         let spawned = std::thread::Builder::new()
             .name("pg-listen".into())
             .spawn(move || loop {
                 match config.connect(NoTls) {
                     Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
                         Ok(()) => {
+                            // Changes may have gone unheard meanwhile.
+                            gens.lock().unwrap_or_else(|e| e.into_inner()).heard("*");
                             wake();
                             let mut n = c.notifications();
                             let mut it = n.blocking_iter();
-                            while let Ok(Some(_)) = it.next() {
+                            while let Ok(Some(n)) = it.next() {
+                                gens.lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .heard(n.payload());
                                 wake();
                             }
                             tracing::warn!(db = %shown, "lost the connection that listens for changes; reconnecting");
@@ -239,6 +326,34 @@ impl PgStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_claim_that_found_nothing_waits_for_news_of_its_jobtypes() {
+        let mut g = super::Gens::default();
+        let unit = vec!["unit".to_string()];
+        assert!(g.may_claim("w"), "an unknown worker asks the database");
+        let before = g.stamp_of("w");
+        g.claimed("w", unit.clone(), before.filter(|_| true));
+        assert!(
+            g.may_claim("w"),
+            "no stamp before its first claim: ask again"
+        );
+        let stamp = g.stamp_of("w");
+        g.claimed("w", unit.clone(), stamp);
+        assert!(!g.may_claim("w"));
+        g.heard("q:lint");
+        g.heard("e");
+        assert!(
+            !g.may_claim("w"),
+            "news of other jobtypes and events is not its"
+        );
+        g.heard("q:unit");
+        assert!(g.may_claim("w"));
+        let stamp = g.stamp_of("w");
+        g.claimed("w", unit, stamp);
+        g.heard("*");
+        assert!(g.may_claim("w"), "an undrain anywhere makes everyone look");
+    }
+
     #[test]
     fn passwords_are_not_shown() {
         assert_eq!(

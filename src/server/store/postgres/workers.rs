@@ -138,9 +138,6 @@ impl Workers for PgStore {
                     requeued += 1;
                 }
             }
-            if requeued > 0 {
-                notify(tx)?;
-            }
             Ok(RegisterOutcome {
                 lease_ms: lease,
                 requeued,
@@ -191,10 +188,13 @@ impl Workers for PgStore {
         Ok(())
     }
 
-    fn may_claim(&self, _name: &str) -> bool {
-        // Another replica may have queued something: only the database
-        // can say.
-        true
+    fn may_claim(&self, name: &str) -> bool {
+        // Not since this worker's last claim found nothing has any server
+        // said it queued a job of its jobtypes: the answer is the same.
+        self.gens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .may_claim(name)
     }
 
     fn workers(&self, _now: i64) -> StoreResult<Vec<Worker>> {
@@ -219,6 +219,7 @@ impl Workers for PgStore {
             if changed == 0 {
                 return Err(StoreError::not_found(format!("no worker {name:?}")));
             }
+            notify(tx, Change::Claims)?;
             Ok(())
         })?;
         self.worker(name, now)
