@@ -355,14 +355,6 @@ fn heartbeat_load(url: &str, server_pid: u32) -> (usize, f64, f64) {
     (n, cpu * 100.0, rss)
 }
 
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 /// Figure 5: Claim latency with a deep queue of jobs over 50 jobtypes and varied
 /// requirements, against an empty queue; and the submit rate that filled it.
 fn deep_queue(url: &str) -> (f64, f64, f64, usize) {

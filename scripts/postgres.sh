@@ -8,6 +8,9 @@
 #                      # exports TESTBOT_PG_URL=postgres://testbot@127.0.0.1:PORT/postgres
 #   postgres_stop      # stops the cluster and removes its directory
 #
+# The tests' cluster does not fsync (PG_FSYNC=on makes it durable, for
+# benchmarks).
+#
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the
 # `postgres` user the package creates.
 
@@ -43,7 +46,7 @@ postgres_start() {
     "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U testbot --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
         || { cat "$PG_DIR/initdb.log" >&2; return 1; }
     "${as[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=300 -c fsync=off" \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_DIR -c max_connections=300 -c fsync=${PG_FSYNC:-off}" \
         start >/dev/null || { cat "$PG_DIR/server.log" >&2; return 1; }
     PG_CTL=("${as[@]}" "$bin/pg_ctl")
     export TESTBOT_PG_URL="postgres://testbot@127.0.0.1:$port/postgres"

@@ -21,9 +21,13 @@ impl Drop for Proc {
 
 /// Starts `testbot serve` on a free loopback port; returns it and its URL.
 pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
+    serve_db(&dir.join("bench.db").display().to_string(), extra)
+}
+
+/// Starts `testbot serve` on the database `db` (a path or a URL).
+pub fn serve_db(db: &str, extra: &[&str]) -> (Proc, String) {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(dir.join("bench.db"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -136,4 +140,15 @@ pub fn tempdir() -> tempfile::TempDir {
         .prefix("testbot-bench-")
         .tempdir()
         .unwrap()
+}
+
+/// CPU seconds a process has used (user and system).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }

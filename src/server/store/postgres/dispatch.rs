@@ -7,8 +7,9 @@ use serde_json::Value;
 
 use super::*;
 
-/// Queued jobs a claim looks at, best first. Those locked by other
-/// claims in flight are skipped, not waited for.
+/// Queued jobs a claim looks at, best first: first a few it locks, then
+/// more when none of those fits.
+const LOCKED_CANDIDATES: i64 = 4;
 const CANDIDATES: i64 = 256;
 
 /// Gives `name` the best queued job it can run, in `tx`.
@@ -54,24 +55,49 @@ pub(crate) fn claim_in(
         platforms: &w.platforms,
         accept: &w.accept,
     };
-    // The best queued jobs of its jobtypes, locked so that no other claim
-    // takes them meanwhile (claims in flight skip each other's), ranked by
-    // the same index the SQLite store keeps.
-    let mut queue = QueueIndex::default();
-    for q in tx.rows(
-        &format!(
-            "SELECT {QUEUED_COLS} FROM jobs WHERE state = 'queued' AND jobtype = ANY($1) \
-             ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED"
-        ),
-        &[
-            sql::Arg::TextArray(w.jobtypes.clone()),
-            sql::Arg::from(CANDIDATES),
-        ],
-        queued_from_row,
-    )? {
-        queue.insert(q);
+    // First the few best queued jobs no other claim holds, locked: claims in
+    // flight each get their own and do not queue behind one another. When
+    // none of those fits the worker, the best 256 are read without locks,
+    // and the best that fits is locked alone. Both are ranked by the same
+    // index the SQLite store keeps.
+    let jobtypes_arg = sql::Arg::TextArray(w.jobtypes.clone());
+    let mut picked = None;
+    for (limit, lock) in [
+        (LOCKED_CANDIDATES, "FOR UPDATE SKIP LOCKED"),
+        (CANDIDATES, ""),
+    ] {
+        let mut queue = QueueIndex::default();
+        for q in tx.rows(
+            &format!(
+                "SELECT {QUEUED_COLS} FROM jobs WHERE state = 'queued' AND jobtype = ANY($1) \
+                 ORDER BY priority DESC, id LIMIT $2 {lock}"
+            ),
+            &[jobtypes_arg.clone(), sql::Arg::from(limit)],
+            queued_from_row,
+        )? {
+            queue.insert(q);
+        }
+        while let Some((id, index)) = queue.best_for(&me, now) {
+            queue.remove(id);
+            let held_elsewhere = lock.is_empty()
+                && tx
+                    .row(
+                        "SELECT id FROM jobs WHERE id = $1 AND state = 'queued' \
+                         FOR UPDATE SKIP LOCKED",
+                        args![id],
+                        |r| r.get::<i64>(0),
+                    )?
+                    .is_none();
+            if !held_elsewhere {
+                picked = Some((id, index));
+                break;
+            }
+        }
+        if picked.is_some() {
+            break;
+        }
     }
-    while let Some((id, index)) = queue.best_for(&me, now) {
+    if let Some((id, index)) = picked {
         let matched = serde_json::to_string(&w.platforms[index])?;
         let taken = tx.exec(
             "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = $2, \
@@ -90,8 +116,10 @@ pub(crate) fn claim_in(
             ],
         )?;
         if taken == 0 {
-            queue.remove(id);
-            continue;
+            // Locked by this transaction and queued: cannot happen.
+            return Err(StoreError::Broken(anyhow::anyhow!(
+                "job {id} could not be taken though it was locked"
+            )));
         }
         tx.exec(
             "INSERT INTO attempts (job_id, attempt, worker, platform_index, started_at) \
@@ -464,7 +492,6 @@ impl Dispatch for PgStore {
                 }
             };
             let claim = claim_in(tx, name, tag, now, &mut jobtypes)?;
-            notify(tx, Change::Events)?;
             Ok((finished, claim))
         })?;
         self.after_claim(name, jobtypes, stamp, &out.1);
@@ -472,11 +499,7 @@ impl Dispatch for PgStore {
     }
 
     fn finish(&self, id: i64, o: &Outcome, _now: i64) -> StoreResult<Job> {
-        self.with_tx(|tx, now| {
-            let job = finish_in(tx, id, o, now)?;
-            notify(tx, Change::Events)?;
-            Ok(job)
-        })
+        self.with_tx(|tx, now| finish_in(tx, id, o, now))
     }
 
     fn expire_leases(&self, _now: i64) -> StoreResult<usize> {
@@ -495,9 +518,6 @@ impl Dispatch for PgStore {
             )?;
             for &id in &expired {
                 lose_job(tx, id, "worker lost", now)?;
-            }
-            if !expired.is_empty() {
-                notify(tx, Change::Events)?;
             }
             Ok(expired.len())
         })

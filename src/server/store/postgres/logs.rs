@@ -72,7 +72,6 @@ impl Logs for PgStore {
                 if stored > self.log_cap {
                     self.cut_log_middle(tx, id, q.attempt, stored, size)?;
                 }
-                notify(tx, Change::Events)?;
             }
             Ok(LogReply {
                 size: size.max(offset.saturating_add(bytes.len() as u64)),

@@ -195,8 +195,10 @@ pub(crate) enum Change<'a> {
     Queued(&'a str),
     /// What some worker may claim changed otherwise (undrained).
     Claims,
-    /// A log grew, a job ended or was canceled: followers and held
-    /// heartbeats look again; claims need not.
+    /// A job was canceled: held heartbeats look again (its worker may be
+    /// held on another server); claims need not. Logs and results are not
+    /// announced: NOTIFY serializes the commits that carry it, and
+    /// followers on other servers look again every second anyway.
     Events,
 }
 

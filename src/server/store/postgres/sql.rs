@@ -211,13 +211,29 @@ pub(crate) trait Pg {
     }
 }
 
-fn refs(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+impl Arg {
+    /// The parameter's type, sent with the query: one round trip, no
+    /// statement prepared first, and no type for PostgreSQL to guess.
+    fn pg_type(&self) -> Type {
+        match self {
+            Arg::Int(_) => Type::INT8,
+            Arg::Text(_) => Type::TEXT,
+            Arg::Bytes(_) => Type::BYTEA,
+            Arg::TextArray(_) => Type::TEXT_ARRAY,
+            Arg::IntArray(_) => Type::INT8_ARRAY,
+        }
+    }
+}
+
+fn typed(args: &[Arg]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    args.iter()
+        .map(|a| (a as &(dyn ToSql + Sync), a.pg_type()))
+        .collect()
 }
 
 impl<C: GenericClient> Pg for C {
     fn exec(&mut self, sql: &str, args: &[Arg]) -> StoreResult<u64> {
-        Ok(self.execute(sql, &refs(args))?)
+        Ok(self.execute_typed(sql, &typed(args))?)
     }
 
     fn row<T>(
@@ -226,7 +242,7 @@ impl<C: GenericClient> Pg for C {
         args: &[Arg],
         f: impl FnOnce(&PgRow) -> Result<T, ::postgres::Error>,
     ) -> StoreResult<Option<T>> {
-        match self.query_opt(sql, &refs(args))? {
+        match self.query_typed_opt(sql, &typed(args))? {
             Some(r) => Ok(Some(f(&PgRow(&r))?)),
             None => Ok(None),
         }
@@ -238,7 +254,7 @@ impl<C: GenericClient> Pg for C {
         args: &[Arg],
         mut f: impl FnMut(&PgRow) -> Result<T, ::postgres::Error>,
     ) -> StoreResult<Vec<T>> {
-        let rows = self.query(sql, &refs(args))?;
+        let rows = self.query_typed(sql, &typed(args))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(f(&PgRow(r))?);
