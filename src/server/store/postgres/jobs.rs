@@ -92,7 +92,7 @@ impl Jobs for PgStore {
                 std::collections::HashMap::new();
             let mut out = Vec::with_capacity(jobs.len());
             let mut plans: BTreeMap<(String, u32), Vec<Vec<String>>> = BTreeMap::new();
-            let insert = tx.prepare(
+            let insert = tx.tx.prepare(
                 "INSERT INTO jobs (jobtype, state, priority, platform, params, timeout_ms, \
                  max_attempts, build_id, shard_index, shard_total, created_at, extra, \
                  retry_failed, shard_tests) \
@@ -134,7 +134,7 @@ impl Jobs for PgStore {
                     .iter()
                     .map(|a| a as &(dyn ::postgres::types::ToSql + Sync))
                     .collect();
-                let id: i64 = tx.query_one(&insert, &refs)?.try_get(0)?;
+                let id: i64 = tx.tx.query_one(&insert, &refs)?.try_get(0)?;
                 let warning = warnings
                     .entry((spec.jobtype.clone(), spec.platform.clone()))
                     .or_insert_with(|| {

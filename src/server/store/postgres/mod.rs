@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use ::postgres::NoTls;
 use anyhow::Context;
-use r2d2_postgres::{r2d2, PostgresConnectionManager};
+use r2d2_postgres::r2d2;
 
 use super::*;
 use crate::rules::{job as job_rules, worker as worker_rules};
@@ -55,8 +55,9 @@ pub(crate) fn first_of_servers(tx: &mut Tx, key: i64) -> StoreResult<bool> {
     })
 }
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
-pub(crate) type Tx<'a> = ::postgres::Transaction<'a>;
+type Pool = r2d2::Pool<sql::Manager>;
+/// A transaction with its connection's prepared statements.
+pub(crate) type Tx<'a> = sql::Cx<'a>;
 
 pub struct PgStore {
     pub(crate) pool: Pool,
@@ -99,7 +100,7 @@ impl PgStore {
                 .connect(NoTls)
                 .with_context(|| format!("cannot connect to the PostgreSQL database {shown}"))?,
         );
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = sql::Manager(config.clone());
         let pool = r2d2::Pool::builder()
             // Failures are reported where a connection is asked for.
             .error_handler(Box::new(r2d2::NopErrorHandler))
@@ -128,7 +129,8 @@ impl PgStore {
     }
 
     fn migrate(&self) -> anyhow::Result<()> {
-        let mut c = self.pool.get()?;
+        let mut conn = self.pool.get()?;
+        let c = &mut conn.client;
         c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
         let out = (|| -> anyhow::Result<()> {
             c.batch_execute("CREATE TABLE IF NOT EXISTS testbot_schema (version BIGINT NOT NULL)")?;
@@ -166,22 +168,24 @@ impl PgStore {
         &self,
         f: impl FnOnce(&mut Tx, i64) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut c = self.pool.get()?;
-        let mut tx = c.transaction()?;
+        let mut conn = self.pool.get()?;
+        let sql::Conn { client, cache } = &mut *conn;
+        let mut tx = sql::Cx {
+            tx: client.transaction()?,
+            cache,
+        };
         let now = self.now(&mut tx)?;
         let out = f(&mut tx, now)?;
-        tx.commit()?;
+        tx.tx.commit()?;
         Ok(out)
     }
 
-    /// Runs `f` on a connection outside any explicit transaction (reads).
+    /// Runs reads `f` in one transaction (one snapshot), rolled back.
     pub(crate) fn with_conn<T>(
         &self,
-        f: impl FnOnce(&mut ::postgres::Client, i64) -> StoreResult<T>,
+        f: impl FnOnce(&mut Tx, i64) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let mut c = self.pool.get()?;
-        let now = self.now(&mut *c)?;
-        f(&mut c, now)
+        self.with_tx(f)
     }
 }
 

@@ -6,7 +6,9 @@
 //! alike.
 
 use ::postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use ::postgres::GenericClient;
+use std::collections::HashMap;
+
+use ::postgres::Statement;
 
 use super::super::{StoreError, StoreResult};
 
@@ -212,8 +214,8 @@ pub(crate) trait Pg {
 }
 
 impl Arg {
-    /// The parameter's type, sent with the query: one round trip, no
-    /// statement prepared first, and no type for PostgreSQL to guess.
+    /// The parameter's type, given when the statement is prepared: no type
+    /// for PostgreSQL to guess (`$2 - 1000` would make `$2` an integer).
     fn pg_type(&self) -> Type {
         match self {
             Arg::Int(_) => Type::INT8,
@@ -225,15 +227,62 @@ impl Arg {
     }
 }
 
-fn typed(args: &[Arg]) -> Vec<(&(dyn ToSql + Sync), Type)> {
-    args.iter()
-        .map(|a| (a as &(dyn ToSql + Sync), a.pg_type()))
-        .collect()
+/// A pooled connection and the statements prepared on it, by their SQL.
+pub(crate) struct Conn {
+    pub(crate) client: ::postgres::Client,
+    pub(crate) cache: HashMap<String, Statement>,
 }
 
-impl<C: GenericClient> Pg for C {
+/// Makes the pool's connections.
+pub(crate) struct Manager(pub(crate) ::postgres::Config);
+
+impl r2d2_postgres::r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = ::postgres::Error;
+
+    fn connect(&self) -> Result<Conn, ::postgres::Error> {
+        Ok(Conn {
+            client: self.0.connect(::postgres::NoTls)?,
+            cache: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), ::postgres::Error> {
+        conn.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// A transaction, with its connection's prepared statements: each query is
+/// parsed and planned once per connection, not once per use.
+pub(crate) struct Cx<'a> {
+    pub(crate) tx: ::postgres::Transaction<'a>,
+    pub(crate) cache: &'a mut HashMap<String, Statement>,
+}
+
+impl Cx<'_> {
+    fn statement(&mut self, sql: &str, args: &[Arg]) -> Result<Statement, ::postgres::Error> {
+        if let Some(s) = self.cache.get(sql) {
+            return Ok(s.clone());
+        }
+        let types: Vec<Type> = args.iter().map(Arg::pg_type).collect();
+        let s = self.tx.prepare_typed(sql, &types)?;
+        self.cache.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+}
+
+fn refs(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+impl Pg for Cx<'_> {
     fn exec(&mut self, sql: &str, args: &[Arg]) -> StoreResult<u64> {
-        Ok(self.execute_typed(sql, &typed(args))?)
+        let stmt = self.statement(sql, args)?;
+        Ok(self.tx.execute(&stmt, &refs(args))?)
     }
 
     fn row<T>(
@@ -242,7 +291,8 @@ impl<C: GenericClient> Pg for C {
         args: &[Arg],
         f: impl FnOnce(&PgRow) -> Result<T, ::postgres::Error>,
     ) -> StoreResult<Option<T>> {
-        match self.query_typed_opt(sql, &typed(args))? {
+        let stmt = self.statement(sql, args)?;
+        match self.tx.query_opt(&stmt, &refs(args))? {
             Some(r) => Ok(Some(f(&PgRow(&r))?)),
             None => Ok(None),
         }
@@ -254,7 +304,8 @@ impl<C: GenericClient> Pg for C {
         args: &[Arg],
         mut f: impl FnMut(&PgRow) -> Result<T, ::postgres::Error>,
     ) -> StoreResult<Vec<T>> {
-        let rows = self.query_typed(sql, &typed(args))?;
+        let stmt = self.statement(sql, args)?;
+        let rows = self.tx.query(&stmt, &refs(args))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             out.push(f(&PgRow(r))?);
