@@ -1,12 +1,14 @@
-//! The REST API under `/api/v1`: the route table and one handler per path,
-//! each validating its input, making one store call and answering JSON.
-//! The worker protocol's handlers are in `worker_protocol`.
+//! The REST API under `/api/v1`: the route table (`ROUTES`, read by the
+//! router, the auth layer and the OpenAPI test) here, and the handlers by
+//! resource: `jobs`, `builds`, `logs`, `workers` (drain), `admin` (health,
+//! status, backup) and `worker_protocol` (what workers call). Each handler
+//! validates its input, makes one store call and answers JSON.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
@@ -19,11 +21,21 @@ use super::extract::{whole_numbers, AnyBody, Body, Path, Query, Raw};
 use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
 use super::AppState;
 
+mod admin;
+mod builds;
+mod jobs;
+mod logs;
 mod worker_protocol;
+mod workers;
 use crate::time::now_ms;
 use crate::wire::*;
+use admin::*;
 use axum::Extension;
+use builds::*;
+use jobs::*;
+use logs::*;
 use worker_protocol::*;
+use workers::*;
 
 /// The most jobs one list answer holds.
 const MAX_LIST: usize = 10_000;
@@ -145,378 +157,6 @@ pub fn router() -> Router<AppState> {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such path: {}", uri.path()))
-}
-
-/// 200 while the server can do its work; 503 with the cause while its
-/// database cannot be written.
-async fn health(State(st): State<AppState>) -> Response {
-    let version = env!("CARGO_PKG_VERSION").to_string();
-    match st
-        .db(|s| Ok(s.storage_problem(now_ms())))
-        .await
-        .ok()
-        .flatten()
-    {
-        None => Json(Health { ok: true, version }).into_response(),
-        Some(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ok": false, "version": version, "error": error })),
-        )
-            .into_response(),
-    }
-}
-
-async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        include_str!("openapi.json"),
-    )
-        .into_response()
-}
-
-async fn status(State(st): State<AppState>) -> ApiResult<Json<Summary>> {
-    st.db(|s| s.summary(now_ms())).await.map(Json)
-}
-
-fn parse_list<T: std::str::FromStr>(what: &str, s: &str) -> ApiResult<Vec<T>> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.trim()
-                .parse()
-                .map_err(|_| ApiError::bad(format!("{what}: {p:?} is not valid")))
-        })
-        .collect()
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<JobSpec>),
-    One(Box<JobSpec>),
-}
-
-/// `POST /api/v1/jobs`: one job (the answer is the job) or a list (the
-/// answer is the list).
-async fn submit(State(st): State<AppState>, AnyBody(body): AnyBody) -> ApiResult<Response> {
-    let (specs, many) = match serde_json::from_value::<OneOrMany>(body.clone()) {
-        Ok(OneOrMany::Many(v)) => (v, true),
-        Ok(OneOrMany::One(s)) => (vec![*s], false),
-        Err(_) => {
-            // Re-parse for a precise message naming the field.
-            let e = if body.is_array() {
-                serde_path_to_error::deserialize::<_, Vec<JobSpec>>(body).err()
-            } else {
-                serde_path_to_error::deserialize::<_, JobSpec>(body).err()
-            };
-            return Err(ApiError::bad(format!(
-                "invalid job: {}",
-                e.map(|e| format!("{}: {}", e.path(), e.inner()))
-                    .unwrap_or_else(|| "expected a job object or a list of them".into())
-            )));
-        }
-    };
-    if specs.is_empty() {
-        return Err(ApiError::bad("no jobs to submit"));
-    }
-    check_jobs_count(specs.len())?;
-    for spec in &specs {
-        check_spec(spec)?;
-    }
-    let (_, jobs) = st.db(move |s| s.submit(None, specs, now_ms())).await?;
-    st.wake_claims();
-    tracing::info!(jobs = jobs.len(), first = jobs[0].id, "jobs queued");
-    Ok(if many {
-        (StatusCode::CREATED, Json(jobs)).into_response()
-    } else {
-        (StatusCode::CREATED, Json(&jobs[0])).into_response()
-    })
-}
-
-async fn submit_build(
-    State(st): State<AppState>,
-    Body(spec): Body<BuildSpec>,
-) -> ApiResult<Response> {
-    check_build(&spec)?;
-    let BuildSpec {
-        name,
-        meta,
-        jobs,
-        extra,
-    } = spec;
-    let (id, jobs) = st
-        .db(move |s| s.submit(Some((name, meta, extra)), jobs, now_ms()))
-        .await?;
-    st.wake_claims();
-    let id = id.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("build not created")))?;
-    let mut build = st.db(move |s| s.build(id)).await?;
-    // Carry the submit-time warnings over to the build's jobs.
-    for (b, j) in build.jobs.iter_mut().zip(jobs) {
-        b.warning = j.warning;
-    }
-    Ok((StatusCode::CREATED, Json(build)).into_response())
-}
-
-/// A list's `limit`: at least 1; over the maximum it is clamped to it.
-fn list_limit(given: Option<&str>, default: usize, max: usize) -> ApiResult<usize> {
-    let Some(text) = given else {
-        return Ok(default);
-    };
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::bad(format!(
-            "limit must be a whole number, at least 1, not {text:?}"
-        )));
-    }
-    if text.bytes().all(|b| b == b'0') {
-        return Err(ApiError::bad("limit must be at least 1"));
-    }
-    // However many digits: over the maximum is the maximum.
-    Ok(text.parse::<usize>().map_or(max, |n| n.min(max)))
-}
-
-#[derive(Deserialize)]
-struct JobsQuery {
-    state: Option<String>,
-    limit: Option<String>,
-    ids: Option<String>,
-    build: Option<i64>,
-    worker: Option<String>,
-}
-
-async fn list_jobs(
-    State(st): State<AppState>,
-    Query(q): Query<JobsQuery>,
-) -> ApiResult<Json<Vec<Job>>> {
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            ApiError::bad(format!(
-                "unknown state {s:?}; states are queued, running, passed, failed, timed_out, canceled, error"
-            ))
-        })?),
-    };
-    let filter = JobFilter {
-        state,
-        ids: q
-            .ids
-            .as_deref()
-            .map(|s| parse_list("ids", s))
-            .transpose()?
-            .unwrap_or_default(),
-        build: match q.build {
-            Some(b) => {
-                check_id("build", b)?;
-                Some(b)
-            }
-            None => None,
-        },
-        worker: q.worker,
-        limit: list_limit(q.limit.as_deref(), 100, MAX_LIST)?,
-    };
-    st.db(move |s| s.jobs(&filter)).await.map(Json)
-}
-
-async fn explain(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Explanation>> {
-    st.db(move |s| s.explain(id, now_ms())).await.map(Json)
-}
-
-/// Drains a worker from the server: it finishes what it runs and claims
-/// nothing new until undrained.
-async fn drain(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Worker>> {
-    let w = st.db(move |s| s.set_drained(&name, true, now_ms())).await?;
-    tracing::info!(worker = %w.name, "worker drained");
-    Ok(Json(w))
-}
-
-/// Undrains a worker, and releases it from quarantine.
-async fn undrain(State(st): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Worker>> {
-    let w = st
-        .db(move |s| s.set_drained(&name, false, now_ms()))
-        .await?;
-    tracing::info!(worker = %w.name, "worker undrained");
-    st.wake_claims();
-    Ok(Json(w))
-}
-
-async fn get_job(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
-    st.db(move |s| {
-        let mut job = s.job(id)?;
-        job.attempts = s.attempts(id)?;
-        Ok(job)
-    })
-    .await
-    .map(Json)
-}
-
-async fn cancel(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Job>> {
-    let job = st.db(move |s| s.cancel(id, now_ms())).await?;
-    tracing::info!(job = id, state = %job.state, "cancel requested");
-    st.cancels.send_modify(|n| *n = n.wrapping_add(1));
-    st.wake_followers();
-    Ok(Json(job))
-}
-
-#[derive(Deserialize)]
-struct ReadLogQuery {
-    attempt: Option<u32>,
-    #[serde(default)]
-    offset: u64,
-    /// Keep the response open and stream the log until the attempt ends.
-    #[serde(default)]
-    follow: bool,
-}
-
-async fn read_log(
-    State(st): State<AppState>,
-    Path(id): Path<i64>,
-    Query(q): Query<ReadLogQuery>,
-) -> ApiResult<Response> {
-    check_range("offset", q.offset, 0, limits::MAX_INT)?;
-    if let Some(a) = q.attempt {
-        check_range("attempt", a, 1, u32::MAX)?;
-    }
-    let attempt = q.attempt;
-    let first = st.db(move |s| s.read_log(id, attempt, q.offset)).await?;
-    let headers = [
-        (
-            header::CONTENT_TYPE,
-            "text/plain; charset=utf-8".to_string(),
-        ),
-        (
-            header::HeaderName::from_static("x-testbot-attempt"),
-            first.attempt.to_string(),
-        ),
-        (
-            header::HeaderName::from_static("x-testbot-next-offset"),
-            first.end.to_string(),
-        ),
-        (
-            header::HeaderName::from_static("x-testbot-job-state"),
-            first.state.to_string(),
-        ),
-    ];
-    if !q.follow {
-        return Ok((headers, first.data).into_response());
-    }
-    // Follow: send what is there, then each new piece as it is stored, and
-    // end when the attempt is over (or the server shuts down).
-    // Without an attempt asked for, follow the job: wait for it to start,
-    // and go on to its next attempt if it is run again.
-    let fixed = q.attempt;
-    let start = (st, first.attempt, q.offset, Some(first));
-    let stream =
-        futures_util::stream::unfold(start, move |(st, mut attempt, mut offset, mut pending)| {
-            async move {
-                let mut events = st.events.subscribe();
-                let mut shutdown = st.shutdown.clone();
-                loop {
-                    let slice = match pending.take() {
-                        Some(s) => s,
-                        None => {
-                            events.borrow_and_update();
-                            let want = fixed.or(Some(attempt));
-                            let mut s = match st.db(move |s| s.read_log(id, want, offset)).await {
-                                Ok(s) => s,
-                                Err(_) => return None,
-                            };
-                            if fixed.is_none() && !s.live && !s.state.is_final() {
-                                // A newer attempt began: follow it from its start.
-                                match st.db(move |s| s.read_log(id, None, 0)).await {
-                                    Ok(next) if next.attempt != attempt => {
-                                        attempt = next.attempt;
-                                        offset = 0;
-                                        s = next;
-                                    }
-                                    Ok(_) => {}
-                                    Err(_) => return None,
-                                }
-                            }
-                            s
-                        }
-                    };
-                    if !slice.data.is_empty() {
-                        offset = slice.end;
-                        let chunk: Result<Bytes, std::io::Error> = Ok(Bytes::from(slice.data));
-                        return Some((chunk, (st, attempt, offset, None)));
-                    }
-                    if !slice.live || *shutdown.borrow() {
-                        return None;
-                    }
-                    tokio::select! {
-                        _ = events.changed() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.wait_for(|s| *s) => {}
-                    }
-                }
-            }
-        });
-    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
-}
-
-#[derive(Deserialize)]
-struct BuildsQuery {
-    limit: Option<String>,
-}
-
-async fn list_builds(
-    State(st): State<AppState>,
-    Query(q): Query<BuildsQuery>,
-) -> ApiResult<Json<Vec<Build>>> {
-    let limit = list_limit(q.limit.as_deref(), 50, 1000)?;
-    st.db(move |s| s.builds(limit)).await.map(Json)
-}
-
-/// Streams a consistent copy of the database, made with SQLite's online
-/// backup while the server goes on serving.
-async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
-    // A private directory (mode 700, a random name): the copy is never at
-    // a path another local user could guess, read or plant a link at.
-    let dir = tempfile::Builder::new()
-        .prefix("testbot-backup-")
-        .tempdir()
-        .map_err(|e| {
-            ApiError::Internal(anyhow::anyhow!("making a directory for the backup: {e}"))
-        })?;
-    let path = dir.path().join("testbot.db");
-    let p = path.clone();
-    st.db(move |s| s.backup_to(&p)).await?;
-    let file = std::fs::File::open(&path)
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the backup: {e}")))?;
-    // The copy is unlinked at once; the open file streams on.
-    drop(dir);
-    tracing::info!("backup taken");
-    let stream = futures_util::stream::unfold(Some(file), |file| async move {
-        let mut file = file?;
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; 1 << 20];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((buf, file))
-        })
-        .await;
-        match read {
-            Ok(Ok((buf, _))) if buf.is_empty() => None,
-            Ok(Ok((buf, file))) => Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file))),
-            Ok(Err(e)) => Some((Err(e), None)),
-            Err(e) => Some((Err(std::io::Error::other(e)), None)),
-        }
-    });
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/vnd.sqlite3"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"testbot-backup.db\"",
-            ),
-        ],
-        axum::body::Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-async fn get_build(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<Build>> {
-    st.db(move |s| s.build(id)).await.map(Json)
 }
 
 #[cfg(test)]
