@@ -426,3 +426,26 @@ fn concurrent_claims_never_share_a_job() {
         assert_eq!(taken.len(), jobs.len(), "{}", b.name);
     }
 }
+
+#[test]
+fn unchanged_idle_heartbeats_are_written_in_batches_and_keep_a_worker_online() {
+    for b in backends() {
+        register(&b, "w", &["unit"], json!([{}]));
+        let beat = Heartbeat {
+            status: "idle".into(),
+            ..Default::default()
+        };
+        b.heartbeat("w", &beat, b.now()).unwrap();
+        b.advance(4_000);
+        // Unchanged: may be only noted in memory until the flush.
+        b.heartbeat("w", &beat, b.now()).unwrap();
+        b.flush_heartbeats().unwrap();
+        b.advance(4_000);
+        let w = b.worker("w", b.now()).unwrap();
+        assert_ne!(w.status, WorkerStatus::Offline, "{}: {w:?}", b.name);
+        // Silent for a whole lease: offline.
+        b.advance(6_000);
+        let w = b.worker("w", b.now()).unwrap();
+        assert_eq!(w.status, WorkerStatus::Offline, "{}: {w:?}", b.name);
+    }
+}

@@ -99,11 +99,13 @@ pub(crate) fn claim_in(
     }
     if let Some((id, index)) = picked {
         let matched = serde_json::to_string(&w.platforms[index])?;
-        let taken = tx.exec(
-            "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = $2, \
-             platform_index = $3, matched_platform = $4, started_at = $5, \
-             lease_expires = $6, info = NULL, claim_slot = $7, claim_seq = $8 \
-             WHERE id = $1 AND state = 'queued'",
+        let taken = tx.row(
+            &format!(
+                "UPDATE jobs SET state = 'running', attempt = attempt + 1, worker = $2, \
+                 platform_index = $3, matched_platform = $4, started_at = $5, \
+                 lease_expires = $6, info = NULL, claim_slot = $7, claim_seq = $8 \
+                 WHERE id = $1 AND state = 'queued' RETURNING {JOB_COLS}"
+            ),
             args![
                 id,
                 name,
@@ -114,22 +116,23 @@ pub(crate) fn claim_in(
                 tag.map(|t| t.0),
                 tag.map(|t| t.1 as i64),
             ],
+            job_from_row,
         )?;
-        if taken == 0 {
+        let Some(job) = taken else {
             // Locked by this transaction and queued: cannot happen.
             return Err(StoreError::Broken(anyhow::anyhow!(
                 "job {id} could not be taken though it was locked"
             )));
-        }
+        };
         tx.exec(
             "INSERT INTO attempts (job_id, attempt, worker, platform_index, started_at) \
-             SELECT id, attempt, worker, platform_index, started_at FROM jobs WHERE id = $1 \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (job_id, attempt) DO UPDATE SET worker = excluded.worker, \
              platform_index = excluded.platform_index, started_at = excluded.started_at, \
              finished_at = NULL, state = NULL, reason = NULL, log_size = 0, log_stored = 0",
-            args![id],
+            args![id, job.attempt, name, index as i64, now],
         )?;
-        return load_job(tx, id).map(|j| Claim::Job(Box::new(j)));
+        return Ok(Claim::Job(Box::new(job)));
     }
     Ok(Claim::Nothing)
 }

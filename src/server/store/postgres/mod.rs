@@ -70,6 +70,9 @@ pub struct PgStore {
     /// run out without waiting.
     pub(crate) skew: std::sync::atomic::AtomicI64,
     pub(crate) gens: std::sync::Arc<std::sync::Mutex<Gens>>,
+    /// Idle workers' last heartbeat as written here: its info, status and
+    /// time, and whether one came since that was not written yet.
+    pub(crate) idle: std::sync::Mutex<std::collections::HashMap<String, IdleBeat>>,
 }
 
 /// A URL as it may be shown: without a password.
@@ -116,6 +119,7 @@ impl PgStore {
             log_cap: super::sqlite::DEFAULT_LOG_CAP,
             skew: Default::default(),
             gens: Default::default(),
+            idle: Default::default(),
         };
         store
             .migrate()
@@ -188,6 +192,20 @@ impl PgStore {
         self.with_tx(f)
     }
 }
+
+/// An idle worker's heartbeat as this server last wrote it.
+pub(crate) struct IdleBeat {
+    pub(crate) info: String,
+    pub(crate) status: &'static str,
+    pub(crate) written: std::time::Instant,
+    /// One came since that is not written yet.
+    pub(crate) pending: bool,
+}
+
+/// How long an unchanged idle heartbeat is only noted in memory: after
+/// that it is written again in full, in case the worker spoke to another
+/// server meanwhile.
+pub(crate) const IDLE_REWRITE: Duration = Duration::from_secs(30);
 
 /// The channel on which a server tells the others that something they may
 /// wait on changed.

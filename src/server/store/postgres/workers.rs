@@ -80,6 +80,11 @@ impl Workers for PgStore {
         _now: i64,
     ) -> StoreResult<RegisterOutcome> {
         let lease = lease_ms(reg.heartbeat_interval_ms);
+        // What it last said here is no longer what the database holds.
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&reg.name);
         self.with_tx(|tx, now| {
             // One registration of a name at a time, across replicas, even
             // for a name not yet stored.
@@ -153,7 +158,21 @@ impl Workers for PgStore {
             _ => "idle",
         };
         let info = serde_json::to_string(&hb.info)?;
-        self.with_tx(|tx, now| {
+        // An idle worker saying what it said last time is only noted here,
+        // and written with the others once a second (flush_heartbeats).
+        if hb.jobs.is_empty() {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(said) = idle.get_mut(name) {
+                if said.info == info
+                    && said.status == status
+                    && said.written.elapsed() < IDLE_REWRITE
+                {
+                    said.pending = true;
+                    return Ok(HeartbeatReply::default());
+                }
+            }
+        }
+        let reply = self.with_tx(|tx, now| {
             let Some(lease) = tx.row(
                 "UPDATE workers SET last_seen = $2, info = $3, status = $4 WHERE name = $1 \
                  RETURNING lease_ms",
@@ -176,7 +195,20 @@ impl Workers for PgStore {
             Ok(HeartbeatReply {
                 cancel: cancels_of(tx, name)?,
             })
-        })
+        })?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if hb.jobs.is_empty() {
+            let beat = IdleBeat {
+                info,
+                status,
+                written: std::time::Instant::now(),
+                pending: false,
+            };
+            idle.insert(name.to_string(), beat);
+        } else {
+            idle.remove(name);
+        }
+        Ok(reply)
     }
 
     fn pending_cancels(&self, name: &str) -> StoreResult<Vec<i64>> {
@@ -184,8 +216,26 @@ impl Workers for PgStore {
     }
 
     fn flush_heartbeats(&self) -> StoreResult<()> {
-        // Heartbeats are written as they come: every replica must see them.
-        Ok(())
+        let heard: Vec<String> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.iter_mut()
+                .filter_map(|(name, said)| std::mem::take(&mut said.pending).then(|| name.clone()))
+                .collect()
+        };
+        if heard.is_empty() {
+            return Ok(());
+        }
+        // Heard within the last second: every server sees them seen now.
+        self.with_tx(|tx, now| {
+            tx.exec(
+                "UPDATE workers SET last_seen = GREATEST(last_seen, $2) WHERE name = ANY($1)",
+                &[
+                    super::sql::Arg::TextArray(heard),
+                    super::sql::Arg::from(now),
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     fn may_claim(&self, name: &str) -> bool {
