@@ -254,3 +254,46 @@ fn db_copy_moves_a_database_from_sqlite_to_postgres_and_back() {
     let server = Server::start_db(dir.path(), back.to_str().unwrap(), &[]);
     assert_eq!(server.get("/api/v1/jobs").as_array().unwrap().len(), 4);
 }
+
+#[test]
+fn a_database_that_goes_away_is_reported_and_the_server_recovers() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let server = Server::start_db(dir.path(), &db, &[]);
+    let first = server.submit(&["hello"]);
+    let name = db.rsplit('/').next().unwrap().to_string();
+    let admin = std::env::var("TESTBOT_PG_URL").unwrap();
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    let set_open = |c: &mut postgres::Client, open: bool| {
+        c.batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {open}"))
+            .unwrap();
+        if !open {
+            c.batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ))
+            .unwrap();
+        }
+    };
+    set_open(&mut c, false);
+    let mut last = None;
+    let down = wait_until(30 * SEC, || {
+        let r = http_get(&format!("{}/api/v1/health", server.url));
+        let is_down = r.status == 503;
+        last = Some(r);
+        is_down
+    });
+    let last = last.unwrap();
+    assert!(down, "health never said so: {last:?}");
+    assert!(last.body.contains("PostgreSQL"), "{}", last.body);
+    let out = server.cli(&["submit", "hello"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(stderr(&out).contains("PostgreSQL"), "{}", text(&out));
+    set_open(&mut c, true);
+    let up = wait_until(30 * SEC, || {
+        http_get(&format!("{}/api/v1/health", server.url)).status == 200
+    });
+    assert!(up, "the server did not recover");
+    let again = server.submit(&["hello"]);
+    assert!(again[0] > first[0]);
+    assert_eq!(server.job(first[0])["state"], "queued");
+}

@@ -299,10 +299,19 @@ impl PgStore {
         let gens = self.gens.clone();
         let spawned = std::thread::Builder::new()
             .name("pg-listen".into())
-            .spawn(move || loop {
-                match config.connect(NoTls) {
-                    Ok(mut c) => match c.batch_execute(&format!("LISTEN {CHANNEL}")) {
-                        Ok(()) => {
+            .spawn(move || {
+                // An outage is said once, and its end.
+                let mut failing = false;
+                loop {
+                    let listening = config.connect(NoTls).and_then(|mut c| {
+                        c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                        Ok(c)
+                    });
+                    match listening {
+                        Ok(mut c) => {
+                            if std::mem::take(&mut failing) {
+                                tracing::info!(db = %shown, "listening for changes again");
+                            }
                             // Changes may have gone unheard meanwhile.
                             gens.lock().unwrap_or_else(|e| e.into_inner()).heard("*");
                             wake();
@@ -316,11 +325,18 @@ impl PgStore {
                             }
                             tracing::warn!(db = %shown, "lost the connection that listens for changes; reconnecting");
                         }
-                        Err(e) => tracing::warn!(db = %shown, "cannot listen for changes: {e}"),
-                    },
-                    Err(e) => tracing::warn!(db = %shown, "cannot connect to listen for changes: {e}"),
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(
+                                db = %shown,
+                                "cannot listen for changes: {}; trying again every second",
+                                sql::said(&e)
+                            );
+                        }
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
-                std::thread::sleep(Duration::from_secs(1));
             });
         if let Err(e) = spawned {
             tracing::error!("cannot start the thread that listens for changes: {e}");

@@ -330,20 +330,39 @@ fn lost_connection(e: &::postgres::Error) -> bool {
     false
 }
 
+/// An error with its causes ("db error" alone says little).
+pub(crate) fn said(e: &::postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
 impl From<::postgres::Error> for StoreError {
     fn from(e: ::postgres::Error) -> StoreError {
         if e.as_db_error().is_none() && lost_connection(&e) {
             // The connection is gone or was never made: the database is
             // unreachable, not broken.
             return StoreError::Unavailable(format!(
-                "the PostgreSQL database cannot be reached: {e}"
+                "the PostgreSQL database cannot be reached: {}",
+                said(&e)
             ));
         }
         match e.code().map(|c| c.code()) {
             // Disk full, out of memory, too many connections, shutting down,
             // read-only transaction.
             Some(c) if c.starts_with("53") || c.starts_with("57") || c == "25006" => {
-                StoreError::Unavailable(format!("the PostgreSQL database cannot be written: {e}"))
+                StoreError::Unavailable(format!(
+                    "the PostgreSQL database cannot be written: {}",
+                    said(&e)
+                ))
             }
             _ => StoreError::Broken(anyhow::Error::new(e).context("PostgreSQL")),
         }
