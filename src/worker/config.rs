@@ -250,7 +250,16 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
             let message = e.message().trim().to_string();
-            let key = backticked(&message).or_else(|| line.and_then(|l| key_on_line(text, l)));
+            // "unknown field `x`" names the key; "invalid type: integer `5`"
+            // names the value, and the key is the one on its line.
+            let value_named =
+                message.starts_with("invalid type") || message.starts_with("invalid value");
+            let on_line = || line.and_then(|l| key_on_line(text, l));
+            let key = if value_named {
+                on_line().or_else(|| backticked(&message))
+            } else {
+                backticked(&message).or_else(on_line)
+            };
             err(line, key.as_deref(), message)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -593,6 +602,18 @@ properties = { "python.version" = 3.12 }
         assert_eq!(e.line, Some(2));
         assert_eq!(e.key.as_deref(), Some("bogus"));
         assert!(e.to_string().contains("w.toml"), "{e}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key_not_the_value() {
+        let e = parse("server = 5\n[jobtypes.u]\ncommand = \"true\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("server")), "{e}");
+        assert!(e.message.contains("a list of them"), "{e}");
+        let e = parse("server = []\n[jobtypes.u]\ncommand = \"true\"\n").unwrap_err();
+        assert!(e.message.contains("names no server URL"), "{e}");
+        let c =
+            parse("server = [\"ci-a:1\", \"ci-b:2\"]\n[jobtypes.u]\ncommand = \"true\"\n").unwrap();
+        assert_eq!(c.server.as_deref(), Some("http://ci-a:1,http://ci-b:2"));
     }
 
     #[test]
