@@ -139,43 +139,10 @@ pub(crate) fn claim_in(
 
 /// Records a job's outcome in `tx`: ends it, or queues it again.
 pub(crate) fn finish_in(tx: &mut Tx, id: i64, o: &Outcome, now: i64) -> StoreResult<Job> {
-    if !o.state.is_final() {
-        return Err(StoreError::invalid(format!(
-            "a result's state must be final, not {}",
-            o.state
-        )));
-    }
+    check_final(o)?;
     let job = check_current(tx, id, &o.worker, o.attempt)?;
-    // Fill in what a hand-written result may leave out.
-    let mut filled = o.clone();
-    if filled.worker.is_empty() {
-        filled.worker = job.worker.clone().unwrap_or_default();
-    }
-    if filled.finished_at.is_empty() {
-        filled.finished_at = rfc3339(now);
-    }
-    if filled.started_at.is_empty() {
-        filled.started_at = job
-            .started_at
-            .clone()
-            .unwrap_or_else(|| filled.finished_at.clone());
-    }
+    let (filled, mut result) = completed(o, &job, now);
     let o = &filled;
-    let mut result = o.data.clone();
-    let core = serde_json::json!({
-        "passed": o.state == JobState::Passed,
-        "state": o.state,
-        "exit_code": o.exit_code,
-        "duration_ms": o.duration_ms,
-        "started_at": o.started_at,
-        "finished_at": o.finished_at,
-        "worker": o.worker,
-        "attempt": o.attempt,
-        "reason": o.reason,
-    });
-    if let Value::Object(core) = core {
-        result.extend(core);
-    }
     let reason = o.reason.as_deref().unwrap_or("");
     tx.exec(
         "UPDATE attempts SET finished_at = $3, state = $4, reason = $5 \
@@ -308,18 +275,6 @@ pub(crate) fn requeue(tx: &mut Tx, id: i64, attempt: u32, reason: &str) -> Store
         r.get(0)
     })?;
     notify(tx, Change::Queued(&jobtype))
-}
-
-/// What the job rules need of a job.
-pub(crate) fn facts_of(job: &Job) -> job_rules::Facts {
-    job_rules::Facts {
-        state: job.state,
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        reruns: job.reruns,
-        retry_failed: job.retry_failed,
-        cancel_requested: job.cancel_requested,
-    }
 }
 
 pub(crate) fn check_current(tx: &mut Tx, id: i64, worker: &str, attempt: u32) -> StoreResult<Job> {

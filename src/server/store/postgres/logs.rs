@@ -97,30 +97,11 @@ impl Logs for PgStore {
                 args![id, attempt, from],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            let mut data = Vec::new();
-            let mut expected = from;
+            let mut log = LogJoin::from(from);
             for (pos, chunk) in chunks {
-                if pos > expected {
-                    data.extend_from_slice(
-                        format!(
-                            "\n[testbot: {} bytes of this log were cut to keep it under the server's cap]\n",
-                            pos - expected
-                        )
-                        .as_bytes(),
-                    );
-                }
-                let skip = expected.saturating_sub(pos) as usize;
-                data.extend_from_slice(&chunk[skip.min(chunk.len())..]);
-                expected = pos + chunk.len() as u64;
+                log.push(pos, &chunk);
             }
-            Ok(LogSlice {
-                attempt,
-                data,
-                size,
-                end: expected,
-                state: job.state,
-                live: !job.state.is_final() && job.attempt == attempt,
-            })
+            Ok(log.slice(&job, attempt, size))
         })
     }
 

@@ -97,39 +97,20 @@ impl Logs for SqliteStore {
                 )
                 .optional()?
                 .unwrap_or(0);
-            let mut data = Vec::new();
             let mut stmt = c.prepare_cached(
                 "SELECT pos, data FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 \
                  AND pos + length(data) > ?3 ORDER BY pos",
             )?;
             let mut rows = stmt.query(params![id, attempt, from as i64])?;
-            let mut expected = from;
+            let mut log = LogJoin::from(from);
             while let Some(row) = rows.next()? {
                 let pos = row.get::<_, i64>(0)? as u64;
-                let chunk = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-                if pos > expected {
-                    data.extend_from_slice(
-                        format!(
-                            "\n[testbot: {} bytes of this log were cut to keep it under the server's cap]\n",
-                            pos - expected
-                        )
-                        .as_bytes(),
-                    );
-                }
-                let skip = expected.saturating_sub(pos) as usize;
-                data.extend_from_slice(&chunk[skip.min(chunk.len())..]);
-                expected = pos + chunk.len() as u64;
+                log.push(
+                    pos,
+                    row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+                );
             }
-            Ok(LogSlice {
-                attempt,
-                data,
-                size,
-                end: expected,
-                state: job.state,
-                // More may come while the job has not ended and this is its
-                // current attempt (or it has not started yet).
-                live: !job.state.is_final() && job.attempt == attempt,
-            })
+            Ok(log.slice(&job, attempt, size))
         })
     }
 

@@ -34,31 +34,6 @@ pub(crate) fn holder_of(tx: &Transaction, name: &str) -> StoreResult<Option<work
         .optional()?)
 }
 
-/// Whether `reg` may take the name `held` has (see
-/// [`worker_rules::may_take_name`]).
-pub(crate) fn check_may_take(
-    held: &worker_rules::Holder,
-    reg: &Registration,
-    token_hash: Option<&str>,
-    revoked: &dyn Fn(&str) -> bool,
-    seen_at: Option<i64>,
-    now: i64,
-) -> StoreResult<()> {
-    worker_rules::may_take_name(
-        held,
-        &reg.name,
-        token_hash,
-        reg.instance.as_deref(),
-        revoked,
-        seen_at,
-        now,
-    )
-    .map_err(|refusal| match refusal {
-        worker_rules::NameRefusal::OtherToken(m) => StoreError::Forbidden(m),
-        worker_rules::NameRefusal::InUse(m) => StoreError::Conflict(m),
-    })
-}
-
 impl SqliteStore {
     fn heartbeat_to_db(
         &self,
