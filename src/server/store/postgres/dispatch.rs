@@ -260,20 +260,18 @@ pub(crate) fn lose_job(tx: &mut Tx, id: i64, why: &str, now: i64) -> StoreResult
 /// Puts a job running attempt `attempt` back in the queue for its next
 /// one; a conflict when that attempt no longer runs.
 pub(crate) fn requeue(tx: &mut Tx, id: i64, attempt: u32, reason: &str) -> StoreResult<()> {
-    let n = tx.exec(
+    let jobtype: Option<String> = tx.row(
         "UPDATE jobs SET state = 'queued', worker = NULL, platform_index = NULL, \
          matched_platform = NULL, lease_expires = NULL, info = NULL, reason = $2 \
-         WHERE id = $1 AND state = 'running' AND attempt = $3",
+         WHERE id = $1 AND state = 'running' AND attempt = $3 RETURNING jobtype",
         args![id, reason, attempt],
+        |r| r.get(0),
     )?;
-    if n == 0 {
+    let Some(jobtype) = jobtype else {
         return Err(StoreError::conflict(format!(
             "attempt {attempt} of job {id} no longer runs"
         )));
-    }
-    let jobtype: String = tx.one("SELECT jobtype FROM jobs WHERE id = $1", args![id], |r| {
-        r.get(0)
-    })?;
+    };
     notify(tx, Change::Queued(&jobtype))
 }
 
