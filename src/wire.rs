@@ -11,9 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod states;
+mod test_queue;
 mod trim;
 use serde_json::Value;
 pub use states::{AttemptState, BuildState, Reported, WorkerStatus};
+pub use test_queue::*;
 
 /// Platform properties (`os.family = linux`) or requirements
 /// (`os.family = lin*`): string keys and string values.
@@ -147,6 +149,20 @@ pub struct Job {
     /// The tests this shard should run, split by recorded durations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_tests: Option<Vec<String>>,
+    /// The test queue the shards of one submission share (the id of its
+    /// first shard), for sharded jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_queue: Option<i64>,
+    /// In a claim's answer only, for a job with `shard_tests`: every test
+    /// the plan gave some shard (a test in none of them is new: it runs on
+    /// the shard its id hashes to, see `testbot tests shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_known: Option<Vec<String>>,
+    /// In a claim's answer only: the token for this attempt's own calls
+    /// (its test queue), which the worker gives the command as
+    /// `TESTBOT_JOB_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_token: Option<String>,
     pub retry_failed: u32,
     /// Reruns after test failures so far.
     pub reruns: u32,
@@ -438,8 +454,13 @@ pub struct TestReport {
     pub skipped: u64,
     /// Failed and errored tests, by name, with their messages.
     pub failures: Vec<TestFailure>,
-    /// Each test's duration in milliseconds, by name.
+    /// Each test's duration in milliseconds, by name: sent by the worker,
+    /// kept in the test history, left out of the stored result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub durations: BTreeMap<String, u64>,
+    /// The skipped tests, by name: sent by the worker, not stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_tests: Vec<String>,
     /// Files that could not be read as JUnit XML.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,

@@ -14,6 +14,7 @@ pub mod serve;
 pub mod status;
 pub mod submit;
 mod table;
+pub mod test_queue;
 pub mod wait;
 pub mod worker;
 
@@ -99,6 +100,9 @@ enum Command {
     Wait(wait::Args),
     /// Cancel jobs.
     Cancel(cancel::Args),
+    /// The test queue of sharded jobs, and tests' history: next, report,
+    /// finish, shard, flaky, slow, repro.
+    Tests(test_queue::Args),
     /// Save a consistent copy of the server's database.
     Backup(backup::Args),
     /// Work on a testbot database itself (`db copy`).
@@ -214,6 +218,7 @@ pub fn main() -> ExitCode {
         Command::Logs(a) => logs::run(&globals, a),
         Command::Wait(a) => wait::run(&globals, a),
         Command::Cancel(a) => cancel::run(&globals, a),
+        Command::Tests(a) => test_queue::run(&globals, a),
         Command::Backup(a) => backup::run(&globals, a),
         Command::Db(a) => db::run(&globals, a),
         Command::Completions(a) => completions::run(a),

@@ -8,4 +8,5 @@
 
 pub mod build;
 pub mod job;
+pub mod test_queue;
 pub mod worker;

@@ -25,6 +25,7 @@ mod admin;
 mod builds;
 mod jobs;
 mod logs;
+mod test_queue;
 mod worker_protocol;
 mod workers;
 use crate::time::now_ms;
@@ -34,6 +35,7 @@ use axum::Extension;
 use builds::*;
 use jobs::*;
 use logs::*;
+use test_queue::*;
 use worker_protocol::*;
 use workers::*;
 
@@ -44,7 +46,13 @@ pub const BODY_MAX: usize = 8 << 20;
 /// The largest body of a route that carries a result: a result over the
 /// size the server keeps is trimmed, not refused, up to this.
 pub const RESULT_BODY_MAX: usize = 64 << 20;
-const RESULT_ROUTES: &[&str] = &["/api/v1/jobs/{id}/result", "/api/v1/workers/{name}/claim"];
+const RESULT_ROUTES: &[&str] = &[
+    "/api/v1/jobs/{id}/result",
+    "/api/v1/workers/{name}/claim",
+    // A suite's list of test ids, and a batch's outcomes with their failure texts.
+    "/api/v1/jobs/{id}/tests/next",
+    "/api/v1/jobs/{id}/tests/report",
+];
 
 /// Who may call a route when the server has token files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +63,8 @@ pub enum Access {
     Worker,
     /// Submitting and steering: a client token.
     Client,
+    /// A job's calls about itself: the token of its current attempt.
+    Job,
 }
 
 pub struct Route {
@@ -96,6 +106,12 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/v1/builds", Access::Client),
     r("GET", "/api/v1/builds", Access::Read),
     r("GET", "/api/v1/builds/{id}", Access::Read),
+    r("GET", "/api/v1/builds/{id}/tests", Access::Read),
+    r("POST", "/api/v1/jobs/{id}/tests/next", Access::Job),
+    r("POST", "/api/v1/jobs/{id}/tests/report", Access::Job),
+    r("POST", "/api/v1/jobs/{id}/tests/finish", Access::Job),
+    r("GET", "/api/v1/tests/flaky", Access::Read),
+    r("GET", "/api/v1/tests/slow", Access::Read),
     r("GET", "/api/v1/backup", Access::Client),
 ];
 
@@ -122,6 +138,12 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/builds") => post(submit_build),
         ("GET", "/api/v1/builds") => get(list_builds),
         ("GET", "/api/v1/builds/{id}") => get(get_build),
+        ("GET", "/api/v1/builds/{id}/tests") => get(build_tests),
+        ("POST", "/api/v1/jobs/{id}/tests/next") => post(tests_next),
+        ("POST", "/api/v1/jobs/{id}/tests/report") => post(tests_report),
+        ("POST", "/api/v1/jobs/{id}/tests/finish") => post(tests_finish),
+        ("GET", "/api/v1/tests/flaky") => get(flaky_tests),
+        ("GET", "/api/v1/tests/slow") => get(slow_tests),
         ("GET", "/api/v1/backup") => get(backup),
         _ => unreachable!("a route without a handler: {method} {path}"),
     }
@@ -205,6 +227,7 @@ mod tests {
                         Access::Read => None,
                         Access::Worker => Some(Some("workerToken".to_string())),
                         Access::Client => Some(Some("clientToken".to_string())),
+                        Access::Job => Some(Some("jobToken".to_string())),
                     };
                     assert_eq!(sec, want, "security of {method} {path}");
                 }

@@ -50,6 +50,12 @@ pub enum Caller {
     Open,
     Worker(Hash),
     Client,
+    /// A job's own command, with the token of its current attempt (checked
+    /// to be current by the store).
+    Job {
+        job: i64,
+        attempt: u32,
+    },
     Anonymous,
 }
 
@@ -69,7 +75,7 @@ fn read_tokens(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
 }
 
 /// Equal in time independent of where the first difference is.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
     for (x, y) in a.iter().zip(b.iter()) {
         diff |= x ^ y;
@@ -191,7 +197,6 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .map(str::to_string);
-    let caller = st.auth.caller(bearer.as_deref());
     let access = req
         .extensions()
         .get::<MatchedPath>()
@@ -203,6 +208,34 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         })
         .map(|r| r.access)
         .unwrap_or(Access::Read);
+    // A job's calls about itself take its job token, whether or not the
+    // server has token files: the token says which attempt is calling.
+    if access == Access::Job {
+        let Some(token) = bearer.as_deref() else {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{} {} needs the job's token (TESTBOT_JOB_TOKEN in the job's environment): no token was sent",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        };
+        let Some((job, attempt)) = st.job_tokens.check(token) else {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "{} {} needs the job's token (TESTBOT_JOB_TOKEN in the job's environment): \
+                     the token sent is not a job token of this server",
+                    req.method(),
+                    req.uri().path()
+                ),
+            );
+        };
+        req.extensions_mut().insert(Caller::Job { job, attempt });
+        return next.run(req).await;
+    }
+    let caller = st.auth.caller(bearer.as_deref());
     let allowed = match (&caller, access) {
         (Caller::Open, _) => true,
         (Caller::Worker(_), Access::Worker) => true,
@@ -216,6 +249,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
             Access::Worker => "a worker token",
             Access::Client => "a client token",
             Access::Read => "a token (the server is --private)",
+            Access::Job => "a job token",
         };
         let what = match (&caller, bearer.is_some()) {
             (Caller::Anonymous, false) => "no token was sent".to_string(),

@@ -12,6 +12,7 @@ pub(crate) mod db_lock;
 pub mod error;
 pub mod explain;
 mod extract;
+pub mod job_token;
 pub mod metrics;
 pub mod pages;
 pub mod queue;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// open by busy workers.
     pub cancels: Arc<watch::Sender<u64>>,
     pub auth: Arc<auth::Auth>,
+    /// Signs and checks the tokens of jobs' own calls.
+    pub job_tokens: Arc<job_token::JobTokens>,
     pub metrics: Arc<metrics::Metrics>,
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
@@ -265,7 +268,15 @@ async fn run(
 ) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let fresh = job_token::JobTokens::fresh_key()?;
+    let key = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.job_token_key(&fresh))
+            .await
+            .context("reading the job token key")??
+    };
     let state = AppState {
+        job_tokens: Arc::new(job_token::JobTokens::new(key.as_bytes())),
         store,
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),

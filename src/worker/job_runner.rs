@@ -126,6 +126,19 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             );
         }
     }
+    if let Some(known) = &job.shard_known {
+        let mut list = known.join("\n");
+        list.push('\n');
+        if std::fs::write(files.shard_known_file(), list).is_ok() {
+            env.insert(
+                "TESTBOT_SHARD_KNOWN_FILE".into(),
+                files.shard_known_file().to_string_lossy().into_owned(),
+            );
+        }
+    }
+    if let Some(token) = &job.job_token {
+        env.insert("TESTBOT_JOB_TOKEN".into(), token.clone());
+    }
     for (k, v) in &job.params {
         env.insert(param_env_name(k), v.clone());
     }

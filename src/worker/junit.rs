@@ -94,6 +94,7 @@ fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
             }
             Skipped(_) => {
                 r.skipped += 1;
+                r.skipped_tests.push(name);
                 continue;
             }
             Failure(f) => {
@@ -113,6 +114,90 @@ fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
     }
     for inner in &s.suites {
         add_suite(r, inner);
+    }
+}
+
+/// One test case of a JUnit file, for matching to a runner's test ids.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub classname: String,
+    pub name: String,
+    pub file: Option<String>,
+    pub outcome: crate::wire::TestOutcome,
+    pub ms: u64,
+    pub message: Option<String>,
+}
+
+impl Case {
+    /// The names a runner may give this case, most specific first:
+    /// `FILE::NAME`, `CLASSNAME.NAME`, `CLASSNAME::NAME`, `NAME`.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(f) = &self.file {
+            out.push(format!("{f}::{}", self.name));
+        }
+        if !self.classname.is_empty() {
+            out.push(format!("{}.{}", self.classname, self.name));
+            out.push(format!("{}::{}", self.classname, self.name));
+        }
+        out.push(self.name.clone());
+        out
+    }
+}
+
+/// An id with its separators (`/`, `::`, a `.py` before `::`) made dots:
+/// how a pytest node id (`tests/test_a.py::TestC::test_x`) and its JUnit
+/// name (`tests.test_a.TestC.test_x`) meet.
+pub fn normalized(id: &str) -> String {
+    id.replace(".py::", ".")
+        .replace("::", ".")
+        .replace('/', ".")
+}
+
+/// Every test case in `files`, or the first file that cannot be read.
+pub fn cases(files: &[PathBuf]) -> Result<Vec<Case>, String> {
+    use crate::wire::TestOutcome;
+    fn walk(s: &junit_parser::TestSuite, out: &mut Vec<Case>) {
+        for c in &s.cases {
+            use junit_parser::TestStatus::*;
+            let (outcome, message) = match &c.status {
+                Success => (TestOutcome::Passed, None),
+                Skipped(_) => (TestOutcome::Skipped, None),
+                Failure(f) => (TestOutcome::Failed, Some(failure_text(&f.message, &f.text))),
+                Error(e) => (TestOutcome::Error, Some(failure_text(&e.message, &e.text))),
+            };
+            out.push(Case {
+                classname: c.classname.clone().unwrap_or_default(),
+                name: c.original_name.clone(),
+                file: c.file.clone(),
+                outcome,
+                ms: (c.time * 1000.0).round().max(0.0) as u64,
+                message,
+            });
+        }
+        for inner in &s.suites {
+            walk(inner, out);
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let suites = junit_parser::from_reader(std::io::BufReader::new(file))
+            .map_err(|e| format!("{}: not JUnit XML: {e}", f.display()))?;
+        for s in &suites.suites {
+            walk(s, &mut out);
+        }
+    }
+    Ok(out)
+}
+
+/// A failure's message and its text, both when both say something.
+fn failure_text(message: &str, text: &str) -> String {
+    match (message.trim(), text.trim()) {
+        ("", t) => t.to_string(),
+        (m, "") => m.to_string(),
+        (m, t) if t.contains(m) => t.to_string(),
+        (m, t) => format!("{m}\n{t}"),
     }
 }
 

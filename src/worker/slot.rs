@@ -54,6 +54,9 @@ impl JobFiles {
     pub fn shard_tests_file(&self) -> PathBuf {
         self.meta.join("shard-tests.txt")
     }
+    pub fn shard_known_file(&self) -> PathBuf {
+        self.meta.join("shard-known.txt")
+    }
 
     fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -139,6 +142,7 @@ impl Slot {
             (left_files, files.result_file()),
             (true, files.info_file()),
             (had_shard_tests, files.shard_tests_file()),
+            (had_shard_tests, files.shard_known_file()),
         ] {
             if had {
                 match std::fs::remove_file(&path) {

@@ -223,7 +223,12 @@ pub(super) async fn claim(
             }
         };
         match claim {
-            Claim::Job(job) => {
+            Claim::Job(mut job) => {
+                job.job_token = Some(st.job_tokens.mint(job.id, job.attempt));
+                if job.shard_tests.is_some() {
+                    let id = job.id;
+                    job.shard_known = Some(st.db(move |s| s.shard_known(id)).await?);
+                }
                 tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
                 if job.attempt == 1 {
                     if let Some(t) = crate::time::parse_rfc3339(&job.created_at) {

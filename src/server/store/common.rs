@@ -16,7 +16,7 @@ pub(crate) const JOB_COLS: &str =
     "id, jobtype, state, priority, platform, params, timeout_ms, max_attempts, \
      attempt, worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
      created_at, started_at, finished_at, cancel_requested, reason, result, info, extra, \
-     retry_failed, reruns, flaky_tests, shard_tests";
+     retry_failed, reruns, flaky_tests, shard_tests, queue_id";
 
 pub(crate) const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_worker, avoid_until";
 
@@ -152,6 +152,9 @@ pub(crate) fn queued_job(
         matched_platform: None,
         build,
         shard_tests,
+        test_queue: None,
+        job_token: None,
+        shard_known: None,
         retry_failed: spec.retry_failed.unwrap_or(0),
         reruns: 0,
         flaky: false,

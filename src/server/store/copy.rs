@@ -25,15 +25,32 @@ const TABLES: &[(&str, &str)] = &[
          worker, platform_index, matched_platform, build_id, shard_index, shard_total, \
          created_at, started_at, finished_at, lease_expires, cancel_requested, reason, result, \
          info, extra, retry_failed, reruns, failed_before, flaky_tests, shard_tests, \
-         avoid_worker, avoid_until, claim_slot, claim_seq",
+         avoid_worker, avoid_until, claim_slot, claim_seq, queue_id",
     ),
     (
         "attempts",
         "job_id, attempt, worker, platform_index, started_at, finished_at, state, reason, \
-         log_size, log_stored",
+         log_size, log_stored, tests_listed",
     ),
     ("log_chunks", "job_id, attempt, pos, data"),
-    ("test_durations", "jobtype, test, duration_ms, updated_at"),
+    ("settings", "name, value"),
+    (
+        "test_queues",
+        "id, jobtype, build_id, shards, retry_failed, repro, created_at",
+    ),
+    (
+        "queue_tests",
+        "queue_id, test, seq, est_ms, state, job_id, attempt, avoid_job, runs, failures, \
+         outcome, duration_ms, message, flaky",
+    ),
+    (
+        "test_runs",
+        "queue_id, test, run, job_id, attempt, worker, outcome, duration_ms, message, at",
+    ),
+    (
+        "test_history",
+        "jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen",
+    ),
 ];
 
 /// Rows written in one transaction of the target.

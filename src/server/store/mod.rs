@@ -22,8 +22,10 @@ mod conformance;
 pub mod copy;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+pub(crate) mod test_queue;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use test_queue::{BuildTestsQuery, StatsKind, Step as TestsStep, OUTCOME_FILTERS};
 
 /// What a storage operation fails with: a rule's refusal, or the storage's
 /// own failure. The HTTP layer gives each its status (`server/error.rs`);
@@ -161,9 +163,12 @@ pub struct RegisterOutcome {
 }
 
 /// Everything a backend offers; what the server holds (`Arc<dyn Store>`).
-pub trait Store: Jobs + Workers + Dispatch + Logs + Admin + Send + Sync + 'static {}
+pub trait Store:
+    Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Send + Sync + 'static
+{
+}
 
-impl<T: Jobs + Workers + Dispatch + Logs + Admin + Send + Sync + 'static> Store for T {}
+impl<T: Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Send + Sync + 'static> Store for T {}
 
 /// Jobs and builds: submitting, reading, canceling, explaining.
 pub trait Jobs {
@@ -249,6 +254,43 @@ pub trait Dispatch {
     /// Gives every running job a fresh lease: after a server restart, so
     /// workers that kept running have time to reconnect.
     fn renew_all_leases(&self, now: i64) -> StoreResult<()>;
+}
+
+/// The test queue the shards of one submission share, and build-level
+/// test results and history (`store::test_queue`). Calls about a job are
+/// refused (409) unless `attempt` is the one it runs now.
+pub trait TestQueue {
+    /// Merges the job's list when given, then reserves its next batch, or
+    /// says it is done, needs its list, or should ask again.
+    fn tests_next(
+        &self,
+        job: i64,
+        attempt: u32,
+        req: &TestsNext,
+        now: i64,
+    ) -> StoreResult<test_queue::Step>;
+    /// Records outcomes of tests reserved for this attempt.
+    fn tests_report(
+        &self,
+        job: i64,
+        attempt: u32,
+        results: &[TestResult],
+        now: i64,
+    ) -> StoreResult<TestsReported>;
+    /// Gives back the attempt's unreported tests; the job's tests so far.
+    fn tests_finish(&self, job: i64, attempt: u32) -> StoreResult<JobTests>;
+    fn build_tests(&self, build: i64, q: &BuildTestsQuery) -> StoreResult<BuildTests>;
+    fn test_stats(
+        &self,
+        kind: StatsKind,
+        jobtype: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<TestStat>>;
+    /// Every test the static plan of the job's queue gave some shard.
+    fn shard_known(&self, job: i64) -> StoreResult<Vec<String>>;
+    /// The key job tokens are signed with: `fresh` becomes it if the
+    /// database has none yet.
+    fn job_token_key(&self, fresh: &str) -> StoreResult<String>;
 }
 
 /// Job logs, appended with offsets, kept within the cap.

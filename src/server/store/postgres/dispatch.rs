@@ -149,11 +149,23 @@ pub(crate) fn finish_in(tx: &mut Tx, id: i64, o: &Outcome, now: i64) -> StoreRes
          WHERE job_id = $1 AND attempt = $2",
         args![id, o.attempt, now, o.state.as_str(), &o.reason],
     )?;
-    if let Some(report) = &o.tests {
-        record_durations(tx, &job.jobtype, report, now)?;
+    let (tests, used_queue) = crate::server::store::test_queue::attempt_tests(
+        tx,
+        &job,
+        o.attempt,
+        &o.worker,
+        o.tests.as_ref(),
+        now,
+    )?;
+    if let Some(report) = tests {
         result.insert("tests".into(), serde_json::to_value(report)?);
     }
-    let facts = facts_of(&job);
+    let mut facts = facts_of(&job);
+    if used_queue {
+        // Its failed tests were queued again one by one: no rerun of the
+        // whole job for them.
+        facts.retry_failed = facts.reruns;
+    }
     let said = job_rules::Result {
         state: o.state,
         infrastructure: o.infrastructure,
@@ -366,24 +378,6 @@ pub(crate) fn avoid_worker(tx: &mut Tx, id: i64, worker: &str, now: i64) -> Stor
         tx.exec(
             "UPDATE jobs SET avoid_worker = $2, avoid_until = $3 WHERE id = $1",
             args![id, worker, now + worker_rules::AVOID_MS],
-        )?;
-    }
-    Ok(())
-}
-
-/// Remembers each test's latest duration, for splitting later shards.
-pub(crate) fn record_durations(
-    tx: &mut Tx,
-    jobtype: &str,
-    report: &TestReport,
-    now: i64,
-) -> StoreResult<()> {
-    for (test, ms) in &report.durations {
-        tx.exec(
-            "INSERT INTO test_durations (jobtype, test, duration_ms, updated_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (jobtype, test) DO UPDATE SET duration_ms = $3, updated_at = $4",
-            args![jobtype, test, *ms, now],
         )?;
     }
     Ok(())

@@ -3,18 +3,6 @@
 use super::sql::Arg;
 use super::*;
 
-/// A jobtype's tests seen in earlier results, with their last durations.
-pub(crate) fn known_tests(
-    c: &mut impl Pg,
-    jobtype: &str,
-) -> StoreResult<Vec<(String, Option<u64>)>> {
-    c.rows(
-        "SELECT test, duration_ms FROM test_durations WHERE jobtype = $1 ORDER BY test",
-        args![jobtype],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-}
-
 /// A job's place in the queue of the workers that could run it (1 =
 /// next): the queued jobs of its jobtype ahead of it (by priority, then
 /// age) that one of those workers could run too.
@@ -105,7 +93,8 @@ impl Jobs for PgStore {
                     (Some(i), Some(n)) => {
                         let key = (spec.jobtype.clone(), n);
                         if !plans.contains_key(&key) {
-                            let known = known_tests(tx, &spec.jobtype)?;
+                            let known =
+                                crate::server::store::test_queue::known_tests(tx, &spec.jobtype)?;
                             plans.insert(key.clone(), crate::shards::plan(&known, n));
                         }
                         let plan = &plans[&key];
@@ -153,6 +142,7 @@ impl Jobs for PgStore {
                     warning,
                 ));
             }
+            crate::server::store::test_queue::assign(tx, &mut out, now)?;
             let jobtypes: std::collections::BTreeSet<&str> =
                 out.iter().map(|j| j.jobtype.as_str()).collect();
             for jobtype in jobtypes {

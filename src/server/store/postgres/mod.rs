@@ -35,6 +35,7 @@ mod logs;
 mod rows;
 mod schema;
 pub(crate) mod sql;
+mod test_queue;
 mod workers;
 
 use dispatch::*;

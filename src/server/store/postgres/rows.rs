@@ -63,6 +63,9 @@ pub(crate) fn job_from_row(row: &PgRow) -> Result<Job, ::postgres::Error> {
         shard_tests: row
             .get::<Option<String>>(26)?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        test_queue: row.get(27)?,
+        job_token: None,
+        shard_known: None,
     };
     job.platform = job
         .matched_platform

@@ -3,7 +3,8 @@
 //! order under an advisory lock; `testbot_schema` says how many have run.
 //! Never edit one that has shipped: add the next.
 
-pub(crate) const MIGRATIONS: &[&str] = &[r#"
+pub(crate) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE workers (
     name              TEXT PRIMARY KEY,
     jobtypes          TEXT NOT NULL,
@@ -100,4 +101,72 @@ CREATE TABLE test_durations (
     updated_at  BIGINT NOT NULL,
     PRIMARY KEY (jobtype, test)
 );
-"#];
+"#,
+    // The test queue, build-level test results and test history.
+    r#"
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE test_queues (
+    id           BIGINT PRIMARY KEY,
+    jobtype      TEXT NOT NULL,
+    build_id     BIGINT,
+    shards       BIGINT NOT NULL,
+    retry_failed BIGINT NOT NULL,
+    repro        TEXT,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX test_queues_build ON test_queues(build_id);
+CREATE TABLE queue_tests (
+    queue_id    BIGINT NOT NULL,
+    test        TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    est_ms      BIGINT NOT NULL,
+    state       TEXT NOT NULL,
+    job_id      BIGINT,
+    attempt     BIGINT,
+    avoid_job   BIGINT,
+    runs        BIGINT NOT NULL DEFAULT 0,
+    failures    BIGINT NOT NULL DEFAULT 0,
+    outcome     TEXT,
+    duration_ms BIGINT,
+    message     TEXT,
+    flaky       BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_id, test)
+);
+CREATE INDEX queue_tests_order ON queue_tests(queue_id, state, est_ms DESC, seq);
+CREATE TABLE test_runs (
+    queue_id    BIGINT NOT NULL,
+    test        TEXT NOT NULL,
+    run         BIGINT NOT NULL,
+    job_id      BIGINT NOT NULL,
+    attempt     BIGINT NOT NULL,
+    worker      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    message     TEXT,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (queue_id, test, run)
+);
+CREATE INDEX test_runs_job ON test_runs(job_id, attempt);
+CREATE TABLE test_history (
+    jobtype   TEXT NOT NULL,
+    test      TEXT NOT NULL,
+    avg_ms    BIGINT,
+    runs      BIGINT NOT NULL DEFAULT 0,
+    failures  BIGINT NOT NULL DEFAULT 0,
+    flaky     BIGINT NOT NULL DEFAULT 0,
+    recent    TEXT NOT NULL DEFAULT '',
+    last_seen BIGINT NOT NULL,
+    PRIMARY KEY (jobtype, test)
+);
+CREATE INDEX test_history_seen ON test_history(last_seen);
+INSERT INTO test_history (jobtype, test, avg_ms, last_seen)
+    SELECT jobtype, test, duration_ms, updated_at FROM test_durations;
+DROP TABLE test_durations;
+ALTER TABLE jobs ADD COLUMN queue_id BIGINT;
+CREATE INDEX jobs_test_queue ON jobs(queue_id);
+ALTER TABLE attempts ADD COLUMN tests_listed BIGINT NOT NULL DEFAULT 0;
+"#,
+];

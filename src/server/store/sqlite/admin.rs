@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection};
 
 use super::*;
+use crate::server::store::test_queue as tq;
 
 impl Admin for SqliteStore {
     fn summary(&self, now: i64) -> StoreResult<Summary> {
@@ -70,9 +71,12 @@ impl Admin for SqliteStore {
                 let rows = stmt.query_map(params![before, batch as i64], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
+            let mut lite = super::test_queue::Lite(tx);
+            tq::prune_history(&mut lite, before)?;
             if ids.is_empty() {
                 return Ok(0);
             }
+            let queues = tq::purge_runs(&mut lite, &ids)?;
             let list = serde_json::to_string(&ids)?;
             for table in ["log_chunks", "attempts"] {
                 tx.exec(
@@ -86,6 +90,7 @@ impl Admin for SqliteStore {
                 "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
                 [&list],
             )?;
+            tq::purge_queues(&mut super::test_queue::Lite(tx), &queues)?;
             tx.exec(
                 "DELETE FROM builds WHERE created_at < ?1 \
                  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.build_id = builds.id)",

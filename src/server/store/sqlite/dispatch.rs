@@ -100,11 +100,23 @@ pub(crate) fn finish_in(tx: &Transaction, id: i64, o: &Outcome, now: i64) -> Sto
          WHERE job_id = ?1 AND attempt = ?2",
         params![id, o.attempt, now, o.state.as_str(), o.reason],
     )?;
-    if let Some(report) = &o.tests {
-        record_durations(tx, &job.jobtype, report, now)?;
+    let (tests, used_queue) = crate::server::store::test_queue::attempt_tests(
+        &mut super::test_queue::Lite(tx),
+        &job,
+        o.attempt,
+        &o.worker,
+        o.tests.as_ref(),
+        now,
+    )?;
+    if let Some(report) = tests {
         result.insert("tests".into(), serde_json::to_value(report)?);
     }
-    let facts = facts_of(&job);
+    let mut facts = facts_of(&job);
+    if used_queue {
+        // Its failed tests were queued again one by one: no rerun of the
+        // whole job for them.
+        facts.retry_failed = facts.reruns;
+    }
     let said = job_rules::Result {
         state: o.state,
         infrastructure: o.infrastructure,
@@ -324,23 +336,6 @@ pub(crate) fn avoid_worker(tx: &Transaction, id: i64, worker: &str, now: i64) ->
             "UPDATE jobs SET avoid_worker = ?2, avoid_until = ?3 WHERE id = ?1",
             params![id, worker, now + worker_rules::AVOID_MS],
         )?;
-    }
-    Ok(())
-}
-
-/// Remembers each test's latest duration, for splitting later shards.
-pub(crate) fn record_durations(
-    tx: &Transaction,
-    jobtype: &str,
-    report: &TestReport,
-    now: i64,
-) -> StoreResult<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO test_durations (jobtype, test, duration_ms, updated_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT(jobtype, test) DO UPDATE SET duration_ms = ?3, updated_at = ?4",
-    )?;
-    for (test, ms) in &report.durations {
-        stmt.execute(params![jobtype, test, *ms as i64, now])?;
     }
     Ok(())
 }

@@ -6,20 +6,6 @@ use rusqlite::{params, Connection};
 
 use super::*;
 
-/// A jobtype's tests seen in earlier results, with their last durations.
-pub(crate) fn known_tests(
-    conn: &Connection,
-    jobtype: &str,
-) -> StoreResult<Vec<(String, Option<u64>)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT test, duration_ms FROM test_durations WHERE jobtype = ?1 ORDER BY test",
-    )?;
-    let rows = stmt.query_map([jobtype], |r| {
-        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.map(|d| d as u64)))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// A job's place in the queue of the workers that could run it (1 =
 /// next): the queued jobs of its jobtype ahead of it (by priority, then
 /// age) that one of those workers could run too.
@@ -102,7 +88,7 @@ impl Jobs for SqliteStore {
                     (Some(i), Some(n)) => {
                         let key = (spec.jobtype.clone(), n);
                         if !plans.contains_key(&key) {
-                            let known = known_tests(tx, &spec.jobtype)?;
+                            let known = crate::server::store::test_queue::known_tests(&mut super::test_queue::Lite(tx), &spec.jobtype)?;
                             plans.insert(key.clone(), crate::shards::plan(&known, n));
                         }
                         let plan = &plans[&key];
@@ -140,6 +126,7 @@ impl Jobs for SqliteStore {
                 let id = tx.last_insert_rowid();
                 out.push(queued_job(id, spec, job_build, shard_tests, &created_at, warning));
             }
+            crate::server::store::test_queue::assign(&mut super::test_queue::Lite(tx), &mut out, now)?;
             Ok((build_id, out))
         })?;
         {

@@ -23,6 +23,7 @@ mod jobs;
 mod logs;
 mod rows;
 mod schema;
+mod test_queue;
 mod workers;
 
 use super::common::*;

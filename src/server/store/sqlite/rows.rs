@@ -64,6 +64,9 @@ pub(crate) fn job_from_row(row: &Row) -> rusqlite::Result<Job> {
         shard_tests: row
             .get::<_, Option<String>>(26)?
             .and_then(|s| serde_json::from_str(&s).ok()),
+        test_queue: row.get(27)?,
+        job_token: None,
+        shard_known: None,
     })
     .map(|mut job: Job| {
         job.platform = job

@@ -108,4 +108,71 @@ ALTER TABLE jobs ADD COLUMN claim_slot INTEGER;
 ALTER TABLE jobs ADD COLUMN claim_seq INTEGER;
 CREATE TABLE health_probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
 "#,
+    // The test queue, build-level test results and test history.
+    r#"
+CREATE TABLE settings (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE test_queues (
+    id           INTEGER PRIMARY KEY,
+    jobtype      TEXT NOT NULL,
+    build_id     INTEGER,
+    shards       INTEGER NOT NULL,
+    retry_failed INTEGER NOT NULL,
+    repro        TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX test_queues_build ON test_queues(build_id);
+CREATE TABLE queue_tests (
+    queue_id    INTEGER NOT NULL,
+    test        TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    est_ms      INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    job_id      INTEGER,
+    attempt     INTEGER,
+    avoid_job   INTEGER,
+    runs        INTEGER NOT NULL DEFAULT 0,
+    failures    INTEGER NOT NULL DEFAULT 0,
+    outcome     TEXT,
+    duration_ms INTEGER,
+    message     TEXT,
+    flaky       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue_id, test)
+);
+CREATE INDEX queue_tests_order ON queue_tests(queue_id, state, est_ms DESC, seq);
+CREATE TABLE test_runs (
+    queue_id    INTEGER NOT NULL,
+    test        TEXT NOT NULL,
+    run         INTEGER NOT NULL,
+    job_id      INTEGER NOT NULL,
+    attempt     INTEGER NOT NULL,
+    worker      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    message     TEXT,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (queue_id, test, run)
+);
+CREATE INDEX test_runs_job ON test_runs(job_id, attempt);
+CREATE TABLE test_history (
+    jobtype   TEXT NOT NULL,
+    test      TEXT NOT NULL,
+    avg_ms    INTEGER,
+    runs      INTEGER NOT NULL DEFAULT 0,
+    failures  INTEGER NOT NULL DEFAULT 0,
+    flaky     INTEGER NOT NULL DEFAULT 0,
+    recent    TEXT NOT NULL DEFAULT '',
+    last_seen INTEGER NOT NULL,
+    PRIMARY KEY (jobtype, test)
+);
+CREATE INDEX test_history_seen ON test_history(last_seen);
+INSERT INTO test_history (jobtype, test, avg_ms, last_seen)
+    SELECT jobtype, test, duration_ms, updated_at FROM test_durations;
+DROP TABLE test_durations;
+ALTER TABLE jobs ADD COLUMN queue_id INTEGER;
+CREATE INDEX jobs_test_queue ON jobs(queue_id);
+ALTER TABLE attempts ADD COLUMN tests_listed INTEGER NOT NULL DEFAULT 0;
+"#,
 ];

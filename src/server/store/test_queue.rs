@@ -1,0 +1,1003 @@
+//! The test queue, written once for both backends: the SQL here is plain
+//! enough for SQLite and PostgreSQL alike (`$N` parameters, each first used
+//! in order; integers and text only), run through [`Sql`], which each
+//! backend implements for its transaction. The decisions are in
+//! `crate::rules::test_queue`.
+//!
+//! Tables: `test_queues` (one per sharded submission, its id the first
+//! shard's job id; one per job for the tests of an unsharded job's JUnit
+//! files), `queue_tests` (each test of a queue once: pending, reserved by
+//! an attempt, or done with its final outcome), `test_runs` (every run of a
+//! test: job, attempt, worker, outcome) and `test_history` (per jobtype and
+//! test: smoothed duration, recent outcomes, flakiness).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{StoreError, StoreResult};
+use crate::rules::test_queue as rules;
+use crate::time::rfc3339;
+use crate::wire::*;
+
+/// A query argument or a column's value.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum V {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl V {
+    pub(crate) fn int(&self) -> Option<i64> {
+        match self {
+            V::Int(i) => *i,
+            V::Text(t) => t.as_deref().and_then(|t| t.parse().ok()),
+        }
+    }
+    fn i(&self) -> i64 {
+        self.int().unwrap_or(0)
+    }
+    fn u(&self) -> u64 {
+        self.int().map(|i| i.max(0) as u64).unwrap_or(0)
+    }
+    pub(crate) fn text(&self) -> Option<String> {
+        match self {
+            V::Text(t) => t.clone(),
+            V::Int(i) => i.map(|i| i.to_string()),
+        }
+    }
+    fn s(&self) -> String {
+        self.text().unwrap_or_default()
+    }
+}
+
+impl From<i64> for V {
+    fn from(v: i64) -> V {
+        V::Int(Some(v))
+    }
+}
+impl From<u32> for V {
+    fn from(v: u32) -> V {
+        V::Int(Some(i64::from(v)))
+    }
+}
+impl From<u64> for V {
+    fn from(v: u64) -> V {
+        V::Int(Some(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+}
+impl From<Option<i64>> for V {
+    fn from(v: Option<i64>) -> V {
+        V::Int(v)
+    }
+}
+impl From<&str> for V {
+    fn from(v: &str) -> V {
+        V::Text(Some(v.to_string()))
+    }
+}
+impl From<&String> for V {
+    fn from(v: &String) -> V {
+        V::Text(Some(v.clone()))
+    }
+}
+impl From<Option<&str>> for V {
+    fn from(v: Option<&str>) -> V {
+        V::Text(v.map(str::to_string))
+    }
+}
+
+macro_rules! vals {
+    ($($v:expr),* $(,)?) => { &[$(V::from($v)),*] as &[V] };
+}
+
+/// One transaction of either backend.
+pub(crate) trait Sql {
+    fn exec(&mut self, sql: &str, args: &[V]) -> StoreResult<u64>;
+    fn rows(&mut self, sql: &str, args: &[V]) -> StoreResult<Vec<Vec<V>>>;
+}
+
+fn one(s: &mut dyn Sql, sql: &str, args: &[V]) -> StoreResult<Option<Vec<V>>> {
+    Ok(s.rows(sql, args)?.into_iter().next())
+}
+
+fn count(s: &mut dyn Sql, sql: &str, args: &[V]) -> StoreResult<u64> {
+    Ok(one(s, sql, args)?.map(|r| r[0].u()).unwrap_or(0))
+}
+
+/// The key that signs job tokens, made on first use and kept in the
+/// database, so every server on it checks the same tokens.
+pub(crate) fn token_key(s: &mut dyn Sql, fresh: &str) -> StoreResult<String> {
+    s.exec(
+        "INSERT INTO settings (name, value) VALUES ('job_token_key', $1) \
+         ON CONFLICT (name) DO NOTHING",
+        vals![fresh],
+    )?;
+    Ok(one(
+        s,
+        "SELECT value FROM settings WHERE name = 'job_token_key'",
+        &[],
+    )?
+    .map(|r| r[0].s())
+    .unwrap_or_default())
+}
+
+/// Gives the sharded jobs of one submission their queues: jobs of the same
+/// jobtype, shard count, requirements and params, `shard_total` at a time,
+/// share one (its id the first one's). Sets `test_queue` on them.
+pub(crate) fn assign(s: &mut dyn Sql, jobs: &mut [Job], now: i64) -> StoreResult<()> {
+    // Key -> (queue id, jobs in it so far).
+    let mut open: HashMap<String, (i64, u32)> = HashMap::new();
+    for job in jobs.iter_mut() {
+        let Some(total) = job.shard_total else {
+            continue;
+        };
+        let key = serde_json::to_string(&(
+            &job.jobtype,
+            total,
+            &job.requirements,
+            &job.params,
+            job.build,
+        ))?;
+        let entry = open.entry(key).or_insert((job.id, 0));
+        if entry.1 >= total {
+            *entry = (job.id, 0);
+        }
+        entry.1 += 1;
+        let queue = entry.0;
+        if queue == job.id {
+            s.exec(
+                "INSERT INTO test_queues (id, jobtype, build_id, shards, retry_failed, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                vals![
+                    job.id,
+                    &job.jobtype,
+                    job.build,
+                    total,
+                    job.retry_failed,
+                    now
+                ],
+            )?;
+        }
+        s.exec(
+            "UPDATE jobs SET queue_id = $1 WHERE id = $2",
+            vals![queue, job.id],
+        )?;
+        job.test_queue = Some(queue);
+    }
+    Ok(())
+}
+
+/// What `next` decided.
+pub enum Step {
+    Batch(TestsBatch),
+    /// Nothing now: ask again (the HTTP layer waits, then does).
+    Wait,
+}
+
+/// The job, checked to run `attempt` now, with its queue.
+struct Current {
+    queue: i64,
+    jobtype: String,
+    worker: String,
+}
+
+fn current(s: &mut dyn Sql, job: i64, attempt: u32) -> StoreResult<Current> {
+    let Some(r) = one(
+        s,
+        "SELECT state, attempt, queue_id, jobtype, worker FROM jobs WHERE id = $1",
+        vals![job],
+    )?
+    else {
+        return Err(StoreError::not_found(format!("no job {job}")));
+    };
+    let (state, at) = (r[0].s(), r[1].u());
+    if state != "running" || at != u64::from(attempt) {
+        return Err(StoreError::conflict(format!(
+            "attempt {attempt} of job {job} is not current (the job is {state} at attempt {at})"
+        )));
+    }
+    let Some(queue) = r[2].int() else {
+        return Err(StoreError::invalid(format!(
+            "job {job} has no test queue: only the jobs of a sharded submission (--shards N) share one"
+        )));
+    };
+    Ok(Current {
+        queue,
+        jobtype: r[3].s(),
+        worker: r[4].s(),
+    })
+}
+
+/// Gives reservations back whose attempt no longer runs (its job ended, its
+/// worker was lost): they are the other shards' to take.
+fn release_lapsed(s: &mut dyn Sql, queue: i64) -> StoreResult<u64> {
+    s.exec(
+        "UPDATE queue_tests SET state = 'pending', attempt = NULL \
+         WHERE queue_id = $1 AND state = 'reserved' AND NOT EXISTS (\
+           SELECT 1 FROM jobs j WHERE j.id = queue_tests.job_id \
+           AND j.state = 'running' AND j.attempt = queue_tests.attempt)",
+        vals![queue],
+    )
+}
+
+/// Merges a shard's list into its queue: tests not there yet are added,
+/// estimated by their history (unknown ones at the jobtype's mean).
+fn merge(s: &mut dyn Sql, c: &Current, tests: &[String]) -> StoreResult<()> {
+    let mean = one(
+        s,
+        "SELECT CAST(AVG(avg_ms) AS BIGINT) FROM test_history WHERE jobtype = $1 AND avg_ms IS NOT NULL",
+        vals![&c.jobtype],
+    )?
+    .and_then(|r| r[0].int())
+    .map(|m| m.max(1) as u64)
+    .unwrap_or(rules::UNKNOWN_MS);
+    let base = count(
+        s,
+        "SELECT COALESCE(MAX(seq), 0) FROM queue_tests WHERE queue_id = $1",
+        vals![c.queue],
+    )?;
+    for (i, test) in tests.iter().enumerate() {
+        let est = one(
+            s,
+            "SELECT avg_ms FROM test_history WHERE jobtype = $1 AND test = $2",
+            vals![&c.jobtype, test],
+        )?
+        .and_then(|r| r[0].int())
+        .map(|m| m.max(0) as u64)
+        .unwrap_or(mean);
+        s.exec(
+            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, state) \
+             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
+            vals![c.queue, test, base + i as u64 + 1, est],
+        )?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/jobs/{id}/tests/next`, in one transaction.
+pub(crate) fn next(
+    s: &mut dyn Sql,
+    job: i64,
+    attempt: u32,
+    req: &TestsNext,
+    _now: i64,
+) -> StoreResult<Step> {
+    let c = current(s, job, attempt)?;
+    if let Some(tests) = &req.tests {
+        merge(s, &c, tests)?;
+        s.exec(
+            "UPDATE attempts SET tests_listed = 1 WHERE job_id = $1 AND attempt = $2",
+            vals![job, attempt],
+        )?;
+    }
+    if let Some(repro) = &req.repro {
+        s.exec(
+            "UPDATE test_queues SET repro = $1 WHERE id = $2",
+            vals![repro, c.queue],
+        )?;
+    }
+    release_lapsed(s, c.queue)?;
+    let listed = count(
+        s,
+        "SELECT tests_listed FROM attempts WHERE job_id = $1 AND attempt = $2",
+        vals![job, attempt],
+    )? > 0;
+    let mut f = rules::Facts {
+        listed,
+        ..Default::default()
+    };
+    for r in s.rows(
+        "SELECT state, CASE WHEN avoid_job = $1 THEN 1 ELSE 0 END, \
+         CASE WHEN job_id = $1 AND attempt = $2 THEN 1 ELSE 0 END, COUNT(*) \
+         FROM queue_tests WHERE queue_id = $3 AND state <> 'done' GROUP BY 1, 2, 3",
+        vals![job, attempt, c.queue],
+    )? {
+        let n = r[3].u();
+        match (r[0].s().as_str(), r[1].i() == 1, r[2].i() == 1) {
+            ("pending", true, _) => f.set_aside += n,
+            ("pending", false, _) => f.for_me += n,
+            ("reserved", _, false) => f.held_by_others += n,
+            _ => {}
+        }
+    }
+    for r in s.rows(
+        "SELECT state, COUNT(*) FROM jobs WHERE queue_id = $1 AND id <> $2 \
+         AND state IN ('queued', 'running') GROUP BY state",
+        vals![c.queue, job],
+    )? {
+        match r[0].s().as_str() {
+            "running" => f.others_running = r[1].u(),
+            _ => f.others_queued = r[1].u(),
+        }
+    }
+    let any = match rules::next(&f) {
+        rules::Next::NeedList => {
+            return Ok(Step::Batch(TestsBatch {
+                need_list: true,
+                ..Default::default()
+            }))
+        }
+        rules::Next::Done => {
+            return Ok(Step::Batch(TestsBatch {
+                done: true,
+                ..Default::default()
+            }))
+        }
+        rules::Next::Wait => return Ok(Step::Wait),
+        rules::Next::Take => 0,
+        rules::Next::TakeAny => 1,
+    };
+    let max = req
+        .max
+        .unwrap_or(rules::MAX_BATCH)
+        .clamp(1, rules::MAX_BATCH);
+    let shards = count(
+        s,
+        "SELECT shards FROM test_queues WHERE id = $1",
+        vals![c.queue],
+    )?;
+    let remaining = count(
+        s,
+        "SELECT CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) FROM queue_tests \
+         WHERE queue_id = $1 AND state = 'pending'",
+        vals![c.queue],
+    )?;
+    let candidates: Vec<(String, u64)> = s
+        .rows(
+            "SELECT test, est_ms FROM queue_tests WHERE queue_id = $1 AND state = 'pending' \
+             AND (avoid_job IS NULL OR avoid_job <> $2 OR $3 = 1) \
+             ORDER BY est_ms DESC, seq LIMIT $4",
+            vals![c.queue, job, any as i64, i64::from(max)],
+        )?
+        .into_iter()
+        .map(|r| (r[0].s(), r[1].u()))
+        .collect();
+    let ests: Vec<u64> = candidates.iter().map(|c| c.1).collect();
+    let n = rules::batch_len(&ests, remaining, shards.min(u32::MAX as u64) as u32, max);
+    let mut batch = Vec::with_capacity(n);
+    for (test, _) in candidates.into_iter().take(n) {
+        let took = s.exec(
+            "UPDATE queue_tests SET state = 'reserved', job_id = $1, attempt = $2 \
+             WHERE queue_id = $3 AND test = $4 AND state = 'pending'",
+            vals![job, attempt, c.queue, &test],
+        )?;
+        if took == 1 {
+            batch.push(test);
+        }
+    }
+    if batch.is_empty() {
+        // Taken by another shard in the meantime: look again.
+        return Ok(Step::Wait);
+    }
+    Ok(Step::Batch(TestsBatch {
+        tests: batch,
+        ..Default::default()
+    }))
+}
+
+/// One run recorded: the run, the test's state, its history.
+struct Run<'a> {
+    queue: i64,
+    jobtype: &'a str,
+    test: &'a str,
+    job: i64,
+    attempt: u32,
+    worker: &'a str,
+    outcome: TestOutcome,
+    ms: u64,
+    message: Option<String>,
+    /// Reruns allowed after failures (0 for JUnit reports: the job reruns).
+    retry_failed: u32,
+}
+
+/// Returns whether the test goes back to the queue for a rerun.
+fn record_run(s: &mut dyn Sql, r: &Run, runs: u64, failures: u64, now: i64) -> StoreResult<bool> {
+    let failures = failures + u64::from(r.outcome.is_failure());
+    let runs = runs + 1;
+    let after = rules::after_run(
+        r.outcome,
+        failures.min(u64::from(u32::MAX)) as u32,
+        r.retry_failed,
+    );
+    let message = r.message.as_deref().map(rules::cap_message);
+    match after {
+        rules::AfterRun::Retry => s.exec(
+            "UPDATE queue_tests SET state = 'pending', avoid_job = $1, job_id = $1, attempt = NULL, \
+             runs = $2, failures = $3, outcome = $4, duration_ms = $5, message = $6 \
+             WHERE queue_id = $7 AND test = $8",
+            vals![
+                r.job,
+                runs,
+                failures,
+                r.outcome.as_str(),
+                r.ms,
+                message.as_deref(),
+                r.queue,
+                r.test
+            ],
+        )?,
+        rules::AfterRun::Final { flaky } => s.exec(
+            "UPDATE queue_tests SET state = 'done', job_id = $1, attempt = $2, \
+             runs = $3, failures = $4, outcome = $5, duration_ms = $6, message = $7, flaky = $8 \
+             WHERE queue_id = $9 AND test = $10",
+            vals![
+                r.job,
+                r.attempt,
+                runs,
+                failures,
+                r.outcome.as_str(),
+                r.ms,
+                message.as_deref(),
+                i64::from(flaky),
+                r.queue,
+                r.test
+            ],
+        )?,
+    };
+    s.exec(
+        "INSERT INTO test_runs (queue_id, test, run, job_id, attempt, worker, outcome, \
+         duration_ms, message, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vals![
+            r.queue,
+            r.test,
+            runs,
+            r.job,
+            r.attempt,
+            r.worker,
+            r.outcome.as_str(),
+            r.ms,
+            message.as_deref(),
+            now
+        ],
+    )?;
+    let flaky = matches!(after, rules::AfterRun::Final { flaky: true });
+    let before = one(
+        s,
+        "SELECT avg_ms, recent FROM test_history WHERE jobtype = $1 AND test = $2",
+        vals![r.jobtype, r.test],
+    )?;
+    let (avg, recent) = match &before {
+        Some(row) => (row[0].int().map(|a| a.max(0) as u64), row[1].s()),
+        None => (None, String::new()),
+    };
+    // A skip says nothing of how long the test takes.
+    let avg = if r.outcome == TestOutcome::Skipped {
+        avg
+    } else {
+        Some(rules::smoothed(avg, r.ms))
+    };
+    s.exec(
+        "INSERT INTO test_history (jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen) \
+         VALUES ($1, $2, $3, 1, $4, $5, $6, $7) \
+         ON CONFLICT (jobtype, test) DO UPDATE SET avg_ms = $3, runs = test_history.runs + 1, \
+         failures = test_history.failures + $4, flaky = test_history.flaky + $5, recent = $6, \
+         last_seen = $7",
+        vals![
+            r.jobtype,
+            r.test,
+            avg.map(|a| a as i64),
+            i64::from(r.outcome.is_failure()),
+            i64::from(flaky),
+            &rules::recent(&recent, r.outcome),
+            now
+        ],
+    )?;
+    Ok(matches!(after, rules::AfterRun::Retry))
+}
+
+/// `POST /api/v1/jobs/{id}/tests/report`.
+pub(crate) fn report(
+    s: &mut dyn Sql,
+    job: i64,
+    attempt: u32,
+    results: &[TestResult],
+    now: i64,
+) -> StoreResult<TestsReported> {
+    let c = current(s, job, attempt)?;
+    let retry_failed = count(
+        s,
+        "SELECT retry_failed FROM test_queues WHERE id = $1",
+        vals![c.queue],
+    )?
+    .min(u64::from(u32::MAX)) as u32;
+    let mut out = TestsReported::default();
+    for res in results {
+        let row = one(
+            s,
+            "SELECT state, job_id, attempt, runs, failures FROM queue_tests \
+             WHERE queue_id = $1 AND test = $2",
+            vals![c.queue, &res.id],
+        )?;
+        let why = match &row {
+            None => Some("not in this job's test queue".to_string()),
+            Some(r)
+                if r[0].s() == "reserved" && r[1].i() == job && r[2].u() == u64::from(attempt) =>
+            {
+                None
+            }
+            Some(r) if r[0].s() == "done" => Some("already reported".to_string()),
+            Some(_) => Some(format!("not reserved for attempt {attempt} of job {job}")),
+        };
+        if let Some(why) = why {
+            out.ignored.push(Ignored {
+                id: res.id.clone(),
+                why,
+            });
+            continue;
+        }
+        let r = row.expect("checked above");
+        let run = Run {
+            queue: c.queue,
+            jobtype: &c.jobtype,
+            test: &res.id,
+            job,
+            attempt,
+            worker: &c.worker,
+            outcome: res.outcome,
+            ms: res.duration_ms,
+            message: res.message.clone(),
+            retry_failed,
+        };
+        if record_run(s, &run, r[3].u(), r[4].u(), now)? {
+            out.retrying.push(res.id.clone());
+        }
+        out.recorded += 1;
+    }
+    Ok(out)
+}
+
+/// `POST /api/v1/jobs/{id}/tests/finish`: gives back what this attempt
+/// holds and says what its job's tests came to.
+pub(crate) fn finish(s: &mut dyn Sql, job: i64, attempt: u32) -> StoreResult<JobTests> {
+    let c = current(s, job, attempt)?;
+    let released = s.exec(
+        "UPDATE queue_tests SET state = 'pending', attempt = NULL \
+         WHERE queue_id = $1 AND state = 'reserved' AND job_id = $2 AND attempt = $3",
+        vals![c.queue, job, attempt],
+    )?;
+    job_tests(s, c.queue, job, released)
+}
+
+fn job_tests(s: &mut dyn Sql, queue: i64, job: i64, released: u64) -> StoreResult<JobTests> {
+    let mut out = JobTests {
+        released,
+        ..Default::default()
+    };
+    for r in s.rows(
+        "SELECT outcome, COUNT(*) FROM test_runs WHERE queue_id = $1 AND job_id = $2 GROUP BY outcome",
+        vals![queue, job],
+    )? {
+        let n = r[1].u();
+        match TestOutcome::parse(&r[0].s()) {
+            Some(TestOutcome::Passed) => out.passed = n,
+            Some(TestOutcome::Failed) => out.failed = n,
+            Some(TestOutcome::Skipped) => out.skipped = n,
+            Some(TestOutcome::Error) => out.error = n,
+            None => {}
+        }
+    }
+    for r in s.rows(
+        "SELECT test, state, outcome, flaky FROM queue_tests WHERE queue_id = $1 \
+         AND ((state = 'done' AND job_id = $2 AND (flaky = 1 OR outcome IN ('failed', 'error'))) \
+              OR (state <> 'done' AND avoid_job = $2)) ORDER BY test",
+        vals![queue, job],
+    )? {
+        if r[1].s() != "done" {
+            out.retrying.push(r[0].s());
+        } else if r[3].i() == 1 {
+            out.flaky += 1;
+        } else {
+            out.failing.push(r[0].s());
+        }
+    }
+    Ok(out)
+}
+
+/// The test report of an attempt that reported through the queue, for its
+/// result: counts and failures (no per-test durations).
+pub(crate) fn attempt_report(
+    s: &mut dyn Sql,
+    job: i64,
+    attempt: u32,
+) -> StoreResult<Option<TestReport>> {
+    let rows = s.rows(
+        "SELECT test, outcome, message FROM test_runs WHERE job_id = $1 AND attempt = $2 ORDER BY test",
+        vals![job, attempt],
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut t = TestReport::default();
+    for r in rows {
+        t.total += 1;
+        match TestOutcome::parse(&r[1].s()) {
+            Some(TestOutcome::Passed) => t.passed += 1,
+            Some(TestOutcome::Skipped) => t.skipped += 1,
+            Some(o) => {
+                if o == TestOutcome::Failed {
+                    t.failed += 1;
+                } else {
+                    t.errors += 1;
+                }
+                let message = rules::cap(&r[2].s(), 4096);
+                t.failures.push(TestFailure {
+                    name: r[0].s(),
+                    kind: if o == TestOutcome::Failed {
+                        "failure"
+                    } else {
+                        "error"
+                    }
+                    .into(),
+                    message,
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(Some(t))
+}
+
+/// Records the tests of a JUnit report (a job not using the queue, or a
+/// static shard) as runs, so build results and history count them too.
+/// Skipped when the attempt reported through the queue.
+pub(crate) fn record_junit(
+    s: &mut dyn Sql,
+    job: &Job,
+    attempt: u32,
+    worker: &str,
+    report: &TestReport,
+    now: i64,
+) -> StoreResult<()> {
+    if count(
+        s,
+        "SELECT COUNT(*) FROM test_runs WHERE job_id = $1 AND attempt = $2",
+        vals![job.id, attempt],
+    )? > 0
+    {
+        return Ok(());
+    }
+    let queue = match job.test_queue {
+        Some(q) => q,
+        None => {
+            s.exec(
+                "INSERT INTO test_queues (id, jobtype, build_id, shards, retry_failed, created_at) \
+                 VALUES ($1, $2, $3, 1, 0, $4) ON CONFLICT (id) DO NOTHING",
+                vals![job.id, &job.jobtype, job.build, now],
+            )?;
+            job.id
+        }
+    };
+    let mut tests: BTreeMap<&str, (TestOutcome, u64, Option<String>)> = BTreeMap::new();
+    for (name, ms) in &report.durations {
+        tests.insert(name, (TestOutcome::Passed, *ms, None));
+    }
+    for name in &report.skipped_tests {
+        tests
+            .entry(name)
+            .or_insert((TestOutcome::Passed, 0, None))
+            .0 = TestOutcome::Skipped;
+    }
+    for f in &report.failures {
+        let e = tests
+            .entry(&f.name)
+            .or_insert((TestOutcome::Failed, 0, None));
+        e.0 = if f.kind == "error" {
+            TestOutcome::Error
+        } else {
+            TestOutcome::Failed
+        };
+        e.2 = Some(f.message.clone());
+    }
+    let base = count(
+        s,
+        "SELECT COALESCE(MAX(seq), 0) FROM queue_tests WHERE queue_id = $1",
+        vals![queue],
+    )?;
+    for (i, (test, (outcome, ms, message))) in tests.into_iter().enumerate() {
+        s.exec(
+            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, state) \
+             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
+            vals![queue, test, base + i as u64 + 1, ms],
+        )?;
+        let before = one(
+            s,
+            "SELECT runs, failures FROM queue_tests WHERE queue_id = $1 AND test = $2",
+            vals![queue, test],
+        )?
+        .map(|r| (r[0].u(), r[1].u()))
+        .unwrap_or((0, 0));
+        let run = Run {
+            queue,
+            jobtype: &job.jobtype,
+            test,
+            job: job.id,
+            attempt,
+            worker,
+            outcome,
+            ms,
+            message,
+            retry_failed: 0,
+        };
+        record_run(s, &run, before.0, before.1, now)?;
+    }
+    Ok(())
+}
+
+/// A jobtype's tests with their smoothed durations, for static shards.
+pub(crate) fn known_tests(
+    s: &mut dyn Sql,
+    jobtype: &str,
+) -> StoreResult<Vec<(String, Option<u64>)>> {
+    Ok(s.rows(
+        "SELECT test, avg_ms FROM test_history WHERE jobtype = $1 ORDER BY test",
+        vals![jobtype],
+    )?
+    .into_iter()
+    .map(|r| (r[0].s(), r[1].int().map(|m| m.max(0) as u64)))
+    .collect())
+}
+
+/// What `GET /api/v1/builds/{id}/tests` asks.
+#[derive(Debug, Clone, Default)]
+pub struct BuildTestsQuery {
+    /// `failed`, `error`, `passed`, `skipped`, `flaky`, `pending`,
+    /// `not_run` or `failing` (failed or error).
+    pub outcome: Option<String>,
+    /// One test by id.
+    pub test: Option<String>,
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// The outcomes a query may filter by.
+pub const OUTCOME_FILTERS: &[&str] = &[
+    "passed", "failed", "skipped", "error", "flaky", "pending", "not_run", "failing",
+];
+
+/// `GET /api/v1/builds/{id}/tests`.
+pub(crate) fn build_tests(
+    s: &mut dyn Sql,
+    build: i64,
+    q: &BuildTestsQuery,
+) -> StoreResult<BuildTests> {
+    if one(s, "SELECT id FROM builds WHERE id = $1", vals![build])?.is_none() {
+        return Err(StoreError::not_found(format!("no build {build}")));
+    }
+    // Queues whose jobs all ended: what they still hold was never run.
+    let mut queues: HashMap<i64, (String, Option<String>, bool)> = HashMap::new();
+    for r in s.rows(
+        "SELECT q.id, q.jobtype, q.repro, (SELECT COUNT(*) FROM jobs j WHERE \
+         (j.queue_id = q.id OR j.id = q.id) AND j.state IN ('queued', 'running')) \
+         FROM test_queues q WHERE q.build_id = $1",
+        vals![build],
+    )? {
+        queues.insert(r[0].i(), (r[1].s(), r[2].text(), r[3].i() == 0));
+    }
+    let mut out = BuildTests {
+        build,
+        offset: q.offset,
+        limit: q.limit,
+        ..Default::default()
+    };
+    let mut ids: Vec<i64> = queues.keys().copied().collect();
+    ids.sort_unstable();
+    // Each queue is read in pages of its own; with few queues per build
+    // (one per sharded jobtype and platform) this stays small.
+    let mut matching: Vec<(u8, String, i64)> = Vec::new();
+    for &queue in &ids {
+        let ended = queues[&queue].2;
+        for r in s.rows(
+            "SELECT test, state, outcome, flaky FROM queue_tests WHERE queue_id = $1",
+            vals![queue],
+        )? {
+            let (test, state, outcome, flaky) = (r[0].s(), r[1].s(), r[2].s(), r[3].i() == 1);
+            let shown = shown_outcome(&state, &outcome, ended);
+            let t = &mut out.totals;
+            t.total += 1;
+            match shown {
+                "passed" => t.passed += 1,
+                "failed" => t.failed += 1,
+                "skipped" => t.skipped += 1,
+                "error" => t.error += 1,
+                "not_run" => t.not_run += 1,
+                _ => t.pending += 1,
+            }
+            if flaky {
+                t.flaky += 1;
+            }
+            let wanted = match q.outcome.as_deref() {
+                None => true,
+                Some("flaky") => flaky,
+                Some("failing") => matches!(shown, "failed" | "error"),
+                Some(o) => o == shown,
+            } && q.test.as_ref().is_none_or(|id| *id == test);
+            if wanted {
+                let rank = match shown {
+                    "failed" | "error" => 0,
+                    _ if flaky => 1,
+                    "pending" | "not_run" => 2,
+                    _ => 3,
+                };
+                matching.push((rank, test, queue));
+            }
+        }
+    }
+    matching.sort();
+    out.count = matching.len() as u64;
+    let page = matching
+        .into_iter()
+        .skip(q.offset.min(usize::MAX as u64) as usize)
+        .take(q.limit.min(usize::MAX as u64) as usize);
+    for (_, test, queue) in page {
+        let (jobtype, repro, ended) = &queues[&queue];
+        let r = one(
+            s,
+            "SELECT state, outcome, flaky, duration_ms, message FROM queue_tests \
+             WHERE queue_id = $1 AND test = $2",
+            vals![queue, &test],
+        )?
+        .ok_or_else(|| StoreError::Broken(anyhow::anyhow!("test {test:?} vanished")))?;
+        let runs = s
+            .rows(
+                "SELECT job_id, attempt, worker, outcome, duration_ms, message FROM test_runs \
+                 WHERE queue_id = $1 AND test = $2 ORDER BY run",
+                vals![queue, &test],
+            )?
+            .into_iter()
+            .map(|r| TestRun {
+                job: r[0].i(),
+                attempt: r[1].u().min(u64::from(u32::MAX)) as u32,
+                worker: r[2].s(),
+                outcome: TestOutcome::parse(&r[3].s()).unwrap_or(TestOutcome::Error),
+                duration_ms: r[4].u(),
+                message: r[5].text(),
+            })
+            .collect();
+        let (state, outcome) = (r[0].s(), r[1].s());
+        let shown = shown_outcome(&state, &outcome, *ended);
+        out.tests.push(BuildTest {
+            repro: repro.as_deref().map(|t| repro_command(t, &test)),
+            id: test,
+            jobtype: jobtype.clone(),
+            outcome: shown.to_string(),
+            flaky: r[2].i() == 1,
+            duration_ms: r[3].int().map(|m| m.max(0) as u64),
+            message: r[4].text().filter(|_| shown != "passed"),
+            runs,
+        });
+    }
+    Ok(out)
+}
+
+fn shown_outcome<'a>(state: &str, outcome: &'a str, ended: bool) -> &'a str {
+    match state {
+        "done" => outcome,
+        _ if ended => "not_run",
+        _ => "pending",
+    }
+}
+
+/// Which tests `GET /api/v1/tests/...` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsKind {
+    Flaky,
+    Slow,
+}
+
+pub(crate) fn stats(
+    s: &mut dyn Sql,
+    kind: StatsKind,
+    jobtype: Option<&str>,
+    limit: u64,
+) -> StoreResult<Vec<TestStat>> {
+    let sql = match kind {
+        StatsKind::Flaky => {
+            "SELECT jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen FROM test_history \
+             WHERE ($1 IS NULL OR jobtype = $1) AND flaky > 0 \
+             ORDER BY flaky DESC, failures DESC, jobtype, test LIMIT $2"
+        }
+        StatsKind::Slow => {
+            "SELECT jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen FROM test_history \
+             WHERE ($1 IS NULL OR jobtype = $1) AND avg_ms IS NOT NULL \
+             ORDER BY avg_ms DESC, jobtype, test LIMIT $2"
+        }
+    };
+    Ok(s.rows(sql, vals![jobtype, limit])?
+        .into_iter()
+        .map(|r| TestStat {
+            jobtype: r[0].s(),
+            id: r[1].s(),
+            avg_ms: r[2].int().map(|m| m.max(0) as u64),
+            runs: r[3].u(),
+            failures: r[4].u(),
+            flaky: r[5].u(),
+            recent: r[6].s(),
+            last_seen: rfc3339(r[7].i()),
+        })
+        .collect())
+}
+
+/// Before jobs are purged: drops their runs; returns the queues they were
+/// in, for [`purge_queues`] once the jobs are gone.
+pub(crate) fn purge_runs(s: &mut dyn Sql, jobs: &[i64]) -> StoreResult<Vec<i64>> {
+    let mut queues = Vec::new();
+    for &id in jobs {
+        if let Some(r) = one(
+            s,
+            "SELECT COALESCE(queue_id, id) FROM jobs WHERE id = $1",
+            vals![id],
+        )? {
+            queues.push(r[0].i());
+        }
+        s.exec("DELETE FROM test_runs WHERE job_id = $1", vals![id])?;
+    }
+    queues.sort_unstable();
+    queues.dedup();
+    Ok(queues)
+}
+
+/// Drops the queues none of whose jobs are left.
+pub(crate) fn purge_queues(s: &mut dyn Sql, queues: &[i64]) -> StoreResult<()> {
+    for &q in queues {
+        if count(
+            s,
+            "SELECT COUNT(*) FROM jobs WHERE queue_id = $1 OR id = $1",
+            vals![q],
+        )? == 0
+        {
+            s.exec("DELETE FROM test_runs WHERE queue_id = $1", vals![q])?;
+            s.exec("DELETE FROM queue_tests WHERE queue_id = $1", vals![q])?;
+            s.exec("DELETE FROM test_queues WHERE id = $1", vals![q])?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets the tests not seen since `before`.
+pub(crate) fn prune_history(s: &mut dyn Sql, before: i64) -> StoreResult<u64> {
+    s.exec(
+        "DELETE FROM test_history WHERE last_seen < $1",
+        vals![before],
+    )
+}
+
+/// The tests of an attempt that ended, as its result keeps them (counts
+/// and failures, no per-test durations): from its queue's runs when it
+/// reported there (`true`: its failed tests were retried one by one, so
+/// the job is not rerun for them); else from its JUnit report, whose tests
+/// are recorded as runs (for build results and history) here.
+pub(crate) fn attempt_tests(
+    s: &mut dyn Sql,
+    job: &Job,
+    attempt: u32,
+    worker: &str,
+    junit: Option<&TestReport>,
+    now: i64,
+) -> StoreResult<(Option<TestReport>, bool)> {
+    if job.test_queue.is_some() {
+        if let Some(t) = attempt_report(s, job.id, attempt)? {
+            return Ok((Some(t), true));
+        }
+    }
+    let Some(report) = junit else {
+        return Ok((None, false));
+    };
+    record_junit(s, job, attempt, worker, report, now)?;
+    let mut kept = report.clone();
+    kept.durations.clear();
+    kept.skipped_tests.clear();
+    Ok((Some(kept), false))
+}
+
+/// Every test the static plan of a job's queue gave some shard.
+pub(crate) fn shard_known(s: &mut dyn Sql, job: i64) -> StoreResult<Vec<String>> {
+    let mut all = std::collections::BTreeSet::new();
+    for r in s.rows(
+        "SELECT shard_tests FROM jobs WHERE queue_id = (SELECT queue_id FROM jobs WHERE id = $1) \
+         AND shard_tests IS NOT NULL",
+        vals![job],
+    )? {
+        let list: Vec<String> = serde_json::from_str(&r[0].s()).unwrap_or_default();
+        all.extend(list);
+    }
+    Ok(all.into_iter().collect())
+}
