@@ -461,6 +461,10 @@ pub struct TestReport {
     /// The skipped tests, by name: sent by the worker, not stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_tests: Vec<String>,
+    /// From a test queue: tests that failed here and were queued again to
+    /// run on another job (not counted as failed here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<String>,
     /// Files that could not be read as JUnit XML.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<String>,

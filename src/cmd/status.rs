@@ -39,8 +39,13 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         return show_job(&client, id, a.json);
     }
     if let Some(id) = a.build {
-        let b: Build = client.get(&format!("/api/v1/builds/{id}"))?;
+        let mut b: Build = client.get(&format!("/api/v1/builds/{id}"))?;
         if a.json {
+            let tests: crate::wire::BuildTests =
+                client.get(&format!("/api/v1/builds/{id}/tests?limit=1000"))?;
+            if tests.totals.total > 0 {
+                b.extra.insert("tests".into(), serde_json::to_value(tests)?);
+            }
             println!("{}", serde_json::to_string_pretty(&b)?);
         } else {
             println!("build {}  {}  {}  {}", b.id, b.name, b.state, b.created_at);
@@ -51,7 +56,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
                 );
             }
             jobs_table(&b.jobs).print();
-            print_build_tests(&b);
+            super::test_queue::print_build_tests(&client, id, usize::MAX)?;
         }
         return Ok(0);
     }
@@ -225,35 +230,6 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
-}
-
-/// The build's failing tests by name, and its flaky jobs apart from them.
-fn print_build_tests(b: &Build) {
-    let mut failing = Vec::new();
-    for j in &b.jobs {
-        for f in j.failed_tests() {
-            let msg = f.message.lines().next().unwrap_or("").to_string();
-            failing.push(format!("  job {}: {}: {msg}", j.id, f.name));
-        }
-    }
-    if !failing.is_empty() {
-        println!("failing tests:");
-        for f in failing {
-            println!("{f}");
-        }
-    }
-    let flaky: Vec<&Job> = b.jobs.iter().filter(|j| j.flaky).collect();
-    if !flaky.is_empty() {
-        println!("flaky (passed on a rerun):");
-        for j in flaky {
-            let tests = if j.flaky_tests.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", j.flaky_tests.join(", "))
-            };
-            println!("  job {} {}{tests}", j.id, j.jobtype);
-        }
-    }
 }
 
 fn jobs_table(jobs: &[Job]) -> Table {

@@ -70,7 +70,12 @@ pub struct Args {
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     let client = g.client()?;
     let specs = make_specs(&client, &a)?;
-    let jobs: Vec<Job> = match &a.build {
+    // Sharded jobs go in a build, so their tests are counted together.
+    let build = a.build.clone().or_else(|| {
+        a.shards
+            .map(|n| format!("{} ({n} shards)", a.jobtypes.join(" ")))
+    });
+    let jobs: Vec<Job> = match &build {
         Some(name) => {
             let spec = BuildSpec {
                 name: name.clone(),
@@ -124,6 +129,8 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        super::wait::print_test_summaries(&client, &done);
     }
     Ok(if done.iter().all(|j| j.state == JobState::Passed) {
         0

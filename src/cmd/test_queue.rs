@@ -461,6 +461,72 @@ fn repro(g: &Globals, build: i64, test: &str) -> anyhow::Result<u8> {
     }
 }
 
+/// A build's tests for people: the totals, then the failing tests (each
+/// once, with the jobs and workers that ran it) and the flaky ones, at most
+/// `max` of each. Nothing when the build reported no tests.
+pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Result<()> {
+    let limit = max.clamp(1, 1000);
+    let failing: BuildTests = client.get(&format!(
+        "/api/v1/builds/{build}/tests?outcome=failing&limit={limit}"
+    ))?;
+    let t = &failing.totals;
+    if t.total == 0 {
+        return Ok(());
+    }
+    let mut line = format!(
+        "build {build}: {} tests: {} passed, {} failed, {} errors, {} skipped",
+        t.total, t.passed, t.failed, t.error, t.skipped
+    );
+    if t.flaky > 0 {
+        line.push_str(&format!("; {} flaky", t.flaky));
+    }
+    if t.pending > 0 {
+        line.push_str(&format!("; {} not run yet", t.pending));
+    }
+    if t.not_run > 0 {
+        line.push_str(&format!("; {} never run", t.not_run));
+    }
+    println!("{line}");
+    let ran = |x: &BuildTest| -> String {
+        x.runs
+            .iter()
+            .map(|r| format!("job {} {} {}", r.job, r.worker, r.outcome))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for x in &failing.tests {
+        let msg = x
+            .message
+            .as_deref()
+            .and_then(|m| m.lines().find(|l| !l.trim().is_empty()))
+            .unwrap_or("");
+        println!("  FAILED {} ({}): {msg}", x.id, ran(x));
+    }
+    if failing.count > failing.tests.len() as u64 {
+        println!(
+            "  ... and {} more failing (testbot status --build {build} --json)",
+            failing.count - failing.tests.len() as u64
+        );
+    }
+    if t.flaky > 0 {
+        let flaky: BuildTests = client.get(&format!(
+            "/api/v1/builds/{build}/tests?outcome=flaky&limit={limit}"
+        ))?;
+        for x in &flaky.tests {
+            println!("  FLAKY  {} ({})", x.id, ran(x));
+        }
+    }
+    if t.not_run > 0 {
+        let never: BuildTests = client.get(&format!(
+            "/api/v1/builds/{build}/tests?outcome=not_run&limit={limit}"
+        ))?;
+        for x in &never.tests {
+            println!("  NOT RUN {} (its jobs ended without running it)", x.id);
+        }
+    }
+    Ok(())
+}
+
 /// `s` for a URL's query: every byte but the unreserved ones %-encoded.
 pub fn query_escape(s: &str) -> String {
     s.bytes()

@@ -69,12 +69,26 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     let done = wait_for(&client, &jobs, !a.json, progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        print_test_summaries(&client, &done);
     }
     Ok(if done.iter().all(|j| j.state == JobState::Passed) {
         0
     } else {
         1
     })
+}
+
+/// After a wait: the tests of each build the jobs belong to, counted once
+/// per build (sharded jobs share their tests). A server that cannot say is
+/// no reason to fail the wait.
+pub fn print_test_summaries(client: &Client, done: &[Job]) {
+    let builds: std::collections::BTreeSet<i64> = done.iter().filter_map(|j| j.build).collect();
+    for b in builds {
+        if let Err(e) = super::test_queue::print_build_tests(client, b, 20) {
+            eprintln!("testbot: cannot read the tests of build {b}: {e:#}");
+        }
+    }
 }
 
 /// Set by Ctrl-C (SIGINT) once a wait began: the wait ends and says how to

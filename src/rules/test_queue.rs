@@ -74,21 +74,45 @@ pub fn next(f: &Facts) -> Next {
     }
 }
 
-/// How many of `candidates` (estimated durations, longest first) to take:
-/// about `remaining_ms / (shards × BATCHES_PER_SHARD)` worth, at least one,
-/// at most `max`.
-pub fn batch_len(candidates: &[u64], remaining_ms: u64, shards: u32, max: u32) -> usize {
-    let target = remaining_ms / (u64::from(shards.max(1)) * BATCHES_PER_SHARD);
+/// Batches of tests without a history hold at most the pending tests
+/// divided by this many per shard: nothing says how long they take, so
+/// they come in small batches that the shards share out as they go.
+pub const UNKNOWN_BATCHES_PER_SHARD: u64 = 16;
+
+/// A test offered for a batch: its estimate, and whether a history backs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub est_ms: u64,
+    pub known: bool,
+}
+
+/// How many of `candidates` (longest first) to take: about
+/// `remaining_ms / (shards × BATCHES_PER_SHARD)` worth, and of tests without
+/// a history no more than `pending / (shards × UNKNOWN_BATCHES_PER_SHARD)`;
+/// at least one, at most `max`.
+pub fn batch_len(
+    candidates: &[Candidate],
+    remaining_ms: u64,
+    pending: u64,
+    shards: u32,
+    max: u32,
+) -> usize {
+    let shards = u64::from(shards.max(1));
+    let target = remaining_ms / (shards * BATCHES_PER_SHARD);
+    let unknown_cap = (pending / (shards * UNKNOWN_BATCHES_PER_SHARD)).max(1);
     let mut sum = 0u64;
+    let mut unknown = 0u64;
     let mut n = 0usize;
-    for &ms in candidates.iter().take(max.max(1) as usize) {
-        if n > 0 && sum.saturating_add(ms) > target {
+    for c in candidates.iter().take(max.max(1) as usize) {
+        if n > 0 && (sum.saturating_add(c.est_ms) > target || (!c.known && unknown >= unknown_cap))
+        {
             break;
         }
-        sum = sum.saturating_add(ms);
+        sum = sum.saturating_add(c.est_ms);
+        unknown += u64::from(!c.known);
         n += 1;
     }
-    n.max(usize::from(!candidates.is_empty()))
+    n
 }
 
 /// What a reported outcome does to its test.
@@ -221,17 +245,44 @@ mod tests {
         assert_eq!(next(&aside), Next::TakeAny);
     }
 
+    fn known(ms: &[u64]) -> Vec<Candidate> {
+        ms.iter()
+            .map(|&est_ms| Candidate {
+                est_ms,
+                known: true,
+            })
+            .collect()
+    }
+
     #[test]
     fn batches_shrink_toward_the_end() {
-        let tests = vec![100u64; 1000];
-        let early = batch_len(&tests, 100 * 1000, 4, MAX_BATCH);
-        let late = batch_len(&tests[..20], 100 * 20, 4, MAX_BATCH);
+        let tests = known(&[100u64; 1000]);
+        let early = batch_len(&tests, 100 * 1000, 1000, 4, MAX_BATCH);
+        let late = batch_len(&tests[..20], 100 * 20, 20, 4, MAX_BATCH);
         assert_eq!(early, 62);
         assert_eq!(late, 1);
         // A test longer than the target is taken alone, never skipped.
-        assert_eq!(batch_len(&[5000, 10, 10], 5020, 4, MAX_BATCH), 1);
-        assert_eq!(batch_len(&tests, 100 * 1000, 4, 10), 10);
-        assert_eq!(batch_len(&[], 0, 4, 10), 0);
+        assert_eq!(batch_len(&known(&[5000, 10, 10]), 5020, 3, 4, MAX_BATCH), 1);
+        assert_eq!(batch_len(&tests, 100 * 1000, 1000, 4, 10), 10);
+        assert_eq!(batch_len(&[], 0, 0, 4, 10), 0);
+    }
+
+    #[test]
+    fn tests_without_a_history_come_in_small_batches() {
+        let unknown = vec![
+            Candidate {
+                est_ms: 1000,
+                known: false
+            };
+            2000
+        ];
+        // 2000 pending over 4 shards: 2000 / 64 = 31 at most.
+        assert_eq!(batch_len(&unknown, 2_000_000, 2000, 4, MAX_BATCH), 31);
+        assert_eq!(batch_len(&unknown[..10], 10_000, 10, 4, MAX_BATCH), 1);
+        // Known ones around them are not held back by the cap.
+        let mut mixed = known(&[10; 40]);
+        mixed.extend(&unknown[..40]);
+        assert_eq!(batch_len(&mixed, 1_000_000, 80, 4, MAX_BATCH), 41);
     }
 
     #[test]

@@ -40,7 +40,7 @@ const TABLES: &[(&str, &str)] = &[
     ),
     (
         "queue_tests",
-        "queue_id, test, seq, est_ms, state, job_id, attempt, avoid_job, runs, failures, \
+        "queue_id, test, seq, est_ms, est_known, state, job_id, attempt, avoid_job, runs, failures, \
          outcome, duration_ms, message, flaky",
     ),
     (

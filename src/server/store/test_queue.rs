@@ -236,18 +236,23 @@ fn merge(s: &mut dyn Sql, c: &Current, tests: &[String]) -> StoreResult<()> {
         vals![c.queue],
     )?;
     for (i, test) in tests.iter().enumerate() {
-        let est = one(
+        let known = one(
             s,
             "SELECT avg_ms FROM test_history WHERE jobtype = $1 AND test = $2",
             vals![&c.jobtype, test],
         )?
         .and_then(|r| r[0].int())
-        .map(|m| m.max(0) as u64)
-        .unwrap_or(mean);
+        .map(|m| m.max(0) as u64);
         s.exec(
-            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, state) \
-             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
-            vals![c.queue, test, base + i as u64 + 1, est],
+            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, est_known, state) \
+             VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
+            vals![
+                c.queue,
+                test,
+                base + i as u64 + 1,
+                known.unwrap_or(mean),
+                i64::from(known.is_some())
+            ],
         )?;
     }
     Ok(())
@@ -335,24 +340,33 @@ pub(crate) fn next(
         "SELECT shards FROM test_queues WHERE id = $1",
         vals![c.queue],
     )?;
-    let remaining = count(
+    let (remaining, pending) = one(
         s,
-        "SELECT CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) FROM queue_tests \
+        "SELECT CAST(COALESCE(SUM(est_ms), 0) AS BIGINT), COUNT(*) FROM queue_tests \
          WHERE queue_id = $1 AND state = 'pending'",
         vals![c.queue],
-    )?;
-    let candidates: Vec<(String, u64)> = s
+    )?
+    .map(|r| (r[0].u(), r[1].u()))
+    .unwrap_or((0, 0));
+    let candidates: Vec<(String, rules::Candidate)> = s
         .rows(
-            "SELECT test, est_ms FROM queue_tests WHERE queue_id = $1 AND state = 'pending' \
-             AND (avoid_job IS NULL OR avoid_job <> $2 OR $3 = 1) \
+            "SELECT test, est_ms, est_known FROM queue_tests WHERE queue_id = $1 \
+             AND state = 'pending' AND (avoid_job IS NULL OR avoid_job <> $2 OR $3 = 1) \
              ORDER BY est_ms DESC, seq LIMIT $4",
             vals![c.queue, job, any as i64, i64::from(max)],
         )?
         .into_iter()
-        .map(|r| (r[0].s(), r[1].u()))
+        .map(|r| {
+            let c = rules::Candidate {
+                est_ms: r[1].u(),
+                known: r[2].i() == 1,
+            };
+            (r[0].s(), c)
+        })
         .collect();
-    let ests: Vec<u64> = candidates.iter().map(|c| c.1).collect();
-    let n = rules::batch_len(&ests, remaining, shards.min(u32::MAX as u64) as u32, max);
+    let offered: Vec<rules::Candidate> = candidates.iter().map(|c| c.1).collect();
+    let shards = shards.min(u64::from(u32::MAX)) as u32;
+    let n = rules::batch_len(&offered, remaining, pending, shards, max);
     let mut batch = Vec::with_capacity(n);
     for (test, _) in candidates.into_iter().take(n) {
         let took = s.exec(
@@ -593,32 +607,43 @@ fn job_tests(s: &mut dyn Sql, queue: i64, job: i64, released: u64) -> StoreResul
 }
 
 /// The test report of an attempt that reported through the queue, for its
-/// result: counts and failures (no per-test durations).
+/// result: counts and the failures that are final here (a failure queued
+/// again for another job is `retried`, not failed); no per-test durations.
 pub(crate) fn attempt_report(
     s: &mut dyn Sql,
     job: i64,
     attempt: u32,
 ) -> StoreResult<Option<TestReport>> {
     let rows = s.rows(
-        "SELECT test, outcome, message FROM test_runs WHERE job_id = $1 AND attempt = $2 ORDER BY test",
+        "SELECT r.test, r.outcome, r.message, q.state, q.job_id, q.attempt, q.outcome \
+         FROM test_runs r JOIN queue_tests q ON q.queue_id = r.queue_id AND q.test = r.test \
+         WHERE r.job_id = $1 AND r.attempt = $2 ORDER BY r.test, r.run",
         vals![job, attempt],
     )?;
     if rows.is_empty() {
         return Ok(None);
     }
     let mut t = TestReport::default();
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         t.total += 1;
-        match TestOutcome::parse(&r[1].s()) {
+        let outcome = TestOutcome::parse(&r[1].s());
+        // Final here: the test is done, last run by this attempt, so (a
+        // test rerun in the same attempt counts by its last run).
+        let last_run = rows.get(i + 1).is_none_or(|n| n[0] != r[0]);
+        let final_here = last_run
+            && r[3].s() == "done"
+            && r[4].i() == job
+            && r[5].u() == u64::from(attempt)
+            && TestOutcome::parse(&r[6].s()) == outcome;
+        match outcome {
             Some(TestOutcome::Passed) => t.passed += 1,
             Some(TestOutcome::Skipped) => t.skipped += 1,
-            Some(o) => {
+            Some(o) if final_here => {
                 if o == TestOutcome::Failed {
                     t.failed += 1;
                 } else {
                     t.errors += 1;
                 }
-                let message = rules::cap(&r[2].s(), 4096);
                 t.failures.push(TestFailure {
                     name: r[0].s(),
                     kind: if o == TestOutcome::Failed {
@@ -627,9 +652,10 @@ pub(crate) fn attempt_report(
                         "error"
                     }
                     .into(),
-                    message,
+                    message: rules::cap(&r[2].s(), 4096),
                 });
             }
+            Some(_) => t.retried.push(r[0].s()),
             None => {}
         }
     }
@@ -694,8 +720,8 @@ pub(crate) fn record_junit(
     )?;
     for (i, (test, (outcome, ms, message))) in tests.into_iter().enumerate() {
         s.exec(
-            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, state) \
-             VALUES ($1, $2, $3, $4, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
+            "INSERT INTO queue_tests (queue_id, test, seq, est_ms, est_known, state) \
+             VALUES ($1, $2, $3, $4, 1, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
             vals![queue, test, base + i as u64 + 1, ms],
         )?;
         let before = one(

@@ -123,6 +123,7 @@ CREATE TABLE queue_tests (
     test        TEXT NOT NULL,
     seq         BIGINT NOT NULL,
     est_ms      BIGINT NOT NULL,
+    est_known   BIGINT NOT NULL DEFAULT 0,
     state       TEXT NOT NULL,
     job_id      BIGINT,
     attempt     BIGINT,

@@ -126,11 +126,20 @@ impl SqliteStore {
             .map_err(|e| {
                 let cause = crate::server::store_health::storage_cause(&e)
                     .map_or_else(|| e.to_string(), str::to_string);
-                anyhow::anyhow!(
-                    "cannot use the database {}: {cause}; is it a testbot database? Move it \
-                     away to start with an empty one",
-                    path.display()
-                )
+                let corrupt = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt);
+                if corrupt {
+                    anyhow::anyhow!(
+                        "cannot use the database {}: {cause}; restore it from a backup \
+                         (`testbot backup` makes one), or move it away to start with an empty one",
+                        path.display()
+                    )
+                } else {
+                    anyhow::anyhow!(
+                        "cannot use the database {}: {cause}; is it a testbot database? Move it \
+                         away to start with an empty one",
+                        path.display()
+                    )
+                }
             })?;
         crate::server::store_health::quick_check(&conn, path)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;

@@ -129,6 +129,7 @@ CREATE TABLE queue_tests (
     test        TEXT NOT NULL,
     seq         INTEGER NOT NULL,
     est_ms      INTEGER NOT NULL,
+    est_known   INTEGER NOT NULL DEFAULT 0,
     state       TEXT NOT NULL,
     job_id      INTEGER,
     attempt     INTEGER,
