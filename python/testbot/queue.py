@@ -29,9 +29,7 @@ import os
 import ssl
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from .client import _Backoff
 
@@ -221,22 +219,34 @@ class TestQueue:
             time.sleep(delay)
 
     def _post(self, url, body, timeout):
-        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-        req.add_header("Content-Type", "application/json")
-        req.add_header("Accept", "application/json")
+        """POSTs over a connection kept open between calls (a batch's next
+        and report cost the server no new connection); a connection the
+        server closed meanwhile is opened again once, at once."""
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.token:
-            req.add_header("Authorization", "Bearer " + self.token)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as resp:
-                text = resp.read()
-        except urllib.error.HTTPError as e:
-            message = _error_message(e)
-            if e.code >= 500 or e.code in (408, 429):
-                raise _Retry("%s: %d %s" % (url, e.code, message), connection=False)
-            raise QueueRefused(e.code, message, url)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            reason = getattr(e, "reason", None) or e
-            raise _Retry("%s: %s" % (url, reason), connection=True)
+            headers["Authorization"] = "Bearer " + self.token
+        parts = urllib.parse.urlsplit(url)
+        path = parts.path + ("?" + parts.query if parts.query else "")
+        for fresh in (False, True):
+            conn = self._connection(parts, timeout, fresh)
+            try:
+                conn.request("POST", path, body=data, headers=headers)
+                resp = conn.getresponse()
+                status, text = resp.status, resp.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop_connection()
+                if fresh:
+                    raise _Retry("%s: %s" % (url, e), connection=True)
+            except (OSError, http.client.HTTPException) as e:
+                self._drop_connection()
+                raise _Retry("%s: %s" % (url, getattr(e, "reason", None) or e), connection=True)
+        if status >= 400:
+            message = _message_of(text, resp.reason)
+            if status >= 500 or status in (408, 429):
+                raise _Retry("%s: %d %s" % (url, status, message), connection=False)
+            raise QueueRefused(status, message, url)
         try:
             answer = json.loads(text) if text else {}
         except ValueError:
@@ -244,6 +254,31 @@ class TestQueue:
         if not isinstance(answer, dict):
             raise _Retry("%s: the answer is not a JSON object: %r" % (url, text[:200]), connection=False)
         return answer
+
+    def _connection(self, parts, timeout, fresh):
+        key = (parts.scheme, parts.hostname, parts.port)
+        conn = getattr(self, "_conn", None)
+        if fresh or conn is None or getattr(self, "_conn_key", None) != key:
+            self._drop_connection()
+            if parts.scheme == "https":
+                conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                   context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+            self._conn, self._conn_key = conn, key
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _drop_connection(self):
+        conn = getattr(self, "_conn", None)
+        self._conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except OSError:
+                pass
 
 
 def _chunks(results, limit):
@@ -260,12 +295,10 @@ def _chunks(results, limit):
         yield chunk
 
 
-def _error_message(e):
-    try:
-        text = e.read().decode("utf-8", "replace")
-    except Exception:  # the body may be gone with the connection
-        return str(e.reason)
+def _message_of(body, reason):
+    """The server's ``{"error": ...}``, else the body, else the reason."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
     try:
         return str(json.loads(text).get("error", text))
     except (ValueError, AttributeError):
-        return text.strip() or str(e.reason)
+        return text.strip() or str(reason)

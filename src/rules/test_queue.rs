@@ -86,20 +86,34 @@ pub struct Candidate {
     pub known: bool,
 }
 
+/// What a batch is cut from besides its candidates.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    /// Estimated milliseconds of all pending tests.
+    pub remaining_ms: u64,
+    /// Pending tests.
+    pub pending: u64,
+    pub shards: u32,
+    /// Tests this attempt has reported so far.
+    pub done_here: u64,
+    /// The job's own limit.
+    pub max: u32,
+}
+
 /// How many of `candidates` (longest first) to take: about
-/// `remaining_ms / (shards × BATCHES_PER_SHARD)` worth, and of tests without
-/// a history no more than `pending / (shards × UNKNOWN_BATCHES_PER_SHARD)`;
-/// at least one, at most `max`.
-pub fn batch_len(
-    candidates: &[Candidate],
-    remaining_ms: u64,
-    pending: u64,
-    shards: u32,
-    max: u32,
-) -> usize {
-    let shards = u64::from(shards.max(1));
-    let target = remaining_ms / (shards * BATCHES_PER_SHARD);
-    let unknown_cap = (pending / (shards * UNKNOWN_BATCHES_PER_SHARD)).max(1);
+/// `remaining_ms / (shards × BATCHES_PER_SHARD)` worth. Of tests without a
+/// history, no more than `pending / (shards × UNKNOWN_BATCHES_PER_SHARD)`,
+/// and no more than the attempt has run so far (one at first, then about
+/// doubling, as TCP starts slow): a list that begins with its slowest
+/// tests then spreads them over the shards instead of handing them to the
+/// first one in one batch. At least one, at most `max`.
+pub fn batch_len(candidates: &[Candidate], z: &Sizing) -> usize {
+    let shards = u64::from(z.shards.max(1));
+    let target = z.remaining_ms / (shards * BATCHES_PER_SHARD);
+    let unknown_cap = (z.pending / (shards * UNKNOWN_BATCHES_PER_SHARD))
+        .min(z.done_here)
+        .max(1);
+    let max = z.max;
     let mut sum = 0u64;
     let mut unknown = 0u64;
     let mut n = 0usize;
@@ -113,6 +127,15 @@ pub fn batch_len(
         n += 1;
     }
     n
+}
+
+/// How many of the longest pending tests a batch may need to look at: a
+/// batch of the target time holds at most its share of the tests plus one
+/// (the longest come first, so they are at least average), and no more
+/// tests without history than their cap.
+pub fn candidates_needed(z: &Sizing) -> u64 {
+    let shards = u64::from(z.shards.max(1));
+    (z.pending / (shards * BATCHES_PER_SHARD) + 1).clamp(1, u64::from(z.max.max(1)))
 }
 
 /// What a reported outcome does to its test.
@@ -254,21 +277,30 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn batches_shrink_toward_the_end() {
-        let tests = known(&[100u64; 1000]);
-        let early = batch_len(&tests, 100 * 1000, 1000, 4, MAX_BATCH);
-        let late = batch_len(&tests[..20], 100 * 20, 20, 4, MAX_BATCH);
-        assert_eq!(early, 62);
-        assert_eq!(late, 1);
-        // A test longer than the target is taken alone, never skipped.
-        assert_eq!(batch_len(&known(&[5000, 10, 10]), 5020, 3, 4, MAX_BATCH), 1);
-        assert_eq!(batch_len(&tests, 100 * 1000, 1000, 4, 10), 10);
-        assert_eq!(batch_len(&[], 0, 0, 4, 10), 0);
+    fn sizing(remaining_ms: u64, pending: u64, done_here: u64, max: u32) -> Sizing {
+        Sizing {
+            remaining_ms,
+            pending,
+            shards: 4,
+            done_here,
+            max,
+        }
     }
 
     #[test]
-    fn tests_without_a_history_come_in_small_batches() {
+    fn batches_shrink_toward_the_end() {
+        let tests = known(&[100u64; 1000]);
+        assert_eq!(batch_len(&tests, &sizing(100_000, 1000, 0, MAX_BATCH)), 62);
+        assert_eq!(batch_len(&tests[..20], &sizing(2000, 20, 0, MAX_BATCH)), 1);
+        // A test longer than the target is taken alone, never skipped.
+        let long = known(&[5000, 10, 10]);
+        assert_eq!(batch_len(&long, &sizing(5020, 3, 0, MAX_BATCH)), 1);
+        assert_eq!(batch_len(&tests, &sizing(100_000, 1000, 0, 10)), 10);
+        assert_eq!(batch_len(&[], &sizing(0, 0, 0, 10)), 0);
+    }
+
+    #[test]
+    fn tests_without_a_history_start_one_at_a_time_and_stay_small() {
         let unknown = vec![
             Candidate {
                 est_ms: 1000,
@@ -276,13 +308,24 @@ mod tests {
             };
             2000
         ];
+        let z = |done_here| sizing(2_000_000, 2000, done_here, MAX_BATCH);
+        // The first batch is one test; then as many as ran so far.
+        assert_eq!(batch_len(&unknown, &z(0)), 1);
+        assert_eq!(batch_len(&unknown, &z(1)), 1);
+        assert_eq!(batch_len(&unknown, &z(6)), 6);
         // 2000 pending over 4 shards: 2000 / 64 = 31 at most.
-        assert_eq!(batch_len(&unknown, 2_000_000, 2000, 4, MAX_BATCH), 31);
-        assert_eq!(batch_len(&unknown[..10], 10_000, 10, 4, MAX_BATCH), 1);
+        assert_eq!(batch_len(&unknown, &z(500)), 31);
+        assert_eq!(
+            batch_len(&unknown[..10], &sizing(10_000, 10, 500, MAX_BATCH)),
+            1
+        );
         // Known ones around them are not held back by the cap.
         let mut mixed = known(&[10; 40]);
         mixed.extend(&unknown[..40]);
-        assert_eq!(batch_len(&mixed, 1_000_000, 80, 4, MAX_BATCH), 41);
+        assert_eq!(
+            batch_len(&mixed, &sizing(1_000_000, 80, 100, MAX_BATCH)),
+            41
+        );
     }
 
     #[test]

@@ -631,8 +631,10 @@ fn a_failed_test_is_rerun_on_another_job_and_a_pass_marks_it_flaky() {
         assert_eq!(retrying, ["broken", "flaky"], "{}", b.name);
         // Not back to the job they failed on while another runs.
         assert!(batch(next(&b, &a, None, None)).is_none(), "{}", b.name);
+        b.check_test_queue(jobs[0].id).unwrap();
         let rerun = take(&b, &c, None, 2);
         assert_eq!(rerun, ["broken", "flaky"], "{}", b.name);
+        b.check_test_queue(jobs[0].id).unwrap();
         b.tests_report(
             c.id,
             c.attempt,
@@ -708,6 +710,10 @@ fn tests_held_by_a_lost_attempt_go_to_the_other_shards() {
         ));
         let c = claim(&b, "w2").unwrap();
         assert_eq!(take(&b, &c, Some(&["x", "y"]), 2), ["x", "y"], "{}", b.name);
+        b.check_test_queue(a.test_queue.unwrap()).unwrap();
+        // Given back unreported: pending again, counted again.
+        assert_eq!(b.tests_finish(c.id, c.attempt).unwrap().released, 2);
+        b.check_test_queue(a.test_queue.unwrap()).unwrap();
         // A job without a queue has none.
         let lone = submit(&b, json!([{"jobtype": "suite"}])).remove(0);
         let lone = loop {
@@ -786,6 +792,28 @@ fn junit_reports_count_each_test_once_per_build_and_feed_the_history() {
             .collect();
         assert_eq!(planned.len(), 3, "{}: {planned:?}", b.name);
         assert_eq!(b.shard_known(next_jobs[1].id).unwrap().len(), 3);
+        // A second run is smoothed into the history.
+        let j = claim(&b, "w1").unwrap();
+        let mut o = outcome(&j, "passed", false);
+        o.tests = Some(TestReport {
+            total: 1,
+            passed: 1,
+            durations: [("b".to_string(), 400)].into_iter().collect(),
+            ..Default::default()
+        });
+        b.finish(j.id, &o, b.now()).unwrap();
+        let slow = b.test_stats(StatsKind::Slow, Some("suite"), 10).unwrap();
+        assert_eq!(
+            (slow[0].id.as_str(), slow[0].avg_ms, slow[0].recent.as_str()),
+            (
+                "b",
+                Some(crate::rules::test_queue::smoothed(Some(200), 400)),
+                "pp"
+            ),
+            "{}",
+            b.name
+        );
+        b.check_test_queue(next_jobs[0].id).unwrap();
         // Retention forgets tests not seen since.
         b.advance(1000);
         b.purge_finished(b.now(), 100).unwrap();

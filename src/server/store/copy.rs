@@ -30,13 +30,13 @@ const TABLES: &[(&str, &str)] = &[
     (
         "attempts",
         "job_id, attempt, worker, platform_index, started_at, finished_at, state, reason, \
-         log_size, log_stored, tests_listed",
+         log_size, log_stored, tests_listed, tests_done",
     ),
     ("log_chunks", "job_id, attempt, pos, data"),
     ("settings", "name, value"),
     (
         "test_queues",
-        "id, jobtype, build_id, shards, retry_failed, repro, created_at",
+        "id, jobtype, build_id, shards, retry_failed, repro, created_at, pending_n, pending_ms, lists",
     ),
     (
         "queue_tests",

@@ -291,6 +291,9 @@ pub trait TestQueue {
     /// The key job tokens are signed with: `fresh` becomes it if the
     /// database has none yet.
     fn job_token_key(&self, fresh: &str) -> StoreResult<String>;
+    /// For tests: the queue's kept counts agree with its tests.
+    #[cfg(test)]
+    fn check_test_queue(&self, queue: i64) -> StoreResult<()>;
 }
 
 /// Job logs, appended with offsets, kept within the cap.

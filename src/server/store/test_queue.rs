@@ -93,6 +93,9 @@ macro_rules! vals {
 pub(crate) trait Sql {
     fn exec(&mut self, sql: &str, args: &[V]) -> StoreResult<u64>;
     fn rows(&mut self, sql: &str, args: &[V]) -> StoreResult<Vec<Vec<V>>>;
+    /// The first `max` rows only. Not a `LIMIT $N` in the shared SQL:
+    /// SQLite plans such a statement anew whenever `N` changes.
+    fn rows_upto(&mut self, sql: &str, args: &[V], max: usize) -> StoreResult<Vec<Vec<V>>>;
 }
 
 fn one(s: &mut dyn Sql, sql: &str, args: &[V]) -> StoreResult<Option<Vec<V>>> {
@@ -207,21 +210,80 @@ fn current(s: &mut dyn Sql, job: i64, attempt: u32) -> StoreResult<Current> {
     })
 }
 
+/// Moves the queue's count of pending tests and their estimated time (kept
+/// in `test_queues`, so no call sums the pending tests).
+fn add_pending(s: &mut dyn Sql, queue: i64, n: i64, ms: i64) -> StoreResult<()> {
+    if n == 0 && ms == 0 {
+        return Ok(());
+    }
+    s.exec(
+        "UPDATE test_queues SET pending_n = pending_n + $1, pending_ms = pending_ms + $2 \
+         WHERE id = $3",
+        vals![n, ms, queue],
+    )?;
+    Ok(())
+}
+
+/// Puts back in the queue the reservations `condition` picks (an SQL
+/// condition on `queue_tests` over `$1` = the queue and further
+/// arguments), returning how many.
+fn release(s: &mut dyn Sql, queue: i64, condition: &str, args: &[V]) -> StoreResult<u64> {
+    let mut all = vec![V::from(queue)];
+    all.extend_from_slice(args);
+    let back = s.rows(
+        &format!(
+            "UPDATE queue_tests SET state = 'pending', attempt = NULL \
+             WHERE queue_id = $1 AND state = 'reserved' AND {condition} RETURNING est_ms"
+        ),
+        &all,
+    )?;
+    let ms: i64 = back.iter().map(|r| r[0].i()).sum();
+    add_pending(s, queue, back.len() as i64, ms)?;
+    Ok(back.len() as u64)
+}
+
 /// Gives reservations back whose attempt no longer runs (its job ended, its
 /// worker was lost): they are the other shards' to take.
 fn release_lapsed(s: &mut dyn Sql, queue: i64) -> StoreResult<u64> {
-    s.exec(
-        "UPDATE queue_tests SET state = 'pending', attempt = NULL \
-         WHERE queue_id = $1 AND state = 'reserved' AND NOT EXISTS (\
-           SELECT 1 FROM jobs j WHERE j.id = queue_tests.job_id \
-           AND j.state = 'running' AND j.attempt = queue_tests.attempt)",
-        vals![queue],
+    release(
+        s,
+        queue,
+        "NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = queue_tests.job_id \
+         AND j.state = 'running' AND j.attempt = queue_tests.attempt)",
+        &[],
     )
 }
 
+/// A list's fingerprint: shards that collect the same tests send the same
+/// list, merged once.
+fn digest(tests: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for t in tests {
+        h.update(t.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Merges a shard's list into its queue: tests not there yet are added,
-/// estimated by their history (unknown ones at the jobtype's mean).
+/// estimated by their history (unknown ones at the jobtype's mean). A list
+/// merged before (the same tests in the same order) is not read again.
 fn merge(s: &mut dyn Sql, c: &Current, tests: &[String]) -> StoreResult<()> {
+    let digest = digest(tests);
+    let lists = one(
+        s,
+        "SELECT lists FROM test_queues WHERE id = $1",
+        vals![c.queue],
+    )?
+    .map(|r| r[0].s())
+    .unwrap_or_default();
+    if lists.split(' ').any(|d| d == digest) {
+        return Ok(());
+    }
     let mean = one(
         s,
         "SELECT CAST(AVG(avg_ms) AS BIGINT) FROM test_history WHERE jobtype = $1 AND avg_ms IS NOT NULL",
@@ -235,26 +297,27 @@ fn merge(s: &mut dyn Sql, c: &Current, tests: &[String]) -> StoreResult<()> {
         "SELECT COALESCE(MAX(seq), 0) FROM queue_tests WHERE queue_id = $1",
         vals![c.queue],
     )?;
+    let (mut added, mut added_ms) = (0i64, 0i64);
     for (i, test) in tests.iter().enumerate() {
-        let known = one(
-            s,
-            "SELECT avg_ms FROM test_history WHERE jobtype = $1 AND test = $2",
-            vals![&c.jobtype, test],
-        )?
-        .and_then(|r| r[0].int())
-        .map(|m| m.max(0) as u64);
-        s.exec(
+        let inserted = s.rows(
             "INSERT INTO queue_tests (queue_id, test, seq, est_ms, est_known, state) \
-             VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
-            vals![
-                c.queue,
-                test,
-                base + i as u64 + 1,
-                known.unwrap_or(mean),
-                i64::from(known.is_some())
-            ],
+             VALUES ($1, $2, $3, \
+             COALESCE((SELECT avg_ms FROM test_history WHERE jobtype = $4 AND test = $2), $5), \
+             (SELECT COUNT(*) FROM test_history WHERE jobtype = $4 AND test = $2 \
+              AND avg_ms IS NOT NULL), 'pending') \
+             ON CONFLICT (queue_id, test) DO NOTHING RETURNING est_ms",
+            vals![c.queue, test, base + i as u64 + 1, &c.jobtype, mean],
         )?;
+        for r in inserted {
+            added += 1;
+            added_ms += r[0].i();
+        }
     }
+    add_pending(s, c.queue, added, added_ms)?;
+    s.exec(
+        "UPDATE test_queues SET lists = lists || ' ' || $1 WHERE id = $2",
+        vals![&digest, c.queue],
+    )?;
     Ok(())
 }
 
@@ -281,40 +344,58 @@ pub(crate) fn next(
         )?;
     }
     release_lapsed(s, c.queue)?;
-    let listed = count(
+    let (listed, done_here) = one(
         s,
-        "SELECT tests_listed FROM attempts WHERE job_id = $1 AND attempt = $2",
+        "SELECT tests_listed, tests_done FROM attempts WHERE job_id = $1 AND attempt = $2",
         vals![job, attempt],
-    )? > 0;
+    )?
+    .map(|r| (r[0].i() > 0, r[1].u()))
+    .unwrap_or((false, 0));
+    let Some(q) = one(
+        s,
+        "SELECT pending_n, pending_ms, shards FROM test_queues WHERE id = $1",
+        vals![c.queue],
+    )?
+    else {
+        return Err(StoreError::Broken(anyhow::anyhow!(
+            "the test queue {} of job {job} is missing",
+            c.queue
+        )));
+    };
+    let (pending, remaining, shards) = (q[0].u(), q[1].u(), q[2].u());
+    let set_aside = count(
+        s,
+        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND avoid_job = $2 AND state = 'pending'",
+        vals![c.queue, job],
+    )?;
+    let held_by_others = count(
+        s,
+        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND state = 'reserved' \
+         AND (job_id <> $2 OR attempt <> $3)",
+        vals![c.queue, job, attempt],
+    )?;
     let mut f = rules::Facts {
         listed,
+        for_me: pending.saturating_sub(set_aside),
+        set_aside,
+        held_by_others,
         ..Default::default()
     };
+    // This job runs (`current` said so): the others are the rest. (No
+    // `id <> $2` here: SQLite would plan the statement anew for each id.)
     for r in s.rows(
-        "SELECT state, CASE WHEN avoid_job = $1 THEN 1 ELSE 0 END, \
-         CASE WHEN job_id = $1 AND attempt = $2 THEN 1 ELSE 0 END, COUNT(*) \
-         FROM queue_tests WHERE queue_id = $3 AND state <> 'done' GROUP BY 1, 2, 3",
-        vals![job, attempt, c.queue],
-    )? {
-        let n = r[3].u();
-        match (r[0].s().as_str(), r[1].i() == 1, r[2].i() == 1) {
-            ("pending", true, _) => f.set_aside += n,
-            ("pending", false, _) => f.for_me += n,
-            ("reserved", _, false) => f.held_by_others += n,
-            _ => {}
-        }
-    }
-    for r in s.rows(
-        "SELECT state, COUNT(*) FROM jobs WHERE queue_id = $1 AND id <> $2 \
+        "SELECT state, COUNT(*) FROM jobs WHERE queue_id = $1 \
          AND state IN ('queued', 'running') GROUP BY state",
-        vals![c.queue, job],
+        vals![c.queue],
     )? {
         match r[0].s().as_str() {
-            "running" => f.others_running = r[1].u(),
+            "running" => f.others_running = r[1].u().saturating_sub(1),
             _ => f.others_queued = r[1].u(),
         }
     }
-    let any = match rules::next(&f) {
+    // The job whose set-aside tests the batch leaves out: this one, or
+    // none (0, no job's id) when it may take them too.
+    let avoid = match rules::next(&f) {
         rules::Next::NeedList => {
             return Ok(Step::Batch(TestsBatch {
                 need_list: true,
@@ -328,34 +409,34 @@ pub(crate) fn next(
             }))
         }
         rules::Next::Wait => return Ok(Step::Wait),
-        rules::Next::Take => 0,
-        rules::Next::TakeAny => 1,
+        rules::Next::Take => job,
+        rules::Next::TakeAny => 0,
     };
-    let max = req
-        .max
-        .unwrap_or(rules::MAX_BATCH)
-        .clamp(1, rules::MAX_BATCH);
-    let shards = count(
-        s,
-        "SELECT shards FROM test_queues WHERE id = $1",
-        vals![c.queue],
-    )?;
-    let (remaining, pending) = one(
-        s,
-        "SELECT CAST(COALESCE(SUM(est_ms), 0) AS BIGINT), COUNT(*) FROM queue_tests \
-         WHERE queue_id = $1 AND state = 'pending'",
-        vals![c.queue],
-    )?
-    .map(|r| (r[0].u(), r[1].u()))
-    .unwrap_or((0, 0));
+    let sizing = rules::Sizing {
+        remaining_ms: remaining,
+        pending,
+        shards: shards.min(u64::from(u32::MAX)) as u32,
+        done_here,
+        max: req
+            .max
+            .unwrap_or(rules::MAX_BATCH)
+            .clamp(1, rules::MAX_BATCH),
+    };
+    // No batch is longer than this: the longest tests come first, so a
+    // batch of the target time holds no more than its share of them.
+    let look = rules::candidates_needed(&sizing);
+    // The set-aside tests are skipped here, not in SQL: a condition on this
+    // job's id would have SQLite plan the statement anew for each job.
+    let skip = if avoid == 0 { 0 } else { set_aside };
     let candidates: Vec<(String, rules::Candidate)> = s
-        .rows(
-            "SELECT test, est_ms, est_known FROM queue_tests WHERE queue_id = $1 \
-             AND state = 'pending' AND (avoid_job IS NULL OR avoid_job <> $2 OR $3 = 1) \
-             ORDER BY est_ms DESC, seq LIMIT $4",
-            vals![c.queue, job, any as i64, i64::from(max)],
+        .rows_upto(
+            "SELECT test, est_ms, est_known, avoid_job FROM queue_tests WHERE queue_id = $1 \
+             AND state = 'pending' ORDER BY est_ms DESC, seq",
+            vals![c.queue],
+            look.saturating_add(skip).min(usize::MAX as u64) as usize,
         )?
         .into_iter()
+        .filter(|r| avoid == 0 || r[3].int() != Some(avoid))
         .map(|r| {
             let c = rules::Candidate {
                 est_ms: r[1].u(),
@@ -365,19 +446,23 @@ pub(crate) fn next(
         })
         .collect();
     let offered: Vec<rules::Candidate> = candidates.iter().map(|c| c.1).collect();
-    let shards = shards.min(u64::from(u32::MAX)) as u32;
-    let n = rules::batch_len(&offered, remaining, pending, shards, max);
+    let n = rules::batch_len(&offered, &sizing);
+    // Each by its key, and only if still pending (on PostgreSQL another
+    // server may have taken it meanwhile).
     let mut batch = Vec::with_capacity(n);
-    for (test, _) in candidates.into_iter().take(n) {
+    let mut batch_ms = 0i64;
+    for (test, cand) in candidates.into_iter().take(n) {
         let took = s.exec(
             "UPDATE queue_tests SET state = 'reserved', job_id = $1, attempt = $2 \
              WHERE queue_id = $3 AND test = $4 AND state = 'pending'",
             vals![job, attempt, c.queue, &test],
         )?;
         if took == 1 {
+            batch_ms += cand.est_ms as i64;
             batch.push(test);
         }
     }
+    add_pending(s, c.queue, -(batch.len() as i64), -batch_ms)?;
     if batch.is_empty() {
         // Taken by another shard in the meantime: look again.
         return Ok(Step::Wait);
@@ -403,7 +488,72 @@ struct Run<'a> {
     retry_failed: u32,
 }
 
-/// Returns whether the test goes back to the queue for a rerun.
+/// A run into its test's history, in one statement: the duration smoothed
+/// as `rules::smoothed` does (a skip leaves it), the outcome's letter added
+/// to the last `rules::RECENT`.
+static HISTORY_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let keep = 1.0 - rules::SMOOTHING;
+    let new = rules::SMOOTHING;
+    let recent = rules::RECENT;
+    format!(
+        "INSERT INTO test_history (jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen) \
+         VALUES ($1, $2, CASE WHEN $3 = 1 THEN NULL ELSE $4 END, 1, $5, $6, $7, $8) \
+         ON CONFLICT (jobtype, test) DO UPDATE SET \
+         avg_ms = CASE WHEN $3 = 1 THEN test_history.avg_ms \
+           WHEN test_history.avg_ms IS NULL THEN $4 \
+           ELSE CAST(ROUND(test_history.avg_ms * {keep} + $4 * {new}) AS BIGINT) END, \
+         runs = test_history.runs + 1, failures = test_history.failures + $5, \
+         flaky = test_history.flaky + $6, \
+         recent = CASE WHEN LENGTH(test_history.recent) >= {recent} \
+           THEN SUBSTR(test_history.recent, 2) ELSE test_history.recent END || $7, \
+         last_seen = $8"
+    )
+});
+
+/// A run into `test_runs` (run number `run`) and into its test's history.
+fn note_run(
+    s: &mut dyn Sql,
+    r: &Run,
+    run: u64,
+    flaky: bool,
+    message: Option<&str>,
+    now: i64,
+) -> StoreResult<()> {
+    s.exec(
+        "INSERT INTO test_runs (queue_id, test, run, job_id, attempt, worker, outcome, \
+         duration_ms, message, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vals![
+            r.queue,
+            r.test,
+            run,
+            r.job,
+            r.attempt,
+            r.worker,
+            r.outcome.as_str(),
+            r.ms,
+            message,
+            now
+        ],
+    )?;
+    s.exec(
+        &HISTORY_UPSERT,
+        vals![
+            r.jobtype,
+            r.test,
+            i64::from(r.outcome == TestOutcome::Skipped),
+            r.ms,
+            i64::from(r.outcome.is_failure()),
+            i64::from(flaky),
+            r.outcome.letter().to_string().as_str(),
+            now
+        ],
+    )?;
+    Ok(())
+}
+
+/// Records a run of a test whatever its state (a JUnit report's):
+/// `runs` and `failures` are the test's before it. Returns whether the
+/// test goes back to the queue for a rerun.
 fn record_run(s: &mut dyn Sql, r: &Run, runs: u64, failures: u64, now: i64) -> StoreResult<bool> {
     let failures = failures + u64::from(r.outcome.is_failure());
     let runs = runs + 1;
@@ -447,53 +597,13 @@ fn record_run(s: &mut dyn Sql, r: &Run, runs: u64, failures: u64, now: i64) -> S
             ],
         )?,
     };
-    s.exec(
-        "INSERT INTO test_runs (queue_id, test, run, job_id, attempt, worker, outcome, \
-         duration_ms, message, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        vals![
-            r.queue,
-            r.test,
-            runs,
-            r.job,
-            r.attempt,
-            r.worker,
-            r.outcome.as_str(),
-            r.ms,
-            message.as_deref(),
-            now
-        ],
-    )?;
-    let flaky = matches!(after, rules::AfterRun::Final { flaky: true });
-    let before = one(
+    note_run(
         s,
-        "SELECT avg_ms, recent FROM test_history WHERE jobtype = $1 AND test = $2",
-        vals![r.jobtype, r.test],
-    )?;
-    let (avg, recent) = match &before {
-        Some(row) => (row[0].int().map(|a| a.max(0) as u64), row[1].s()),
-        None => (None, String::new()),
-    };
-    // A skip says nothing of how long the test takes.
-    let avg = if r.outcome == TestOutcome::Skipped {
-        avg
-    } else {
-        Some(rules::smoothed(avg, r.ms))
-    };
-    s.exec(
-        "INSERT INTO test_history (jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen) \
-         VALUES ($1, $2, $3, 1, $4, $5, $6, $7) \
-         ON CONFLICT (jobtype, test) DO UPDATE SET avg_ms = $3, runs = test_history.runs + 1, \
-         failures = test_history.failures + $4, flaky = test_history.flaky + $5, recent = $6, \
-         last_seen = $7",
-        vals![
-            r.jobtype,
-            r.test,
-            avg.map(|a| a as i64),
-            i64::from(r.outcome.is_failure()),
-            i64::from(flaky),
-            &rules::recent(&recent, r.outcome),
-            now
-        ],
+        r,
+        runs,
+        matches!(after, rules::AfterRun::Final { flaky: true }),
+        message.as_deref(),
+        now,
     )?;
     Ok(matches!(after, rules::AfterRun::Retry))
 }
@@ -515,30 +625,59 @@ pub(crate) fn report(
     .min(u64::from(u32::MAX)) as u32;
     let mut out = TestsReported::default();
     for res in results {
-        let row = one(
+        let failed = i64::from(res.outcome.is_failure());
+        let message = res.message.as_deref().map(rules::cap_message);
+        // Taken as the final outcome at once (most runs are); a failure
+        // with retries left is put back just below.
+        let taken = one(
             s,
-            "SELECT state, job_id, attempt, runs, failures FROM queue_tests \
-             WHERE queue_id = $1 AND test = $2",
-            vals![c.queue, &res.id],
+            "UPDATE queue_tests SET state = 'done', runs = runs + 1, failures = failures + $1, \
+             outcome = $2, duration_ms = $3, message = $4, \
+             flaky = CASE WHEN $1 = 0 AND failures > 0 THEN 1 ELSE 0 END \
+             WHERE queue_id = $5 AND test = $6 AND state = 'reserved' AND job_id = $7 \
+             AND attempt = $8 RETURNING runs, failures, est_ms",
+            vals![
+                failed,
+                res.outcome.as_str(),
+                res.duration_ms,
+                message.as_deref(),
+                c.queue,
+                &res.id,
+                job,
+                attempt
+            ],
         )?;
-        let why = match &row {
-            None => Some("not in this job's test queue".to_string()),
-            Some(r)
-                if r[0].s() == "reserved" && r[1].i() == job && r[2].u() == u64::from(attempt) =>
-            {
-                None
-            }
-            Some(r) if r[0].s() == "done" => Some("already reported".to_string()),
-            Some(_) => Some(format!("not reserved for attempt {attempt} of job {job}")),
-        };
-        if let Some(why) = why {
+        let Some(row) = taken else {
+            let why = match one(
+                s,
+                "SELECT state FROM queue_tests WHERE queue_id = $1 AND test = $2",
+                vals![c.queue, &res.id],
+            )? {
+                None => "not in this job's test queue".to_string(),
+                Some(r) if r[0].s() == "done" => "already reported".to_string(),
+                Some(_) => format!("not reserved for attempt {attempt} of job {job}"),
+            };
             out.ignored.push(Ignored {
                 id: res.id.clone(),
                 why,
             });
             continue;
+        };
+        let (runs, failures) = (row[0].u(), row[1].u());
+        let after = rules::after_run(
+            res.outcome,
+            failures.min(u64::from(u32::MAX)) as u32,
+            retry_failed,
+        );
+        if after == rules::AfterRun::Retry {
+            s.exec(
+                "UPDATE queue_tests SET state = 'pending', avoid_job = $1, job_id = $1, \
+                 attempt = NULL, flaky = 0 WHERE queue_id = $2 AND test = $3",
+                vals![job, c.queue, &res.id],
+            )?;
+            add_pending(s, c.queue, 1, row[2].i())?;
+            out.retrying.push(res.id.clone());
         }
-        let r = row.expect("checked above");
         let run = Run {
             queue: c.queue,
             jobtype: &c.jobtype,
@@ -548,14 +687,17 @@ pub(crate) fn report(
             worker: &c.worker,
             outcome: res.outcome,
             ms: res.duration_ms,
-            message: res.message.clone(),
+            message: None,
             retry_failed,
         };
-        if record_run(s, &run, r[3].u(), r[4].u(), now)? {
-            out.retrying.push(res.id.clone());
-        }
+        let flaky = after == (rules::AfterRun::Final { flaky: true });
+        note_run(s, &run, runs, flaky, message.as_deref(), now)?;
         out.recorded += 1;
     }
+    s.exec(
+        "UPDATE attempts SET tests_done = tests_done + $1 WHERE job_id = $2 AND attempt = $3",
+        vals![out.recorded, job, attempt],
+    )?;
     Ok(out)
 }
 
@@ -563,10 +705,11 @@ pub(crate) fn report(
 /// holds and says what its job's tests came to.
 pub(crate) fn finish(s: &mut dyn Sql, job: i64, attempt: u32) -> StoreResult<JobTests> {
     let c = current(s, job, attempt)?;
-    let released = s.exec(
-        "UPDATE queue_tests SET state = 'pending', attempt = NULL \
-         WHERE queue_id = $1 AND state = 'reserved' AND job_id = $2 AND attempt = $3",
-        vals![c.queue, job, attempt],
+    let released = release(
+        s,
+        c.queue,
+        "job_id = $2 AND attempt = $3",
+        vals![job, attempt],
     )?;
     job_tests(s, c.queue, job, released)
 }
@@ -719,18 +862,23 @@ pub(crate) fn record_junit(
         vals![queue],
     )?;
     for (i, (test, (outcome, ms, message))) in tests.into_iter().enumerate() {
+        // Inserted as held: it is recorded at once, never handed out.
         s.exec(
             "INSERT INTO queue_tests (queue_id, test, seq, est_ms, est_known, state) \
-             VALUES ($1, $2, $3, $4, 1, 'pending') ON CONFLICT (queue_id, test) DO NOTHING",
+             VALUES ($1, $2, $3, $4, 1, 'reserved') ON CONFLICT (queue_id, test) DO NOTHING",
             vals![queue, test, base + i as u64 + 1, ms],
         )?;
         let before = one(
             s,
-            "SELECT runs, failures FROM queue_tests WHERE queue_id = $1 AND test = $2",
+            "SELECT runs, failures, state, est_ms FROM queue_tests WHERE queue_id = $1 AND test = $2",
             vals![queue, test],
         )?
-        .map(|r| (r[0].u(), r[1].u()))
-        .unwrap_or((0, 0));
+        .map(|r| (r[0].u(), r[1].u(), r[2].s(), r[3].i()))
+        .unwrap_or((0, 0, String::new(), 0));
+        if before.2 == "pending" {
+            // A queued test the job ran by its own list: no longer pending.
+            add_pending(s, queue, -1, -before.3)?;
+        }
         let run = Run {
             queue,
             jobtype: &job.jobtype,
@@ -1026,4 +1174,29 @@ pub(crate) fn shard_known(s: &mut dyn Sql, job: i64) -> StoreResult<Vec<String>>
         all.extend(list);
     }
     Ok(all.into_iter().collect())
+}
+
+/// For tests: the queue's kept counts of pending tests and time agree with
+/// its tests.
+#[cfg(test)]
+pub(crate) fn check_counts(s: &mut dyn Sql, queue: i64) -> StoreResult<()> {
+    let kept = one(
+        s,
+        "SELECT pending_n, pending_ms FROM test_queues WHERE id = $1",
+        vals![queue],
+    )?
+    .map(|r| (r[0].i(), r[1].i()));
+    let real = one(
+        s,
+        "SELECT COUNT(*), CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) FROM queue_tests \
+         WHERE queue_id = $1 AND state = 'pending'",
+        vals![queue],
+    )?
+    .map(|r| (r[0].i(), r[1].i()));
+    if kept != real {
+        return Err(StoreError::Broken(anyhow::anyhow!(
+            "queue {queue}: kept (pending, ms) {kept:?}, but the tests say {real:?}"
+        )));
+    }
+    Ok(())
 }

@@ -115,7 +115,10 @@ CREATE TABLE test_queues (
     shards       BIGINT NOT NULL,
     retry_failed BIGINT NOT NULL,
     repro        TEXT,
-    created_at   BIGINT NOT NULL
+    created_at   BIGINT NOT NULL,
+    pending_n    BIGINT NOT NULL DEFAULT 0,
+    pending_ms   BIGINT NOT NULL DEFAULT 0,
+    lists        TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX test_queues_build ON test_queues(build_id);
 CREATE TABLE queue_tests (
@@ -137,6 +140,7 @@ CREATE TABLE queue_tests (
     PRIMARY KEY (queue_id, test)
 );
 CREATE INDEX queue_tests_order ON queue_tests(queue_id, state, est_ms DESC, seq);
+CREATE INDEX queue_tests_avoid ON queue_tests(queue_id, avoid_job);
 CREATE TABLE test_runs (
     queue_id    BIGINT NOT NULL,
     test        TEXT NOT NULL,
@@ -169,5 +173,6 @@ DROP TABLE test_durations;
 ALTER TABLE jobs ADD COLUMN queue_id BIGINT;
 CREATE INDEX jobs_test_queue ON jobs(queue_id);
 ALTER TABLE attempts ADD COLUMN tests_listed BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN tests_done BIGINT NOT NULL DEFAULT 0;
 "#,
 ];

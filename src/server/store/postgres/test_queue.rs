@@ -20,6 +20,13 @@ impl Sql for Cx<'_> {
         Pg::exec(self, sql, &args)
     }
 
+    fn rows_upto(&mut self, sql: &str, args: &[V], max: usize) -> StoreResult<Vec<Vec<V>>> {
+        let mut all = args.to_vec();
+        all.push(V::from(max.min(i64::MAX as usize) as i64));
+        let sql = format!("{sql} LIMIT ${}", all.len());
+        Sql::rows(self, &sql, &all)
+    }
+
     fn rows(&mut self, sql: &str, args: &[V]) -> StoreResult<Vec<Vec<V>>> {
         let args: Vec<Arg> = args.iter().map(arg).collect();
         Pg::rows(self, sql, &args, |r| {
@@ -86,5 +93,10 @@ impl TestQueue for PgStore {
 
     fn job_token_key(&self, fresh: &str) -> StoreResult<String> {
         self.with_tx(|tx, _| tq::token_key(tx, fresh))
+    }
+
+    #[cfg(test)]
+    fn check_test_queue(&self, queue: i64) -> StoreResult<()> {
+        self.with_conn(|tx, _| tq::check_counts(tx, queue))
     }
 }

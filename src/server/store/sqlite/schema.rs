@@ -121,7 +121,10 @@ CREATE TABLE test_queues (
     shards       INTEGER NOT NULL,
     retry_failed INTEGER NOT NULL,
     repro        TEXT,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    pending_n    INTEGER NOT NULL DEFAULT 0,
+    pending_ms   INTEGER NOT NULL DEFAULT 0,
+    lists        TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX test_queues_build ON test_queues(build_id);
 CREATE TABLE queue_tests (
@@ -143,6 +146,7 @@ CREATE TABLE queue_tests (
     PRIMARY KEY (queue_id, test)
 );
 CREATE INDEX queue_tests_order ON queue_tests(queue_id, state, est_ms DESC, seq);
+CREATE INDEX queue_tests_avoid ON queue_tests(queue_id, avoid_job);
 CREATE TABLE test_runs (
     queue_id    INTEGER NOT NULL,
     test        TEXT NOT NULL,
@@ -175,5 +179,6 @@ DROP TABLE test_durations;
 ALTER TABLE jobs ADD COLUMN queue_id INTEGER;
 CREATE INDEX jobs_test_queue ON jobs(queue_id);
 ALTER TABLE attempts ADD COLUMN tests_listed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attempts ADD COLUMN tests_done INTEGER NOT NULL DEFAULT 0;
 "#,
 ];

@@ -17,22 +17,51 @@ impl rusqlite::ToSql for V {
     }
 }
 
-/// A connection (in a transaction) speaking the shared SQL: `$N` is
-/// SQLite's `?N`.
+/// A connection (in a transaction) speaking the shared SQL. SQLite reads
+/// `$1` as a named parameter and numbers parameters by first appearance,
+/// so the shared SQL first uses `$1`, then `$2`, and so on (checked in
+/// debug builds): the text goes to SQLite as it is.
 pub(crate) struct Lite<'a>(pub(crate) &'a Connection);
+
+/// Whether the `$N` parameters of `sql` first appear in the order 1, 2, 3...
+fn in_order(sql: &str) -> bool {
+    let mut seen = 0u32;
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        rest = &rest[i + 1..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let Ok(n) = digits.parse::<u32>() else {
+            continue;
+        };
+        if n > seen + 1 {
+            return false;
+        }
+        seen = seen.max(n);
+    }
+    true
+}
 
 impl Sql for Lite<'_> {
     fn exec(&mut self, sql: &str, args: &[V]) -> StoreResult<u64> {
-        let mut stmt = self.0.prepare_cached(&sql.replace('$', "?"))?;
+        debug_assert!(in_order(sql), "parameters out of order: {sql}");
+        let mut stmt = self.0.prepare_cached(sql)?;
         Ok(stmt.execute(rusqlite::params_from_iter(args.iter()))? as u64)
     }
 
     fn rows(&mut self, sql: &str, args: &[V]) -> StoreResult<Vec<Vec<V>>> {
-        let mut stmt = self.0.prepare_cached(&sql.replace('$', "?"))?;
+        self.rows_upto(sql, args, usize::MAX)
+    }
+
+    fn rows_upto(&mut self, sql: &str, args: &[V], max: usize) -> StoreResult<Vec<Vec<V>>> {
+        debug_assert!(in_order(sql), "parameters out of order: {sql}");
+        let mut stmt = self.0.prepare_cached(sql)?;
         let n = stmt.column_count();
         let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
+        while out.len() < max {
+            let Some(r) = rows.next()? else {
+                break;
+            };
             let mut row = Vec::with_capacity(n);
             for i in 0..n {
                 row.push(match r.get_ref(i)? {
@@ -93,5 +122,28 @@ impl TestQueue for SqliteStore {
 
     fn job_token_key(&self, fresh: &str) -> StoreResult<String> {
         self.with_tx(|tx| tq::token_key(&mut Lite(tx), fresh))
+    }
+
+    #[cfg(test)]
+    fn check_test_queue(&self, queue: i64) -> StoreResult<()> {
+        self.with_conn(|c| tq::check_counts(&mut Lite(c), queue))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_must_first_appear_in_order() {
+        assert!(in_order("SELECT $1, $2, $1, $3"));
+        assert!(!in_order("SELECT $2, $1"));
+        assert!(!in_order("VALUES ($1, CASE WHEN $3 = 1 THEN $2 END)"));
+        // Numbered as SQLite numbers them: by first appearance.
+        let c = Connection::open_in_memory().unwrap();
+        let got = Lite(&c)
+            .rows("SELECT $1 - $2, $1", &[V::from(10i64), V::from(3i64)])
+            .unwrap();
+        assert_eq!(got, vec![vec![V::Int(Some(7)), V::Int(Some(10))]]);
     }
 }
