@@ -178,6 +178,17 @@ fn the_cli_loop_runs_every_test_once_and_retries_a_failure_on_another_job() {
             "{}",
             text(&repro)
         );
+        // The build page lists the failing test once, with both its runs.
+        let page = http_get(&format!("{}/builds/{build}", server.url)).body;
+        assert_eq!(page.matches(">fail_always<").count(), 1, "{page}");
+        assert!(page.contains("48 tests: 47 passed, 1 failed"), "{page}");
+        assert!(
+            page.contains("Flaky tests") && page.contains("flaky_once"),
+            "{page}"
+        );
+        let status = stdout(&server.cli(&["status", "--build", &build.to_string()]));
+        assert!(status.contains("FAILED fail_always"), "{status}");
+        assert!(status.contains("FLAKY  flaky_once"), "{status}");
         let flaky = server.cli(&["tests", "flaky", "--json"]);
         let flaky: Value = serde_json::from_str(&stdout(&flaky)).unwrap();
         assert_eq!(flaky[0]["id"], "flaky_once", "{flaky}");

@@ -14,6 +14,7 @@ use axum::Router;
 
 use super::error::ApiResult;
 use super::extract::{Path, Query};
+use super::store::BuildTestsQuery;
 use super::store::JobFilter;
 use super::AppState;
 use crate::time::now_ms;
@@ -295,6 +296,13 @@ async fn job_page(
             t.errors,
             t.skipped
         );
+        if !t.retried.is_empty() {
+            let _ = write!(
+                body,
+                "<p>Failed here and queued again for another job: {}</p>",
+                esc(&t.retried.join(", "))
+            );
+        }
     }
     if !failing.is_empty() {
         body.push_str("<table><tr><th>failing test</th><th>message</th></tr>");
@@ -401,42 +409,84 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
         esc(&serde_json::to_string_pretty(&b.meta).unwrap_or_default()),
         jobs_table(&b.jobs)
     );
-    let mut failing = String::new();
-    for j in &b.jobs {
-        for f in j.failed_tests() {
+    let failing = BuildTestsQuery {
+        outcome: Some("failing".into()),
+        limit: 200,
+        ..Default::default()
+    };
+    let tests = st.db(move |s| s.build_tests(id, &failing)).await?;
+    let t = &tests.totals;
+    if t.total > 0 {
+        let _ = write!(
+            body,
+            "<h2>Tests</h2><p>{} tests: {} passed, {} failed, {} errors, {} skipped; {} flaky{}{}</p>",
+            t.total,
+            t.passed,
+            t.failed,
+            t.error,
+            t.skipped,
+            t.flaky,
+            if t.pending > 0 { format!("; {} not run yet", t.pending) } else { String::new() },
+            if t.not_run > 0 { format!("; {} never run", t.not_run) } else { String::new() },
+        );
+    }
+    let runs = |x: &crate::wire::BuildTest| -> String {
+        x.runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "<a href=\"/jobs/{0}\">#{0}</a> {1} <span class=\"{2}\">{2}</span>",
+                    r.job,
+                    esc(&r.worker),
+                    r.outcome
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !tests.tests.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>Failing tests</h2><table><tr><th>test</th><th>message</th><th>runs</th></tr>"
+        );
+        for x in &tests.tests {
             let _ = write!(
-                failing,
-                "<tr><td><a href=\"/jobs/{0}\">#{0}</a></td><td class=\"failed\">{1}</td><td>{2}</td></tr>",
-                j.id,
-                esc(&f.name),
-                esc(f.message.lines().next().unwrap_or(""))
+                body,
+                "<tr><td class=\"failed\">{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&x.id),
+                esc(x
+                    .message
+                    .as_deref()
+                    .and_then(|m| m.lines().next())
+                    .unwrap_or("")),
+                runs(x)
+            );
+        }
+        body.push_str("</table>");
+        if tests.count > tests.tests.len() as u64 {
+            let _ = write!(
+                body,
+                "<p>and {} more: <a href=\"/api/v1/builds/{id}/tests?outcome=failing&amp;limit=10000\">all failing tests</a></p>",
+                tests.count - tests.tests.len() as u64
             );
         }
     }
-    if !failing.is_empty() {
+    if t.flaky > 0 {
+        let flaky = BuildTestsQuery {
+            outcome: Some("flaky".into()),
+            limit: 200,
+            ..Default::default()
+        };
+        let flaky = st.db(move |s| s.build_tests(id, &flaky)).await?;
+        let items: Vec<String> = flaky
+            .tests
+            .iter()
+            .map(|x| format!("<li>{} ({})</li>", esc(&x.id), runs(x)))
+            .collect();
         let _ = write!(
             body,
-            "<h2>Failing tests</h2><table><tr><th>job</th><th>test</th><th>message</th></tr>{failing}</table>"
-        );
-    }
-    let flaky: Vec<String> = b
-        .jobs
-        .iter()
-        .filter(|j| j.flaky)
-        .map(|j| {
-            format!(
-                "<li><a href=\"/jobs/{0}\">#{0}</a> {1} {2}</li>",
-                j.id,
-                esc(&j.jobtype),
-                esc(&j.flaky_tests.join(", "))
-            )
-        })
-        .collect();
-    if !flaky.is_empty() {
-        let _ = write!(
-            body,
-            "<h2>Flaky (passed on a rerun)</h2><ul class=\"flaky\">{}</ul>",
-            flaky.concat()
+            "<h2>Flaky tests (failed, then passed on a rerun)</h2><ul class=\"flaky\">{}</ul>",
+            items.concat()
         );
     }
     Ok(page(
