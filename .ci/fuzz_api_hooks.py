@@ -13,7 +13,11 @@ from schemathesis.core import NotSet
 # Long polls are held up to `wait` seconds (60 at most; a claim without
 # `wait` waits 30), and a followed log streams until its job ends: cap the
 # one and turn the other off.
-LONG_POLLS = {"/api/v1/workers/{name}/claim", "/api/v1/workers/{name}/heartbeat"}
+LONG_POLLS = {
+    "/api/v1/workers/{name}/claim",
+    "/api/v1/workers/{name}/heartbeat",
+    "/api/v1/jobs/{id}/tests/next",
+}
 SHORT_WAIT = 0.2
 
 
@@ -30,9 +34,9 @@ def before_call(context, case, kwargs):
             wait = body.get("wait")
             if _number(wait) and math.isfinite(wait) and wait > SHORT_WAIT:
                 body["wait"] = SHORT_WAIT
-            elif "wait" not in body and path.endswith("/claim"):
+            elif "wait" not in body and path.endswith(("/claim", "/next")):
                 body["wait"] = SHORT_WAIT
-        elif isinstance(body, NotSet) and path.endswith("/claim"):
+        elif isinstance(body, NotSet) and path.endswith(("/claim", "/next")):
             case.body = {"wait": SHORT_WAIT}
             case.media_type = "application/json"
     elif path in ("/api/v1/jobs", "/api/v1/builds"):

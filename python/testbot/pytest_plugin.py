@@ -238,22 +238,16 @@ class QueueRunner:
         repro = self._repro()
 
         answer = self.queue.next(tests=ids, limit=self.limit, repro=repro)
-        asked = 0
+        if answer["need_list"]:
+            answer = self._ask(ids, repro)
         while True:
-            if answer["need_list"] and not answer["tests"]:
-                asked += 1
-                if asked > 3:
-                    raise QueueError("the server keeps asking for the list of tests")
-                answer = self.queue.next(tests=ids, limit=self.limit, repro=repro)
-                continue
-            asked = 0
             batch = list(dict.fromkeys(answer["tests"]))  # once each, in the server's order
             if not batch:
                 if answer["done"]:
                     return
-                answer = self.queue.next(limit=self.limit)
+                answer = self._ask(ids, repro)
                 continue
-            results = self._run_batch(session, items, order, batch)
+            results, answer = self._run_batch(session, items, order, batch, ids, repro)
             if results:
                 reply = self.queue.report(results)
                 self.put_back.extend(reply["retrying"])
@@ -263,8 +257,17 @@ class QueueRunner:
             if session.shouldfail or session.shouldstop:
                 self.stopped = str(session.shouldfail or session.shouldstop)
                 return
-            answer = self.queue.next(tests=ids if answer["need_list"] else None, limit=self.limit,
-                                     repro=repro if answer["need_list"] else None)
+            if answer is None:
+                answer = self._ask(ids, repro)
+
+    def _ask(self, ids, repro, wait=None):
+        """The next batch; the list again whenever the server asks for it."""
+        answer = self.queue.next(limit=self.limit, wait=wait)
+        for _ in range(3):
+            if not answer["need_list"]:
+                return answer
+            answer = self.queue.next(tests=ids, limit=self.limit, repro=repro, wait=wait)
+        raise QueueError("the server keeps asking for the list of tests")
 
     def _repro(self):
         """How to rerun one test by hand: node ids are relative to the
@@ -278,12 +281,23 @@ class QueueRunner:
             return REPRO
         return "cd %s && %s" % (shlex.quote(rel), REPRO)
 
-    def _run_batch(self, session, items, order, batch):
+    def _run_batch(self, session, items, order, batch, ids, repro):
+        """Runs the batch; returns its results and the next batch when it
+        was asked for already (before the last test, without waiting: so
+        pytest keeps the fixtures that test shares with the next one), or
+        None."""
         here = sorted((i for i in batch if i in items), key=order.__getitem__)
         results = []
+        upcoming = None
         for n, nodeid in enumerate(here):
             item = items[nodeid]
-            nextitem = items[here[n + 1]] if n + 1 < len(here) else None
+            if n + 1 < len(here):
+                nextitem = items[here[n + 1]]
+            else:
+                upcoming = self._ask(ids, repro, wait=0)
+                following = sorted((i for i in upcoming["tests"] if i in items),
+                                   key=order.__getitem__)
+                nextitem = items[following[0]] if following else None
             self.running = {nodeid: _Result()}
             try:
                 item.ihook.pytest_runtest_protocol(item=item, nextitem=nextitem)
@@ -292,7 +306,7 @@ class QueueRunner:
             self.ran += 1
             results.append(result.entry(nodeid))
             if session.shouldfail or session.shouldstop:
-                return results  # the rest goes back to the queue with finish
+                return results, upcoming  # the rest goes back to the queue with finish
         for nodeid in batch:
             if nodeid not in items:
                 results.append({
@@ -301,7 +315,9 @@ class QueueRunner:
                                "tests; do all shards run the same command on the same checkout?)"
                                % (nodeid, len(items)),
                 })
-        return results
+        if upcoming is not None and not upcoming["tests"] and not upcoming["done"]:
+            upcoming = None  # nothing yet: ask again, waiting this time
+        return results, upcoming
 
     def _finish_quietly(self):
         """Gives the reserved tests back when the run ends abnormally

@@ -554,3 +554,34 @@ def test_queue_gives_up_on_a_server_that_stays_away():
     with pytest.raises(QueueUnavailable):
         q.finish()
     assert time.monotonic() - t0 < 3
+
+
+def test_fixtures_shared_across_batches_are_set_up_once(tmp_path, queue_server):
+    # The next batch is asked for before a batch's last test runs, so pytest
+    # knows which test follows and keeps the module's fixture for it.
+    write_project(tmp_path, {"pytest.ini": "[pytest]\n", "test_mod.py": """
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def expensive(tmp_path_factory):
+            with open("setups.txt", "a") as f:
+                f.write("set up\\n")
+            return 42
+
+        def test_a(expensive):
+            assert expensive == 42
+
+        def test_b(expensive):
+            assert expensive == 42
+
+        def test_c(expensive):
+            assert expensive == 42
+
+        def test_d(expensive):
+            assert expensive == 42
+    """})
+    fake, url = queue_server(batch=1)
+    code, out = run_pytest(tmp_path, child_env(url))
+    assert code == 0, out
+    assert len(fake.reported()) == 4, out
+    assert (tmp_path / "setups.txt").read_text().count("set up") == 1, out
