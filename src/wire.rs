@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod artifacts;
 mod states;
 mod test_queue;
 mod trim;
 use serde_json::Value;
 pub use states::{AttemptState, BuildState, Reported, WorkerStatus};
+pub use artifacts::*;
 pub use test_queue::*;
 
 /// Platform properties (`os.family = linux`) or requirements
@@ -329,6 +331,12 @@ pub struct Registered {
     /// job's output either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_cap: Option<u64>,
+    /// The largest artifact file the server keeps, and the most bytes of
+    /// artifacts per job: a worker skips what is over them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_max_file: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_max_job: Option<u64>,
 }
 
 /// `POST /api/v1/workers/{name}/heartbeat`.

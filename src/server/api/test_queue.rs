@@ -175,11 +175,16 @@ pub(super) async fn build_tests(
     }
     let offset = match q.offset.as_deref() {
         None => 0,
-        Some(text) => text.parse::<u64>().map_err(|_| {
-            ApiError::bad(format!(
-                "offset must be a whole number, 0 or more, not {text:?}"
-            ))
-        })?,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= limits::MAX_INT)
+            .ok_or_else(|| {
+                ApiError::bad(format!(
+                    "offset must be a whole number from 0 to {}, not {text:?}",
+                    limits::MAX_INT
+                ))
+            })?,
     };
     let limit = list_limit(q.limit.as_deref(), 100, 10_000)? as u64;
     let query = BuildTestsQuery {
