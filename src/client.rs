@@ -432,6 +432,27 @@ impl Client {
         decode(&url, Ok(resp)).map(|t| (Maybe::Some(t), value))
     }
 
+    /// PUT of `len` bytes read from `body` (a file, streamed: never held
+    /// whole), with a deadline of its own for big uploads.
+    pub fn put_reader<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<T> {
+        let url = self.url(path);
+        let mut req = self
+            .agent
+            .put(&url)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string());
+        if let Some(b) = self.bearer() {
+            req = req.header("Authorization", b);
+        }
+        let resp = req.send(ureq::SendBody::from_reader(body));
+        decode(&url, resp)
+    }
+
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T> {
         self.failover(true, |c| {
             let url = c.url(path);

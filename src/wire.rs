@@ -14,9 +14,9 @@ mod artifacts;
 mod states;
 mod test_queue;
 mod trim;
+pub use artifacts::*;
 use serde_json::Value;
 pub use states::{AttemptState, BuildState, Reported, WorkerStatus};
-pub use artifacts::*;
 pub use test_queue::*;
 
 /// Platform properties (`os.family = linux`) or requirements

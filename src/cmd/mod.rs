@@ -5,6 +5,7 @@
 //! Exit codes: 0 success; 1 a job did not pass; 2 bad usage, bad config or
 //! input refused by the server; 3 server unreachable or failing.
 
+pub mod artifacts;
 pub mod backup;
 pub mod cancel;
 pub mod completions;
@@ -103,6 +104,9 @@ enum Command {
     /// The test queue of sharded jobs, and tests' history: next, report,
     /// finish, shard, flaky, slow, repro.
     Tests(test_queue::Args),
+    /// A job's artifacts: list, download (checked), or upload from inside
+    /// a job.
+    Artifacts(artifacts::Args),
     /// Save a consistent copy of the server's database.
     Backup(backup::Args),
     /// Work on a testbot database itself (`db copy`).
@@ -219,6 +223,7 @@ pub fn main() -> ExitCode {
         Command::Wait(a) => wait::run(&globals, a),
         Command::Cancel(a) => cancel::run(&globals, a),
         Command::Tests(a) => test_queue::run(&globals, a),
+        Command::Artifacts(a) => artifacts::run(&globals, a),
         Command::Backup(a) => backup::run(&globals, a),
         Command::Db(a) => db::run(&globals, a),
         Command::Completions(a) => completions::run(a),

@@ -51,6 +51,18 @@ pub struct Args {
     /// end are kept and the middle is cut.
     #[arg(long, default_value = "32MiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
     log_cap: u64,
+    /// Where artifacts are kept [default: beside the SQLite database, as
+    /// NAME-artifacts; with PostgreSQL, ./testbot-artifacts: give every
+    /// server on the database the same (shared) directory].
+    #[arg(long, value_name = "DIR")]
+    artifacts_dir: Option<PathBuf>,
+    /// The largest artifact file kept (larger ones are skipped, and the
+    /// job's log says so).
+    #[arg(long, default_value = "2GiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
+    artifact_max_file: u64,
+    /// The most artifact bytes kept per job attempt.
+    #[arg(long, default_value = "10GiB", value_name = "SIZE", value_parser = crate::wire::parse_size)]
+    artifact_max_job: u64,
     /// The worker token the --worker workers use when their configs name
     /// none and --worker-tokens is not given.
     #[arg(
@@ -78,6 +90,9 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         keep: std::time::Duration::from_secs_f64(a.keep_days.max(0.0) * 86_400.0),
         retention_interval: a.retention_interval,
         tls: a.tls_cert.zip(a.tls_key),
+        artifacts_dir: a.artifacts_dir,
+        artifact_max_file: a.artifact_max_file,
+        artifact_max_job: a.artifact_max_job,
     })?;
     Ok(0)
 }

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 
@@ -22,6 +22,7 @@ use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
 use super::AppState;
 
 mod admin;
+mod artifacts;
 mod builds;
 mod jobs;
 mod logs;
@@ -31,6 +32,7 @@ mod workers;
 use crate::time::now_ms;
 use crate::wire::*;
 use admin::*;
+use artifacts::*;
 use axum::Extension;
 use builds::*;
 use jobs::*;
@@ -65,6 +67,8 @@ pub enum Access {
     Client,
     /// A job's calls about itself: the token of its current attempt.
     Job,
+    /// Artifacts: a worker token, or the job's own token.
+    Upload,
 }
 
 pub struct Route {
@@ -107,6 +111,10 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/api/v1/builds", Access::Read),
     r("GET", "/api/v1/builds/{id}", Access::Read),
     r("GET", "/api/v1/builds/{id}/tests", Access::Read),
+    r("GET", "/api/v1/jobs/{id}/artifacts", Access::Read),
+    r("POST", "/api/v1/jobs/{id}/artifacts", Access::Upload),
+    r("GET", "/api/v1/jobs/{id}/artifacts/{*path}", Access::Read),
+    r("PUT", "/api/v1/jobs/{id}/artifacts/{*path}", Access::Upload),
     r("POST", "/api/v1/jobs/{id}/tests/next", Access::Job),
     r("POST", "/api/v1/jobs/{id}/tests/report", Access::Job),
     r("POST", "/api/v1/jobs/{id}/tests/finish", Access::Job),
@@ -139,6 +147,10 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("GET", "/api/v1/builds") => get(list_builds),
         ("GET", "/api/v1/builds/{id}") => get(get_build),
         ("GET", "/api/v1/builds/{id}/tests") => get(build_tests),
+        ("GET", "/api/v1/jobs/{id}/artifacts") => get(list_artifacts),
+        ("POST", "/api/v1/jobs/{id}/artifacts") => post(declare_artifacts),
+        ("GET", "/api/v1/jobs/{id}/artifacts/{*path}") => get(get_artifact),
+        ("PUT", "/api/v1/jobs/{id}/artifacts/{*path}") => put(upload_artifact),
         ("POST", "/api/v1/jobs/{id}/tests/next") => post(tests_next),
         ("POST", "/api/v1/jobs/{id}/tests/report") => post(tests_report),
         ("POST", "/api/v1/jobs/{id}/tests/finish") => post(tests_finish),
@@ -204,6 +216,12 @@ mod tests {
         }
     }
 
+    /// A route as OpenAPI writes it: `{*path}` (the rest of the path) is
+    /// `{path}` there.
+    fn documented_path(route: &str) -> String {
+        route.replace("{*", "{")
+    }
+
     #[test]
     fn the_openapi_document_has_exactly_the_routes() {
         let doc: Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
@@ -216,9 +234,9 @@ mod tests {
                     op["responses"].is_object(),
                     "{method} {path} has no responses"
                 );
-                let route = ROUTES
-                    .iter()
-                    .find(|r| r.path == path && r.method.eq_ignore_ascii_case(method));
+                let route = ROUTES.iter().find(|r| {
+                    documented_path(r.path) == *path && r.method.eq_ignore_ascii_case(method)
+                });
                 if let Some(r) = route {
                     let sec = op["security"][0]
                         .as_object()
@@ -228,6 +246,7 @@ mod tests {
                         Access::Worker => Some(Some("workerToken".to_string())),
                         Access::Client => Some(Some("clientToken".to_string())),
                         Access::Job => Some(Some("jobToken".to_string())),
+                        Access::Upload => Some(Some("workerToken".to_string())),
                     };
                     assert_eq!(sec, want, "security of {method} {path}");
                 }
@@ -235,7 +254,7 @@ mod tests {
         }
         let routed: BTreeSet<(String, String)> = ROUTES
             .iter()
-            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .map(|r| (r.method.to_string(), documented_path(r.path)))
             .collect();
         assert_eq!(documented, routed);
         let mut all = Vec::new();

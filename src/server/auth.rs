@@ -235,10 +235,17 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         req.extensions_mut().insert(Caller::Job { job, attempt });
         return next.run(req).await;
     }
+    // Artifacts come from a worker, or from the job itself with its token.
+    if access == Access::Upload {
+        if let Some((job, attempt)) = bearer.as_deref().and_then(|t| st.job_tokens.check(t)) {
+            req.extensions_mut().insert(Caller::Job { job, attempt });
+            return next.run(req).await;
+        }
+    }
     let caller = st.auth.caller(bearer.as_deref());
     let allowed = match (&caller, access) {
         (Caller::Open, _) => true,
-        (Caller::Worker(_), Access::Worker) => true,
+        (Caller::Worker(_), Access::Worker | Access::Upload) => true,
         (Caller::Client, Access::Client) => true,
         (Caller::Worker(_) | Caller::Client, Access::Read) => true,
         (Caller::Anonymous, Access::Read) => !st.auth.private,
@@ -250,6 +257,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
             Access::Client => "a client token",
             Access::Read => "a token (the server is --private)",
             Access::Job => "a job token",
+            Access::Upload => "a worker token or the job's token",
         };
         let what = match (&caller, bearer.is_some()) {
             (Caller::Anonymous, false) => "no token was sent".to_string(),

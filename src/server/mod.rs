@@ -5,6 +5,7 @@
 //! call runs on tokio's blocking pool so SQLite never stalls the runtime.
 
 pub mod api;
+pub mod artifacts;
 pub mod auth;
 pub mod checks;
 mod connections;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Signs and checks the tokens of jobs' own calls.
     pub job_tokens: Arc<job_token::JobTokens>,
+    /// Where artifact bytes go, and the caps.
+    pub artifacts: Arc<artifacts::ArtifactStore>,
     pub metrics: Arc<metrics::Metrics>,
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
@@ -97,6 +100,11 @@ pub struct ServeOptions {
     pub retention_interval: Duration,
     /// Serve https with this PEM certificate chain and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where artifacts are kept (default: beside a SQLite database).
+    pub artifacts_dir: Option<PathBuf>,
+    /// The largest artifact file kept, and the most bytes per attempt.
+    pub artifact_max_file: u64,
+    pub artifact_max_job: u64,
 }
 
 /// The whole HTTP surface: API and pages behind the auth layer, with any
@@ -188,7 +196,21 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .map_err(|e| crate::cmd::Exit(2, format!("cannot listen on {}: {e}", opts.listen)))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", listener.local_addr()?);
-    let (store, _db_lock): (Arc<dyn Store>, _) = match Database::parse(&opts.db) {
+    let database = Database::parse(&opts.db);
+    let artifacts_dir = opts.artifacts_dir.clone().unwrap_or_else(|| {
+        artifacts::default_dir(match &database {
+            Database::Sqlite(p) => Some(p.as_path()),
+            Database::Postgres(_) => None,
+        })
+    });
+    let blobs = artifacts::DirBlobs::open(&artifacts_dir)?;
+    let artifact_store = Arc::new(artifacts::ArtifactStore {
+        blobs: Box::new(blobs),
+        max_file: opts.artifact_max_file,
+        max_job: opts.artifact_max_job,
+        dir: artifacts_dir,
+    });
+    let (store, _db_lock): (Arc<dyn Store>, _) = match database {
         Database::Postgres(db_url) => (
             Arc::new(PgStore::open(&db_url)?.with_log_cap(opts.log_cap)),
             None,
@@ -202,7 +224,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     runtime.block_on(run(
         opts,
         listener,
-        store,
+        (store, artifact_store),
         auth,
         tls,
         worker_configs,
@@ -260,7 +282,7 @@ fn check_exposure(listen: &str, tokens: bool, insecure: bool) -> anyhow::Result<
 async fn run(
     opts: ServeOptions,
     listener: tokio::net::TcpListener,
-    store: Arc<dyn Store>,
+    (store, artifacts): (Arc<dyn Store>, Arc<artifacts::ArtifactStore>),
     auth: auth::Auth,
     tls: Option<Arc<rustls::ServerConfig>>,
     worker_configs: Vec<crate::worker::config::Config>,
@@ -277,6 +299,7 @@ async fn run(
     };
     let state = AppState {
         job_tokens: Arc::new(job_token::JobTokens::new(key.as_bytes())),
+        artifacts,
         store,
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),
@@ -489,7 +512,42 @@ async fn retention(state: AppState, keep: Duration, every: Duration) {
                 "retention deleted finished jobs older than --keep-days"
             );
         }
+        collect_artifacts(&state).await;
     }
+}
+
+/// Deletes artifacts past their jobtype's `keep_artifacts`, then the bytes
+/// no artifact names any more (of those and of purged jobs).
+async fn collect_artifacts(state: &AppState) {
+    match state.db(|s| s.expire_artifacts(now_ms())).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            artifacts = n,
+            "retention deleted artifacts past keep_artifacts"
+        ),
+        Err(e) => tracing::error!("retention of artifacts: {e:?}"),
+    }
+    let garbage = match state.db(|s| s.artifact_garbage()).await {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!("retention of artifacts: {e:?}");
+            return;
+        }
+    };
+    let store = state.artifacts.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (kind, name) in garbage {
+            let done = if kind == "blob" {
+                store.blobs.remove(&name)
+            } else {
+                store.blobs.remove_partial(&name)
+            };
+            if let Err(e) = done {
+                tracing::warn!(kind, name, "cannot delete an artifact file: {e}");
+            }
+        }
+    })
+    .await;
 }
 
 /// Once a second: idle heartbeats noted in memory are written, and jobs

@@ -98,15 +98,23 @@ pub struct ArtifactUpload {
 /// most 1024 bytes. The reason when not.
 pub fn check_artifact_path(path: &str) -> Result<(), String> {
     if path.is_empty() || path.len() > 1024 {
-        return Err(format!("an artifact path must be 1 to 1024 bytes, not {}", path.len()));
+        return Err(format!(
+            "an artifact path must be 1 to 1024 bytes, not {}",
+            path.len()
+        ));
     }
     if path.starts_with('/') {
-        return Err(format!("{path:?} is absolute; artifact paths are relative to the job directory"));
+        return Err(format!(
+            "{path:?} is absolute; artifact paths are relative to the job directory"
+        ));
     }
     if path.chars().any(|c| c.is_control() || c == '\\') {
         return Err(format!("{path:?} has a control character or a backslash"));
     }
-    if path.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+    if path
+        .split('/')
+        .any(|p| p.is_empty() || p == "." || p == "..")
+    {
         return Err(format!("{path:?} has an empty, '.' or '..' part"));
     }
     Ok(())
@@ -114,7 +122,9 @@ pub fn check_artifact_path(path: &str) -> Result<(), String> {
 
 /// Whether `s` is a SHA-256 in lowercase hex.
 pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The media type an artifact is served with, by its extension: images as
@@ -145,10 +155,25 @@ mod tests {
 
     #[test]
     fn artifact_paths_stay_inside_the_job() {
-        for ok in ["a.txt", "reports/x/y.xml", "core.1234", "weird name (1).png"] {
+        for ok in [
+            "a.txt",
+            "reports/x/y.xml",
+            "core.1234",
+            "weird name (1).png",
+        ] {
             assert!(check_artifact_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "a//b", "./a", "a\\b", "a\nb", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a\nb",
+            "a/",
+        ] {
             assert!(check_artifact_path(bad).is_err(), "{bad:?}");
         }
     }
@@ -156,8 +181,14 @@ mod tests {
     #[test]
     fn html_is_never_served_as_html() {
         assert_eq!(artifact_media_type("shot.PNG"), ("image/png", true));
-        assert_eq!(artifact_media_type("report.html").0, "application/octet-stream");
-        assert_eq!(artifact_media_type("icon.svg").0, "application/octet-stream");
+        assert_eq!(
+            artifact_media_type("report.html").0,
+            "application/octet-stream"
+        );
+        assert_eq!(
+            artifact_media_type("icon.svg").0,
+            "application/octet-stream"
+        );
         assert!(!artifact_media_type("log.txt").1);
     }
 }

@@ -52,6 +52,10 @@ pub struct Jobtype {
     pub command: String,
     pub timeout: Option<Duration>,
     pub junit: Option<String>,
+    /// Glob patterns, relative to the job directory, of files to keep.
+    pub artifacts: Vec<String>,
+    /// Keep this jobtype's artifacts no longer than this.
+    pub keep_artifacts: Option<Duration>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -166,6 +170,9 @@ struct RawJobtype {
     command: String,
     timeout: Option<DurationValue>,
     junit: Option<String>,
+    #[serde(default)]
+    artifacts: Vec<String>,
+    keep_artifacts: Option<DurationValue>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +319,8 @@ impl Config {
                     command: raw_jt.command,
                     timeout: raw_jt.timeout.map(|d| d.0),
                     junit: raw_jt.junit,
+                    artifacts: raw_jt.artifacts,
+                    keep_artifacts: raw_jt.keep_artifacts.map(|d| d.0),
                 },
             );
         }
@@ -458,6 +467,8 @@ impl Config {
                             "command": j.command,
                             "timeout": crate::wire::format_duration(timeout),
                             "junit": j.junit,
+                            "artifacts": j.artifacts,
+                            "keep_artifacts": j.keep_artifacts.map(crate::wire::format_duration),
                         }),
                     )
                 })

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -161,9 +162,9 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         slot.spool(),
         control_tx.clone(),
     );
-    let (child, reader) =
+    let (child, (reader, mut notes)) =
         match super::orphans::spawn_leader(|| spawn(&jobtype.command, &files.dir, &env)) {
-            Ok(pair) => pair,
+            Ok(started) => started,
             Err(e) => {
                 slot.finish(&files, true, had_shard_tests);
                 let mut outcome = ended(
@@ -206,6 +207,23 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     signal_group(pgid, Signal::KILL);
     super::orphans::kill_escaped(job.id);
     super::orphans::clear(&record);
+    // Whatever the command's state, the files its artifacts patterns name
+    // are kept: what is skipped is said in its log.
+    let collected = (!jobtype.artifacts.is_empty()).then(|| {
+        super::artifacts::collect(
+            &files.dir,
+            &jobtype.artifacts,
+            shared.artifact_max_file.load(Ordering::SeqCst),
+            shared.artifact_max_job.load(Ordering::SeqCst),
+        )
+    });
+    if let Some(c) = &collected {
+        use std::io::Write;
+        for line in &c.notes {
+            let _ = writeln!(notes, "testbot: {line}");
+        }
+    }
+    drop(notes);
     // The pump ends at EOF; a process that left the group may still hold
     // the pipe, so do not wait for it forever.
     let _ = pump.recv_timeout(Duration::from_secs(2));
@@ -235,7 +253,33 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     let (reports, junit_used) =
         super::junit::find_files_and_more(&files.junit_dir(), &files.dir, jobtype.junit.as_deref());
     let report = super::junit::read(&reports);
+    // Moved to the outbox before the slot's directory is emptied.
+    let mut staged = None;
+    if let Some(c) = &collected {
+        if !c.skipped.is_empty() {
+            data.insert("artifacts_skipped".into(), c.skipped.clone().into());
+        }
+        let keep = jobtype
+            .keep_artifacts
+            .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64);
+        match super::artifacts::stage(&shared.config.work_dir, job.id, job.attempt, keep, c) {
+            Ok(m) => staged = m,
+            Err(e) => {
+                tracing::error!(job = job.id, "cannot keep the job's artifacts: {e}");
+                data.insert(
+                    "artifacts_error".into(),
+                    format!("the worker could not keep the artifacts: {e}").into(),
+                );
+            }
+        }
+    }
     slot.finish(&files, had_result || junit_used, had_shard_tests);
+    if let Some(m) = &staged {
+        // Declared now, so the job's page shows them coming; sent by the
+        // uploader, not before the result.
+        super::artifacts::announce(shared, m);
+        shared.poke_uploads();
+    }
 
     let exit_code = status.and_then(|s| s.code());
     let mut outcome = match stopped {
@@ -388,12 +432,19 @@ fn shell() -> &'static Path {
 
 /// Starts `sh -c COMMAND` in its own process group with stdout and stderr
 /// on one pipe, so the log interleaves them as they were written.
+/// Starts the command; returns it, the read end of its output, and a
+/// write end the worker keeps (for its own lines after the command, such as
+/// artifacts skipped): the log ends when the worker drops it.
 fn spawn(
     command: &str,
     dir: &Path,
     env: &BTreeMap<String, String>,
-) -> std::io::Result<(std::process::Child, std::io::PipeReader)> {
+) -> std::io::Result<(
+    std::process::Child,
+    (std::io::PipeReader, std::io::PipeWriter),
+)> {
     let (reader, writer) = std::io::pipe()?;
+    let notes = writer.try_clone()?;
     let mut cmd = Command::new(shell());
     cmd.arg("-c")
         .arg(command)
@@ -410,5 +461,5 @@ fn spawn(
     // `cmd` holds the parent's copies of the pipe's write end: drop them so
     // the reader sees EOF when the command's side closes.
     drop(cmd);
-    Ok((child, reader))
+    Ok((child, (reader, notes)))
 }

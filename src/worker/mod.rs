@@ -10,6 +10,7 @@
 //! its own config does not name, and it never exits because the server is
 //! away for a while.
 
+pub mod artifacts;
 pub mod backoff;
 pub mod claim_loop;
 pub mod config;
@@ -135,6 +136,11 @@ pub struct Shared {
     /// The most bytes of a job's output to keep, as the server announced
     /// (0: no limit): the start and the end, the middle cut.
     pub log_cap: AtomicU64,
+    /// The server's artifact caps (0: none announced).
+    pub artifact_max_file: AtomicU64,
+    pub artifact_max_job: AtomicU64,
+    /// Set to wake the artifact uploader (a job staged some).
+    uploads: (Mutex<bool>, Condvar),
     /// Jobs whose outcomes an earlier run left in the outbox, until they
     /// are delivered (see [`report::left_over`]), and jobs whose
     /// results wait for their slot's next claim.
@@ -197,6 +203,23 @@ impl Shared {
             .wait_timeout_while(guard, timeout, |poked| !*poked)
             .unwrap();
         std::mem::replace(&mut *guard, false)
+    }
+
+    /// Wakes the artifact uploader.
+    pub fn poke_uploads(&self) {
+        *self.uploads.0.lock().unwrap() = true;
+        self.uploads.1.notify_all();
+    }
+
+    /// Waits up to `timeout` for [`Shared::poke_uploads`].
+    pub fn wait_uploads(&self, timeout: Duration) {
+        let guard = self.uploads.0.lock().unwrap();
+        let (mut guard, _) = self
+            .uploads
+            .1
+            .wait_timeout_while(guard, timeout, |poked| !*poked)
+            .unwrap();
+        *guard = false;
     }
 
     /// The `[info]` of the config, plus the problem keeping the worker from
@@ -341,6 +364,10 @@ impl Shared {
             Ok(r) => {
                 self.claim_results.store(r.claim_results, Ordering::SeqCst);
                 self.log_cap.store(r.log_cap.unwrap_or(0), Ordering::SeqCst);
+                self.artifact_max_file
+                    .store(r.artifact_max_file.unwrap_or(0), Ordering::SeqCst);
+                self.artifact_max_job
+                    .store(r.artifact_max_job.unwrap_or(0), Ordering::SeqCst);
                 Ok(r)
             }
             Err(Unsent::Refused(e)) => {
@@ -434,6 +461,9 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         outbox_jobs: Mutex::new(Vec::new()),
         claim_results: AtomicBool::new(false),
         log_cap: AtomicU64::new(0),
+        artifact_max_file: AtomicU64::new(0),
+        artifact_max_job: AtomicU64::new(0),
+        uploads: (Mutex::new(false), Condvar::new()),
         embedded: !opts.handle_signals,
         instance,
     });
@@ -471,8 +501,16 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
             .name("info-watch".into())
             .spawn(move || heartbeat::watch_info(&shared))?;
     }
-    // Results a previous run could not deliver go before any new claim.
+    // Results a previous run could not deliver go before any new claim,
+    // and so do its artifacts.
     report::deliver_outbox(&shared, left_over);
+    artifacts::deliver_left_over(&shared);
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("artifacts".into())
+            .spawn(move || artifacts::run(&shared))?;
+    }
     let slots: Vec<_> = (0..shared.config.slots)
         .map(|i| {
             let shared = shared.clone();
@@ -486,6 +524,9 @@ pub fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     for s in slots {
         all_passed &= s.join().unwrap_or(false);
     }
+    // Artifacts still on their way go before the worker does (those the
+    // server cannot take now wait in the outbox for the next start).
+    artifacts::deliver_left_over(&shared);
     // The heartbeat thread may be inside a held heartbeat; rather than wait
     // for it, say goodbye from here and let the process end it.
     shared.stopped.store(true, Ordering::SeqCst);

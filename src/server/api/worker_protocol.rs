@@ -87,6 +87,8 @@ pub(super) async fn register(
         lease_ms: out.lease_ms,
         claim_results: true,
         log_cap: Some(st.store.log_cap()),
+        artifact_max_file: Some(st.artifacts.max_file),
+        artifact_max_job: Some(st.artifacts.max_job),
     }))
 }
 

@@ -51,6 +51,11 @@ const TABLES: &[(&str, &str)] = &[
         "test_history",
         "jobtype, test, avg_ms, runs, failures, flaky, recent, last_seen",
     ),
+    (
+        "artifacts",
+        "job_id, attempt, path, size, sha256, state, received, note, expires_at, created_at",
+    ),
+    ("artifact_garbage", "kind, name"),
 ];
 
 /// Rows written in one transaction of the target.

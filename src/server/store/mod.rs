@@ -16,6 +16,7 @@ use std::path::Path;
 use super::metrics::Gauges;
 use crate::wire::*;
 
+pub(crate) mod artifacts;
 mod common;
 #[cfg(test)]
 mod conformance;
@@ -23,6 +24,7 @@ pub mod copy;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 pub(crate) mod test_queue;
+pub use artifacts::{Caps as ArtifactCaps, Uploader};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use test_queue::{BuildTestsQuery, StatsKind, Step as TestsStep, OUTCOME_FILTERS};
@@ -164,11 +166,15 @@ pub struct RegisterOutcome {
 
 /// Everything a backend offers; what the server holds (`Arc<dyn Store>`).
 pub trait Store:
-    Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Send + Sync + 'static
+    Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Artifacts + Send + Sync + 'static
 {
 }
 
-impl<T: Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Send + Sync + 'static> Store for T {}
+impl<
+        T: Jobs + Workers + Dispatch + Logs + Admin + TestQueue + Artifacts + Send + Sync + 'static,
+    > Store for T
+{
+}
 
 /// Jobs and builds: submitting, reading, canceling, explaining.
 pub trait Jobs {
@@ -294,6 +300,41 @@ pub trait TestQueue {
     /// For tests: the queue's kept counts agree with its tests.
     #[cfg(test)]
     fn check_test_queue(&self, queue: i64) -> StoreResult<()>;
+}
+
+/// Artifact metadata (`store::artifacts`); the bytes are the blob store's.
+pub trait Artifacts {
+    /// Declares an attempt's files (see `artifacts::declare`).
+    #[allow(clippy::too_many_arguments)]
+    fn declare_artifacts(
+        &self,
+        job: i64,
+        attempt: u32,
+        who: Uploader,
+        files: &[ArtifactFile],
+        keep_ms: Option<u64>,
+        caps: ArtifactCaps,
+        stored: &dyn Fn(&str) -> bool,
+        now: i64,
+    ) -> StoreResult<Vec<Artifact>>;
+    /// Whether `who` may upload to the attempt now.
+    fn check_uploader(&self, job: i64, attempt: u32, who: Uploader) -> StoreResult<()>;
+    fn artifact(&self, job: i64, attempt: u32, path: &str) -> StoreResult<Option<Artifact>>;
+    fn artifact_progress(
+        &self,
+        job: i64,
+        attempt: u32,
+        path: &str,
+        received: u64,
+        complete: bool,
+    ) -> StoreResult<()>;
+    /// Of `attempt`, or of the latest attempt that has any.
+    fn artifacts(&self, job: i64, attempt: Option<u32>) -> StoreResult<Vec<Artifact>>;
+    /// Deletes the artifacts past their `keep_artifacts`; how many.
+    fn expire_artifacts(&self, now: i64) -> StoreResult<u64>;
+    /// Partial uploads and blobs nothing names any more: (`partial` or
+    /// `blob`, name), to delete from the blob store.
+    fn artifact_garbage(&self) -> StoreResult<Vec<(String, String)>>;
 }
 
 /// Job logs, appended with offsets, kept within the cap.

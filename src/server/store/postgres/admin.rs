@@ -79,6 +79,9 @@ impl Admin for PgStore {
                 return Ok(0);
             }
             let queues = tq::purge_runs(tx, &ids)?;
+            for id in &ids {
+                crate::server::store::artifacts::discard_job(tx, *id)?;
+            }
             let list = [Arg::IntArray(Some(ids.clone()))];
             for table in ["log_chunks", "attempts"] {
                 tx.exec(

@@ -175,4 +175,27 @@ CREATE INDEX jobs_test_queue ON jobs(queue_id);
 ALTER TABLE attempts ADD COLUMN tests_listed BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN tests_done BIGINT NOT NULL DEFAULT 0;
 "#,
+    // Artifacts: the metadata of the files jobs leave behind.
+    r#"
+CREATE TABLE artifacts (
+    job_id     BIGINT NOT NULL,
+    attempt    BIGINT NOT NULL,
+    path       TEXT NOT NULL,
+    size       BIGINT NOT NULL,
+    sha256     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    received   BIGINT NOT NULL DEFAULT 0,
+    note       TEXT,
+    expires_at BIGINT,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (job_id, attempt, path)
+);
+CREATE INDEX artifacts_sha ON artifacts(sha256);
+CREATE INDEX artifacts_expiry ON artifacts(expires_at);
+CREATE TABLE artifact_garbage (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];

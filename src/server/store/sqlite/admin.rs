@@ -77,6 +77,9 @@ impl Admin for SqliteStore {
                 return Ok(0);
             }
             let queues = tq::purge_runs(&mut lite, &ids)?;
+            for id in &ids {
+                crate::server::store::artifacts::discard_job(&mut lite, *id)?;
+            }
             let list = serde_json::to_string(&ids)?;
             for table in ["log_chunks", "attempts"] {
                 tx.exec(

@@ -18,6 +18,7 @@ use crate::server::queue::{Claimant, QueueIndex, Queued};
 use crate::time::rfc3339;
 
 mod admin;
+mod artifacts;
 mod dispatch;
 mod jobs;
 mod logs;

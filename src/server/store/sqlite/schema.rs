@@ -181,4 +181,27 @@ CREATE INDEX jobs_test_queue ON jobs(queue_id);
 ALTER TABLE attempts ADD COLUMN tests_listed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE attempts ADD COLUMN tests_done INTEGER NOT NULL DEFAULT 0;
 "#,
+    // Artifacts: the metadata of the files jobs leave behind.
+    r#"
+CREATE TABLE artifacts (
+    job_id     INTEGER NOT NULL,
+    attempt    INTEGER NOT NULL,
+    path       TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    state      TEXT NOT NULL,
+    received   INTEGER NOT NULL DEFAULT 0,
+    note       TEXT,
+    expires_at INTEGER,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, attempt, path)
+);
+CREATE INDEX artifacts_sha ON artifacts(sha256);
+CREATE INDEX artifacts_expiry ON artifacts(expires_at);
+CREATE TABLE artifact_garbage (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];
