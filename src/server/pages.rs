@@ -221,13 +221,74 @@ struct JobPageQuery {
     attempt: Option<u32>,
 }
 
+/// A job's artifacts: sizes, download links, images as thumbnails, and
+/// which are still arriving.
+fn artifacts_section(id: i64, artifacts: &[crate::wire::Artifact]) -> String {
+    use crate::wire::{artifact_media_type, ArtifactState};
+    let mut out = format!(
+        "<h2 id=\"artifacts\">Artifacts</h2><table><tr><th>path</th><th>size</th><th>state</th></tr>"
+    );
+    let mut thumbs = String::new();
+    for a in artifacts {
+        let href = format!(
+            "/api/v1/jobs/{id}/artifacts/{}?attempt={}",
+            a.path
+                .split('/')
+                .map(crate::cmd::test_queue::query_escape)
+                .collect::<Vec<_>>()
+                .join("/"),
+            a.attempt
+        );
+        let (name, state) = match a.state {
+            ArtifactState::Complete => (
+                format!("<a href=\"{}\">{}</a>", esc(&href), esc(&a.path)),
+                "complete".to_string(),
+            ),
+            ArtifactState::Uploading => (
+                esc(&a.path),
+                format!("arriving: {} of {} bytes", a.received, a.size),
+            ),
+            ArtifactState::Skipped => (
+                esc(&a.path),
+                format!("skipped: {}", a.note.as_deref().unwrap_or("")),
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{name}</td><td>{}</td><td>{}</td></tr>",
+            a.size,
+            esc(&state)
+        );
+        if a.state == ArtifactState::Complete && artifact_media_type(&a.path).1 {
+            let _ = write!(
+                thumbs,
+                "<a href=\"{0}\"><img src=\"{0}\" alt=\"{1}\" loading=\"lazy\" style=\"max-width:160px;max-height:120px;margin:.3em\"></a>",
+                esc(&href),
+                esc(&a.path)
+            );
+        }
+    }
+    out.push_str("</table>");
+    if !thumbs.is_empty() {
+        let _ = write!(out, "<p>{thumbs}</p>");
+    }
+    out
+}
+
 async fn job_page(
     State(st): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<JobPageQuery>,
 ) -> ApiResult<Html<String>> {
-    let (job, attempts, log) = st
-        .db(move |s| Ok((s.job(id)?, s.attempts(id)?, s.read_log(id, q.attempt, 0)?)))
+    let (job, attempts, log, artifacts) = st
+        .db(move |s| {
+            Ok((
+                s.job(id)?,
+                s.attempts(id)?,
+                s.read_log(id, q.attempt, 0)?,
+                s.artifacts(id, q.attempt)?,
+            ))
+        })
         .await?;
     let mut body = String::new();
     let _ = write!(
@@ -276,6 +337,9 @@ async fn job_page(
             );
         }
         body.push_str("</table>");
+    }
+    if !artifacts.is_empty() {
+        body.push_str(&artifacts_section(id, &artifacts));
     }
     if job.state == JobState::Queued {
         let e = st.db(move |s| s.explain(id, now_ms())).await?;
@@ -409,6 +473,31 @@ async fn build_page(State(st): State<AppState>, Path(id): Path<i64>) -> ApiResul
         esc(&serde_json::to_string_pretty(&b.meta).unwrap_or_default()),
         jobs_table(&b.jobs)
     );
+    let ids: Vec<i64> = b.jobs.iter().map(|j| j.id).collect();
+    let with_artifacts = st
+        .db(move |s| {
+            let mut out = Vec::new();
+            for id in ids {
+                let n = s.artifacts(id, None)?.len();
+                if n > 0 {
+                    out.push((id, n));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    if !with_artifacts.is_empty() {
+        let links: Vec<String> = with_artifacts
+            .iter()
+            .map(|(id, n)| {
+                format!(
+                    "<li><a href=\"/jobs/{id}#artifacts\">#{id}</a>: {n} file{}</li>",
+                    if *n == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        let _ = write!(body, "<h2>Artifacts</h2><ul>{}</ul>", links.concat());
+    }
     let failing = BuildTestsQuery {
         outcome: Some("failing".into()),
         limit: 200,

@@ -185,17 +185,27 @@ pub fn stage(
         keep_ms,
         files: Vec::new(),
     };
-    for (name, source, _) in &collected.files {
+    // Files that a link names are copied, before any file is moved away.
+    let linked: std::collections::HashSet<&Path> = collected
+        .files
+        .iter()
+        .filter(|(name, source, _)| !source.ends_with(name))
+        .map(|(_, source, _)| source.as_path())
+        .collect();
+    let mut order: Vec<&(String, PathBuf, u64)> = collected.files.iter().collect();
+    order.sort_by_key(|(name, source, _)| source.ends_with(name));
+    for (name, source, _) in order {
         let dest = files_dir.join(name);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let is_link = std::fs::symlink_metadata(source)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false);
-        if is_link || std::fs::rename(source, &dest).is_err() {
+        let copy = !source.ends_with(name) || linked.contains(source.as_path());
+        if copy || std::fs::rename(source, &dest).is_err() {
             std::fs::copy(source, &dest)?;
         }
+    }
+    for (name, _, _) in &collected.files {
+        let dest = files_dir.join(name);
         let size = std::fs::metadata(&dest)?.len();
         manifest.files.push(ArtifactFile {
             path: name.clone(),
