@@ -225,8 +225,8 @@ struct JobPageQuery {
 /// which are still arriving.
 fn artifacts_section(id: i64, artifacts: &[crate::wire::Artifact]) -> String {
     use crate::wire::{artifact_media_type, ArtifactState};
-    let mut out = format!(
-        "<h2 id=\"artifacts\">Artifacts</h2><table><tr><th>path</th><th>size</th><th>state</th></tr>"
+    let mut out = String::from(
+        "<h2 id=\"artifacts\">Artifacts</h2><table><tr><th>path</th><th>size</th><th>state</th></tr>",
     );
     let mut thumbs = String::new();
     for a in artifacts {
