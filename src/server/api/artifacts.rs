@@ -210,6 +210,9 @@ pub(super) async fn upload_artifact(
     };
     let mut written = have;
     let mut cut: Option<ApiError> = None;
+    // Bytes sent from the start in one go are hashed as they come, so the
+    // file need not be read again to check it.
+    let mut hasher = (have == 0).then(<sha2::Sha256 as sha2::Digest>::new);
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
@@ -226,6 +229,9 @@ pub(super) async fn upload_artifact(
                 art.size
             )));
             break;
+        }
+        if let Some(h) = hasher.as_mut() {
+            sha2::Digest::update(h, &chunk);
         }
         pending.extend_from_slice(&chunk);
         if pending.len() >= WRITE_CHUNK {
@@ -246,10 +252,12 @@ pub(super) async fn upload_artifact(
     if complete {
         let store = st.artifacts.clone();
         let (k, sha) = (key.clone(), art.sha256.clone());
-        let sealed = tokio::task::spawn_blocking(move || store.blobs.seal(&k, &sha))
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("artifact task failed: {e}")))?
-            .map_err(|e| storage(e, "checking an upload"))?;
+        let hashed = hasher.map(|h| crate::server::auth::hex(&sha2::Digest::finalize(h).into()));
+        let sealed =
+            tokio::task::spawn_blocking(move || store.blobs.seal(&k, &sha, hashed.as_deref()))
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("artifact task failed: {e}")))?
+                .map_err(|e| storage(e, "checking an upload"))?;
         if let Err(why) = sealed {
             let p = path.clone();
             st.db(move |s| s.artifact_progress(id, attempt, &p, 0, false))
