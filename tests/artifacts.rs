@@ -608,3 +608,40 @@ fn with_tokens_only_the_worker_that_ran_it_or_the_job_may_upload() {
     let r = post(Some("wtok"), &decl("w"));
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[test]
+fn on_postgresql_artifacts_go_to_the_shared_directory_given() {
+    let Some(db) = postgres_db() else {
+        return;
+    };
+    let dir = tempdir();
+    let shared = dir.path().join("shared-artifacts");
+    let server = Server::start_db(
+        dir.path(),
+        &db,
+        &["--artifacts-dir", shared.to_str().unwrap()],
+    );
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        &format!(
+            "[jobtypes.pg]\ncommand = \"head -c 300000 /dev/urandom > out.bin && cp out.bin {}/copy.bin\"\nartifacts = [\"out.bin\"]\n",
+            dir.path().display()
+        ),
+    );
+    wait_online(&server, "w");
+    let id = server.submit(&["pg"])[0];
+    server.wait_final(id, 30 * SEC);
+    wait_artifacts(&server, id, 1, 30 * SEC);
+    let out = dir.path().join("dl");
+    let got = server.cli(&[
+        "artifacts",
+        &id.to_string(),
+        "--download",
+        out.to_str().unwrap(),
+    ]);
+    assert!(got.status.success(), "{}", text(&got));
+    same_file(&out.join("out.bin"), &dir.path().join("copy.bin"));
+    assert_eq!(files_under(&shared.join("sha256")).len(), 1);
+}
