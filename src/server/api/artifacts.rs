@@ -37,9 +37,18 @@ async fn uploader(
             }
             Ok(UploaderName::Job)
         }
-        Caller::Worker(_) if named.is_empty() => Err(ApiError::bad(
-            "worker: name the worker sending (the one that ran the attempt)",
-        )),
+        Caller::Worker(_) if named.is_empty() => {
+            // No name: the worker that ran the attempt, if the token is its.
+            let ran = st
+                .db(move |s| s.attempts(id))
+                .await?
+                .into_iter()
+                .find(|a| a.attempt == attempt)
+                .map(|a| a.worker)
+                .ok_or_else(|| ApiError::conflict(format!("job {id} has no attempt {attempt}")))?;
+            worker_protocol::bind(st, caller, &ran).await?;
+            Ok(UploaderName::Worker(ran))
+        }
         _ => {
             if !named.is_empty() {
                 worker_protocol::bind(st, caller, named).await?;
