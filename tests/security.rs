@@ -439,7 +439,11 @@ fn every_documented_route_is_served_and_no_other_method() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     for route in testbot::server::api::ROUTES {
-        let path = route.path.replace("{id}", "1").replace("{name}", "nobody");
+        let path = route
+            .path
+            .replace("{id}", "1")
+            .replace("{name}", "nobody")
+            .replace("{*path}", "some/file.txt");
         let (code, body) = status_of(route.method, &format!("{}{path}", server.url), None, "{}");
         assert_ne!(code, 405, "{} {path}", route.method);
         assert!(
@@ -447,7 +451,7 @@ fn every_documented_route_is_served_and_no_other_method() {
             "{} {path}: {body}",
             route.method
         );
-        let other = if route.method == "GET" {
+        let other = if matches!(route.method, "GET" | "PUT") {
             "DELETE"
         } else {
             "PUT"

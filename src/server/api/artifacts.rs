@@ -257,7 +257,11 @@ pub(super) async fn upload_artifact(
     if !pending.is_empty() {
         written = flush(pending, written).await?;
     }
-    let complete = written == art.size;
+    let complete = cut.is_none() && written == art.size;
+    if complete && art.size == 0 {
+        // An empty file: there is nothing to append, but a file to seal.
+        written = flush(Vec::new(), 0).await?;
+    }
     if complete {
         let store = st.artifacts.clone();
         let (k, sha) = (key.clone(), art.sha256.clone());
