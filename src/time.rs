@@ -12,7 +12,10 @@ pub fn now_ms() -> i64 {
 
 /// RFC 3339 with milliseconds, e.g. `2026-11-25T01:29:40.123Z`.
 pub fn rfc3339(ms: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    // RFC 3339 has four-digit years: later times are written as the last
+    // millisecond of 9999 rather than not at all.
+    const LAST: i64 = 253_402_300_799_999;
+    let t = UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST) as u64);
     humantime::format_rfc3339_millis(t).to_string()
 }
 

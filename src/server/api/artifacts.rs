@@ -15,6 +15,8 @@ use crate::server::store::{ArtifactCaps, Uploader};
 
 /// The most files one declaration names.
 const FILES_MAX: usize = 10_000;
+/// The longest `keep_artifacts`: a hundred years.
+const KEEP_MAX_MS: u64 = 100 * 365 * 86_400_000;
 /// Bytes gathered before they are written to the partial file.
 const WRITE_CHUNK: usize = 1 << 20;
 
@@ -92,7 +94,6 @@ pub(super) async fn declare_artifacts(
             decl.files.len()
         )));
     }
-    let mut seen = std::collections::HashSet::new();
     for (i, f) in decl.files.iter().enumerate() {
         check_artifact_path(&f.path).map_err(|e| ApiError::bad(format!("files[{i}].path: {e}")))?;
         if !is_sha256(&f.sha256) {
@@ -101,15 +102,9 @@ pub(super) async fn declare_artifacts(
             )));
         }
         check_range(&format!("files[{i}].size"), f.size, 0, limits::MAX_INT)?;
-        if !seen.insert(f.path.as_str()) {
-            return Err(ApiError::bad(format!(
-                "files[{i}].path {:?} is named twice",
-                f.path
-            )));
-        }
     }
     if let Some(k) = decl.keep_ms {
-        check_range("keep_ms", k, 0, limits::MAX_INT)?;
+        check_range("keep_ms", k, 0, KEEP_MAX_MS)?;
     }
     let who = uploader(&st, &caller, id, decl.attempt, &decl.worker).await?;
     let caps = ArtifactCaps {
@@ -233,7 +228,7 @@ pub(super) async fn upload_artifact(
         };
         received += chunk.len() as u64;
         if received > art.size {
-            cut = Some(ApiError::TooLarge(format!(
+            cut = Some(ApiError::conflict(format!(
                 "artifact {path:?} was declared as {} bytes; this upload goes past that",
                 art.size
             )));
@@ -248,10 +243,8 @@ pub(super) async fn upload_artifact(
             written = flush(data, written).await?;
         }
     }
-    if cut
-        .as_ref()
-        .is_some_and(|e| matches!(e, ApiError::TooLarge(_)))
-    {
+    if received > art.size {
+        // Nothing of a body longer than declared is kept.
         pending.clear();
     }
     if !pending.is_empty() {
