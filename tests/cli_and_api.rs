@@ -316,3 +316,51 @@ fn the_worker_protocol_by_hand_with_the_fewest_fields() {
     );
     assert_eq!(status, 400, "{err}");
 }
+
+#[test]
+fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        "[jobtypes.nap]\ncommand = \"sleep 1\"\n[jobtypes.quick]\ncommand = \"true\"\n",
+    );
+    wait_online(&server, "w");
+    let nap = server.submit(&["nap"])[0];
+    let nobody = server.submit(&["nobody-runs-this"])[0];
+    let started = std::time::Instant::now();
+    let r = http_get(&format!(
+        "{}/api/v1/jobs/wait?ids={nap},{nobody}&timeout=20",
+        server.url
+    ));
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ended = r.json();
+    assert_eq!(ended.as_array().unwrap().len(), 1, "{ended}");
+    assert_eq!(ended[0]["id"], nap);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "answered when the job ended: {took:?}"
+    );
+    // Ended already: at once. None ends: [] at the timeout.
+    let r = http_get(&format!("{}/api/v1/jobs/wait?ids={nap}", server.url));
+    assert_eq!(r.json()[0]["state"], "passed");
+    let started = std::time::Instant::now();
+    let r = http_get(&format!(
+        "{}/api/v1/jobs/wait?ids={nobody}&timeout=0.5",
+        server.url
+    ));
+    assert_eq!(r.json(), serde_json::json!([]));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    for bad in ["", "ids=0", "ids=x", "ids=1&timeout=-1"] {
+        let r = http_get(&format!("{}/api/v1/jobs/wait?{bad}", server.url));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // submit --wait of a quick job is answered as it ends.
+    let started = std::time::Instant::now();
+    let out = server.cli(&["submit", "--wait", "quick"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -155,3 +155,66 @@ pub(super) async fn cancel(
     st.wake_followers();
     Ok(Json(job))
 }
+
+#[derive(Deserialize)]
+pub(super) struct WaitQuery {
+    ids: Option<String>,
+    timeout: Option<String>,
+}
+
+/// The most jobs one wait watches.
+const WAIT_MAX_IDS: usize = 1000;
+
+/// Long-poll: the jobs of `ids` that have ended, as soon as one has (at
+/// once when one already had), or `[]` after `timeout` seconds (default
+/// 30, at most 60). Woken by the same news that wakes log followers (a
+/// job ended, was canceled or lost), and looking again each second.
+pub(super) async fn wait_jobs(
+    State(st): State<AppState>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Json<Vec<Job>>> {
+    let ids: Vec<i64> = parse_list("ids", q.ids.as_deref().unwrap_or(""))?;
+    for id in &ids {
+        check_id("ids", *id)?;
+    }
+    if ids.is_empty() || ids.len() > WAIT_MAX_IDS {
+        return Err(ApiError::bad(format!(
+            "ids: name 1 to {WAIT_MAX_IDS} jobs, comma-separated"
+        )));
+    }
+    let timeout = match q.timeout.as_deref() {
+        None => 30.0,
+        Some(t) => check_wait(
+            "timeout",
+            t.parse::<f64>().map_err(|_| {
+                ApiError::bad(format!("timeout must be a number of seconds, not {t:?}"))
+            })?,
+        )?,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(timeout);
+    let mut events = st.events.subscribe();
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        events.borrow_and_update();
+        let filter = JobFilter {
+            ids: ids.clone(),
+            limit: ids.len(),
+            ..Default::default()
+        };
+        let ended: Vec<Job> = st
+            .db(move |s| s.jobs(&filter))
+            .await?
+            .into_iter()
+            .filter(|j| j.state.is_final())
+            .collect();
+        if !ended.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(ended));
+        }
+        let look_again = tokio::time::Instant::now() + Duration::from_secs(1);
+        tokio::select! {
+            _ = events.changed() => {}
+            _ = tokio::time::sleep_until(look_again.min(deadline)) => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(Json(Vec::new())),
+        }
+    }
+}
