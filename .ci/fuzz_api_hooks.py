@@ -35,7 +35,7 @@ def before_call(context, case, kwargs):
             wait = body.get("wait")
             if _number(wait) and math.isfinite(wait) and wait > SHORT_WAIT:
                 body["wait"] = SHORT_WAIT
-            elif body.get("wait") is None and path.endswith(("/claim", "/next", "/wait")):
+            elif "wait" not in body and path.endswith(("/claim", "/next", "/wait")):
                 body["wait"] = SHORT_WAIT
         elif isinstance(body, NotSet) and path.endswith(("/claim", "/next", "/wait")):
             case.body = {"wait": SHORT_WAIT}
