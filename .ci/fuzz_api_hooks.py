@@ -17,7 +17,6 @@ LONG_POLLS = {
     "/api/v1/workers/{name}/claim",
     "/api/v1/workers/{name}/heartbeat",
     "/api/v1/jobs/{id}/tests/next",
-    "/api/v1/jobs/wait",
 }
 SHORT_WAIT = 0.2
 
@@ -35,13 +34,21 @@ def before_call(context, case, kwargs):
             wait = body.get("wait")
             if _number(wait) and math.isfinite(wait) and wait > SHORT_WAIT:
                 body["wait"] = SHORT_WAIT
-            elif "wait" not in body and path.endswith(("/claim", "/next", "/wait")):
+            elif "wait" not in body and path.endswith(("/claim", "/next")):
                 body["wait"] = SHORT_WAIT
-        elif isinstance(body, NotSet) and path.endswith(("/claim", "/next", "/wait")):
+        elif isinstance(body, NotSet) and path.endswith(("/claim", "/next")):
             case.body = {"wait": SHORT_WAIT}
             case.media_type = "application/json"
     elif path in ("/api/v1/jobs", "/api/v1/builds"):
         _order_shards(case)
+    elif path == "/api/v1/jobs/wait":
+        query = case.query
+        if isinstance(query, dict):
+            t = query.get("timeout")
+            if not (_number(t) and math.isfinite(t) and t <= SHORT_WAIT):
+                query["timeout"] = SHORT_WAIT
+        else:
+            case.query = {"timeout": SHORT_WAIT}
     elif path == "/api/v1/jobs/{id}/log" and case.method.upper() == "GET":
         query = case.query
         if isinstance(query, dict) and str(query.get("follow")).lower() == "true":

@@ -330,11 +330,14 @@ fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
     wait_online(&server, "w");
     let nap = server.submit(&["nap"])[0];
     let nobody = server.submit(&["nobody-runs-this"])[0];
-    let wait = |body: String| post(&server.url, "/api/v1/jobs/wait", &body);
     let started = std::time::Instant::now();
-    let (code, ended) = wait(format!(r#"{{"ids": [{nap}, {nobody}], "wait": 20}}"#));
+    let r = http_get(&format!(
+        "{}/api/v1/jobs/wait?ids={nap},{nobody}&timeout=20",
+        server.url
+    ));
     let took = started.elapsed();
-    assert_eq!(code, 200, "{ended}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ended = r.json();
     assert_eq!(ended.as_array().unwrap().len(), 1, "{ended}");
     assert_eq!(ended[0]["id"], nap);
     assert!(
@@ -342,20 +345,18 @@ fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
         "answered when the job ended: {took:?}"
     );
     // Ended already: at once. None ends: [] at the timeout.
-    let (_, again) = wait(format!(r#"{{"ids": [{nap}]}}"#));
-    assert_eq!(again[0]["state"], "passed");
+    let r = http_get(&format!("{}/api/v1/jobs/wait?ids={nap}", server.url));
+    assert_eq!(r.json()[0]["state"], "passed");
     let started = std::time::Instant::now();
-    let (_, none) = wait(format!(r#"{{"ids": [{nobody}], "wait": 0.5}}"#));
-    assert_eq!(none, serde_json::json!([]));
+    let r = http_get(&format!(
+        "{}/api/v1/jobs/wait?ids={nobody}&timeout=0.5",
+        server.url
+    ));
+    assert_eq!(r.json(), serde_json::json!([]));
     assert!(started.elapsed() >= std::time::Duration::from_millis(400));
-    for bad in [
-        r#"{"ids": []}"#,
-        r#"{"ids": [0]}"#,
-        r#"{"ids": ["x"]}"#,
-        r#"{"ids": [1], "wait": -1}"#,
-    ] {
-        let (code, body) = wait(bad.to_string());
-        assert_eq!(code, 400, "{bad}: {body}");
+    for bad in ["", "ids=0", "ids=x", "ids=1&timeout=-1"] {
+        let r = http_get(&format!("{}/api/v1/jobs/wait?{bad}", server.url));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
     }
     // submit --wait of a quick job is answered as it ends.
     let started = std::time::Instant::now();

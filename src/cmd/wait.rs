@@ -150,27 +150,19 @@ pub fn wait_for(
             )
             .into());
         }
-        let ids: Vec<i64> = pending.keys().take(500).copied().collect();
+        // As many as the server's wait takes in one request line.
+        let ids: Vec<String> = pending.keys().take(200).map(|i| i.to_string()).collect();
         // The server holds the call until one of the jobs ends (briefly,
         // so a Ctrl-C is heard soon); an older server without it is
         // asked again and again instead.
-        let answer = if long_poll {
-            client.post::<_, Vec<Job>>(
-                "/api/v1/jobs/wait",
-                &serde_json::json!({"ids": ids, "wait": 2}),
-            )
+        let path = if long_poll {
+            format!("/api/v1/jobs/wait?ids={}&timeout=2", ids.join(","))
         } else {
-            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-            client.get::<Vec<Job>>(&format!(
-                "/api/v1/jobs?ids={}&limit={}",
-                ids.join(","),
-                ids.len()
-            ))
+            format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len())
         };
-        match answer {
+        match client.get::<Vec<Job>>(&path) {
             Err(ClientError::Refused {
-                status: 400 | 404 | 405,
-                ..
+                status: 400 | 404, ..
             }) if long_poll => {
                 long_poll = false;
                 continue;

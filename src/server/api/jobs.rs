@@ -157,34 +157,41 @@ pub(super) async fn cancel(
 }
 
 #[derive(Deserialize)]
-pub(super) struct WaitBody {
-    ids: Vec<i64>,
-    #[serde(default)]
-    wait: Option<f64>,
+pub(super) struct WaitQuery {
+    ids: Option<String>,
+    timeout: Option<String>,
 }
 
-/// The most jobs one wait watches.
-pub(crate) const WAIT_MAX_IDS: usize = 1000;
+/// The most jobs one wait watches: their ids fit the server's request
+/// line (a longer one is refused with 431).
+pub(crate) const WAIT_MAX_IDS: usize = 200;
 
 /// Long-poll: the jobs of `ids` that have ended, as soon as one has (at
-/// once when one already had), or `[]` after `wait` seconds (default 30,
-/// at most 60). Woken by the same news that wakes log followers (a job
-/// ended, was canceled or lost), and looking again each second.
+/// once when one already had), or `[]` after `timeout` seconds (default
+/// 30, at most 60). Woken by the same news that wakes log followers (a
+/// job ended, was canceled or lost), and looking again each second.
 pub(super) async fn wait_jobs(
     State(st): State<AppState>,
-    Body(body): Body<WaitBody>,
+    Query(q): Query<WaitQuery>,
 ) -> ApiResult<Json<Vec<Job>>> {
-    let ids = body.ids;
-    for (i, id) in ids.iter().enumerate() {
-        check_id(&format!("ids[{i}]"), *id)?;
+    let ids: Vec<i64> = parse_list("ids", q.ids.as_deref().unwrap_or(""))?;
+    for id in &ids {
+        check_id("ids", *id)?;
     }
     if ids.is_empty() || ids.len() > WAIT_MAX_IDS {
         return Err(ApiError::bad(format!(
-            "ids: name 1 to {WAIT_MAX_IDS} jobs, not {}",
-            ids.len()
+            "ids: name 1 to {WAIT_MAX_IDS} jobs, comma-separated"
         )));
     }
-    let timeout = check_wait("wait", body.wait.unwrap_or(30.0))?;
+    let timeout = match q.timeout.as_deref() {
+        None => 30.0,
+        Some(t) => check_wait(
+            "timeout",
+            t.parse::<f64>().map_err(|_| {
+                ApiError::bad(format!("timeout must be a number of seconds, not {t:?}"))
+            })?,
+        )?,
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(timeout);
     let mut events = st.events.subscribe();
     let mut shutdown = st.shutdown.clone();
