@@ -150,8 +150,7 @@ pub fn wait_for(
             )
             .into());
         }
-        // As many as the server's wait takes in one request line.
-        let ids: Vec<String> = pending.keys().take(200).map(|i| i.to_string()).collect();
+        let ids: Vec<String> = pending.keys().take(500).map(|i| i.to_string()).collect();
         // The server holds the call until one of the jobs ends (briefly,
         // so a Ctrl-C is heard soon); an older server without it is
         // asked again and again instead.

@@ -162,9 +162,8 @@ pub(super) struct WaitQuery {
     timeout: Option<String>,
 }
 
-/// The most jobs one wait watches: their ids fit the server's request
-/// line (a longer one is refused with 431).
-pub(crate) const WAIT_MAX_IDS: usize = 200;
+/// The most jobs one wait watches.
+const WAIT_MAX_IDS: usize = 1000;
 
 /// Long-poll: the jobs of `ids` that have ended, as soon as one has (at
 /// once when one already had), or `[]` after `timeout` seconds (default
