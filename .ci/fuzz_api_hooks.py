@@ -41,14 +41,6 @@ def before_call(context, case, kwargs):
             case.media_type = "application/json"
     elif path in ("/api/v1/jobs", "/api/v1/builds"):
         _order_shards(case)
-    elif path == "/api/v1/jobs/wait":
-        query = case.query
-        if isinstance(query, dict):
-            t = query.get("timeout")
-            if not (_number(t) and math.isfinite(t) and t <= SHORT_WAIT):
-                query["timeout"] = SHORT_WAIT
-        else:
-            case.query = {"timeout": SHORT_WAIT}
     elif path == "/api/v1/jobs/{id}/log" and case.method.upper() == "GET":
         query = case.query
         if isinstance(query, dict) and str(query.get("follow")).lower() == "true":

@@ -132,7 +132,6 @@ pub fn wait_for(
     let mut done: BTreeMap<i64, Job> = BTreeMap::new();
     let mut outage: Option<Instant> = None;
     let mut delay = Duration::from_millis(50);
-    let mut long_poll = true;
     let interrupted = interrupt_flag();
     while !pending.is_empty() {
         if interrupted.load(Ordering::SeqCst) {
@@ -151,21 +150,8 @@ pub fn wait_for(
             .into());
         }
         let ids: Vec<String> = pending.keys().take(500).map(|i| i.to_string()).collect();
-        // The server holds the call until one of the jobs ends (briefly,
-        // so a Ctrl-C is heard soon); an older server without it is
-        // asked again and again instead.
-        let path = if long_poll {
-            format!("/api/v1/jobs/wait?ids={}&timeout=2", ids.join(","))
-        } else {
-            format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len())
-        };
+        let path = format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len());
         match client.get::<Vec<Job>>(&path) {
-            Err(ClientError::Refused {
-                status: 400 | 404, ..
-            }) if long_poll => {
-                long_poll = false;
-                continue;
-            }
             Ok(list) => {
                 if outage.take().is_some() {
                     eprintln!("testbot: the server answers again");
@@ -205,7 +191,7 @@ pub fn wait_for(
             }
             Err(e) => return Err(e.into()),
         }
-        if !pending.is_empty() && (!long_poll || outage.is_some()) {
+        if !pending.is_empty() {
             sleep_unless(&interrupted, delay);
             delay = (delay * 2).min(Duration::from_millis(500));
         }
