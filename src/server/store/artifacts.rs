@@ -3,18 +3,10 @@
 //! SHA-256, how much of it came, when it goes. The bytes are the blob
 //! store's (`server::artifacts`).
 
-use super::test_queue::{Sql, V};
+use super::portable::{one, vals, Sql, V};
 use super::{StoreError, StoreResult};
 use crate::time::rfc3339;
 use crate::wire::*;
-
-macro_rules! vals {
-    ($($v:expr),* $(,)?) => { &[$(V::from($v)),*] as &[V] };
-}
-
-fn one(s: &mut dyn Sql, sql: &str, args: &[V]) -> StoreResult<Option<Vec<V>>> {
-    Ok(s.rows(sql, args)?.into_iter().next())
-}
 
 const COLS: &str = "attempt, path, size, sha256, state, received, note, expires_at";
 

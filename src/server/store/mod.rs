@@ -21,13 +21,16 @@ mod common;
 #[cfg(test)]
 mod conformance;
 pub mod copy;
+pub(crate) mod portable;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 pub(crate) mod test_queue;
+pub(crate) mod test_results;
 pub use artifacts::{Caps as ArtifactCaps, Uploader};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
-pub use test_queue::{BuildTestsQuery, StatsKind, Step as TestsStep, OUTCOME_FILTERS};
+pub use test_queue::Step as TestsStep;
+pub use test_results::{BuildTestsQuery, StatsKind, OUTCOME_FILTERS};
 
 /// What a storage operation fails with: a rule's refusal, or the storage's
 /// own failure. The HTTP layer gives each its status (`server/error.rs`);

@@ -3,7 +3,7 @@
 
 use super::sql::Arg;
 use super::*;
-use crate::server::store::test_queue as tq;
+use crate::server::store::test_results as tr;
 
 impl Admin for PgStore {
     fn summary(&self, _now: i64) -> StoreResult<Summary> {
@@ -74,11 +74,11 @@ impl Admin for PgStore {
                 args![before, batch],
                 |r| r.get(0),
             )?;
-            tq::prune_history(tx, before)?;
+            tr::prune_history(tx, before)?;
             if ids.is_empty() {
                 return Ok(0);
             }
-            let queues = tq::purge_runs(tx, &ids)?;
+            let queues = tr::purge_runs(tx, &ids)?;
             for id in &ids {
                 crate::server::store::artifacts::discard_job(tx, *id)?;
             }
@@ -90,7 +90,7 @@ impl Admin for PgStore {
                 )?;
             }
             tx.exec("DELETE FROM jobs WHERE id = ANY($1)", &list)?;
-            tq::purge_queues(tx, &queues)?;
+            tr::purge_queues(tx, &queues)?;
             tx.exec(
                 "DELETE FROM builds WHERE created_at < $1 \
                  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.build_id = builds.id)",

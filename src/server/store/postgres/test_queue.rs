@@ -5,7 +5,9 @@ use ::postgres::types::Type;
 
 use super::sql::{Arg, Cx};
 use super::*;
-use crate::server::store::test_queue::{self as tq, Sql, V};
+use crate::server::store::portable::{Sql, V};
+use crate::server::store::test_queue as tq;
+use crate::server::store::test_results as tr;
 
 fn arg(v: &V) -> Arg {
     match v {
@@ -74,17 +76,17 @@ impl TestQueue for PgStore {
         self.with_tx(|tx, _| tq::finish(tx, job, attempt))
     }
 
-    fn build_tests(&self, build: i64, q: &tq::BuildTestsQuery) -> StoreResult<BuildTests> {
-        self.with_conn(|tx, _| tq::build_tests(tx, build, q))
+    fn build_tests(&self, build: i64, q: &tr::BuildTestsQuery) -> StoreResult<BuildTests> {
+        self.with_conn(|tx, _| tr::build_tests(tx, build, q))
     }
 
     fn test_stats(
         &self,
-        kind: tq::StatsKind,
+        kind: tr::StatsKind,
         jobtype: Option<&str>,
         limit: u64,
     ) -> StoreResult<Vec<TestStat>> {
-        self.with_conn(|tx, _| tq::stats(tx, kind, jobtype, limit))
+        self.with_conn(|tx, _| tr::stats(tx, kind, jobtype, limit))
     }
 
     fn shard_known(&self, job: i64) -> StoreResult<Vec<String>> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, Connection};
 
 use super::*;
-use crate::server::store::test_queue as tq;
+use crate::server::store::test_results as tr;
 
 impl Admin for SqliteStore {
     fn summary(&self, now: i64) -> StoreResult<Summary> {
@@ -72,11 +72,11 @@ impl Admin for SqliteStore {
                 rows.collect::<Result<_, _>>()?
             };
             let mut lite = super::test_queue::Lite(tx);
-            tq::prune_history(&mut lite, before)?;
+            tr::prune_history(&mut lite, before)?;
             if ids.is_empty() {
                 return Ok(0);
             }
-            let queues = tq::purge_runs(&mut lite, &ids)?;
+            let queues = tr::purge_runs(&mut lite, &ids)?;
             for id in &ids {
                 crate::server::store::artifacts::discard_job(&mut lite, *id)?;
             }
@@ -93,7 +93,7 @@ impl Admin for SqliteStore {
                 "DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))",
                 [&list],
             )?;
-            tq::purge_queues(&mut super::test_queue::Lite(tx), &queues)?;
+            tr::purge_queues(&mut super::test_queue::Lite(tx), &queues)?;
             tx.exec(
                 "DELETE FROM builds WHERE created_at < ?1 \
                  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.build_id = builds.id)",

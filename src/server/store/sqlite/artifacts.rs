@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::server::store::artifacts as art;
-use crate::server::store::test_queue::Sql;
+use crate::server::store::portable::Sql;
 
 impl Artifacts for SqliteStore {
     fn declare_artifacts(

@@ -5,7 +5,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
 
 use super::*;
-use crate::server::store::test_queue::{self as tq, Sql, V};
+use crate::server::store::portable::{Sql, V};
+use crate::server::store::test_queue as tq;
+use crate::server::store::test_results as tr;
 
 impl rusqlite::ToSql for V {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
@@ -103,17 +105,17 @@ impl TestQueue for SqliteStore {
         self.with_tx(|tx| tq::finish(&mut Lite(tx), job, attempt))
     }
 
-    fn build_tests(&self, build: i64, q: &tq::BuildTestsQuery) -> StoreResult<BuildTests> {
-        self.with_conn(|c| tq::build_tests(&mut Lite(c), build, q))
+    fn build_tests(&self, build: i64, q: &tr::BuildTestsQuery) -> StoreResult<BuildTests> {
+        self.with_conn(|c| tr::build_tests(&mut Lite(c), build, q))
     }
 
     fn test_stats(
         &self,
-        kind: tq::StatsKind,
+        kind: tr::StatsKind,
         jobtype: Option<&str>,
         limit: u64,
     ) -> StoreResult<Vec<TestStat>> {
-        self.with_conn(|c| tq::stats(&mut Lite(c), kind, jobtype, limit))
+        self.with_conn(|c| tr::stats(&mut Lite(c), kind, jobtype, limit))
     }
 
     fn shard_known(&self, job: i64) -> StoreResult<Vec<String>> {
