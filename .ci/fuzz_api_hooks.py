@@ -17,6 +17,7 @@ LONG_POLLS = {
     "/api/v1/workers/{name}/claim",
     "/api/v1/workers/{name}/heartbeat",
     "/api/v1/jobs/{id}/tests/next",
+    "/api/v1/jobs/wait",
 }
 SHORT_WAIT = 0.2
 
@@ -34,9 +35,9 @@ def before_call(context, case, kwargs):
             wait = body.get("wait")
             if _number(wait) and math.isfinite(wait) and wait > SHORT_WAIT:
                 body["wait"] = SHORT_WAIT
-            elif "wait" not in body and path.endswith(("/claim", "/next")):
+            elif body.get("wait") is None and path.endswith(("/claim", "/next", "/wait")):
                 body["wait"] = SHORT_WAIT
-        elif isinstance(body, NotSet) and path.endswith(("/claim", "/next")):
+        elif isinstance(body, NotSet) and path.endswith(("/claim", "/next", "/wait")):
             case.body = {"wait": SHORT_WAIT}
             case.media_type = "application/json"
     elif path in ("/api/v1/jobs", "/api/v1/builds"):

@@ -316,3 +316,86 @@ fn the_worker_protocol_by_hand_with_the_fewest_fields() {
     );
     assert_eq!(status, 400, "{err}");
 }
+
+#[test]
+fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        "[jobtypes.nap]\ncommand = \"sleep 1\"\n[jobtypes.quick]\ncommand = \"true\"\n",
+    );
+    wait_online(&server, "w");
+    let nap = server.submit(&["nap"])[0];
+    let nobody = server.submit(&["nobody-runs-this"])[0];
+    let wait = |body: String| post(&server.url, "/api/v1/jobs/wait", &body);
+    let started = std::time::Instant::now();
+    let (code, ended) = wait(format!(r#"{{"ids": [{nap}, {nobody}], "wait": 20}}"#));
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{ended}");
+    assert_eq!(ended.as_array().unwrap().len(), 1, "{ended}");
+    assert_eq!(ended[0]["id"], nap);
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "answered when the job ended: {took:?}"
+    );
+    // Ended already: at once. None ends: [] at the timeout.
+    let (_, again) = wait(format!(r#"{{"ids": [{nap}]}}"#));
+    assert_eq!(again[0]["state"], "passed");
+    let started = std::time::Instant::now();
+    let (_, none) = wait(format!(r#"{{"ids": [{nobody}], "wait": 0.5}}"#));
+    assert_eq!(none, serde_json::json!([]));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    for bad in [
+        r#"{"ids": []}"#,
+        r#"{"ids": [0]}"#,
+        r#"{"ids": ["x"]}"#,
+        r#"{"ids": [1], "wait": -1}"#,
+    ] {
+        let (code, body) = wait(bad.to_string());
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    // A wait for a job to start is answered when it runs, not when it ends.
+    let nap2 = server.submit(&["nap"])[0];
+    let (code, started_jobs) = wait(format!(
+        r#"{{"ids": [{nap2}], "until": "started", "wait": 20}}"#
+    ));
+    assert_eq!(code, 200, "{started_jobs}");
+    assert_eq!(started_jobs[0]["state"], "running", "{started_jobs}");
+    // An id that names no job is a 404 once the time is up; bad input 400.
+    let (code, body) = wait(r#"{"ids": [999999], "wait": 0.2}"#.to_string());
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("999999"), "{body}");
+    let many: Vec<String> = (1..=1001).map(|i| i.to_string()).collect();
+    for bad in [
+        format!(r#"{{"ids": [{}]}}"#, many.join(",")),
+        format!(r#"{{"ids": [{nap}], "until": "soon"}}"#),
+    ] {
+        let (code, body) = wait(bad.clone());
+        assert_eq!(code, 400, "{body}");
+    }
+    // submit --wait of a quick job is answered as it ends, and `testbot
+    // wait` on a job of 2 s holds a few long-polls instead of polling.
+    let started = std::time::Instant::now();
+    let out = server.cli(&["submit", "--wait", "quick"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let slow = server.submit(&["nap", "--timeout", "1m"])[0];
+    let out = server.cli(&["wait", &slow.to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = http_get(&format!("{}/metrics", server.url)).body;
+    let waits = metric(
+        &metrics,
+        "testbot_http_requests_total{route=\"/api/v1/jobs/wait\",method=\"POST\",status=\"200\"}",
+    )
+    .unwrap_or(0.0);
+    let polls = metric(
+        &metrics,
+        "testbot_http_requests_total{route=\"/api/v1/jobs\",method=\"GET\",status=\"200\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(waits >= 2.0, "{metrics}");
+    assert_eq!(polls, 0.0, "no client polled the job list: {metrics}");
+}

@@ -132,6 +132,7 @@ pub fn wait_for(
     let mut done: BTreeMap<i64, Job> = BTreeMap::new();
     let mut outage: Option<Instant> = None;
     let mut delay = Duration::from_millis(50);
+    let mut long_poll = true;
     let interrupted = interrupt_flag();
     while !pending.is_empty() {
         if interrupted.load(Ordering::SeqCst) {
@@ -149,9 +150,31 @@ pub fn wait_for(
             )
             .into());
         }
-        let ids: Vec<String> = pending.keys().take(500).map(|i| i.to_string()).collect();
-        let path = format!("/api/v1/jobs?ids={}&limit={}", ids.join(","), ids.len());
-        match client.get::<Vec<Job>>(&path) {
+        let ids: Vec<i64> = pending.keys().take(500).copied().collect();
+        // The server holds the call until one of the jobs ends (briefly,
+        // so a Ctrl-C is heard soon); an older server without it is
+        // asked again and again instead.
+        let answer = if long_poll {
+            client.post::<_, Vec<Job>>(
+                "/api/v1/jobs/wait",
+                &serde_json::json!({"ids": ids, "wait": 2}),
+            )
+        } else {
+            let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+            client.get::<Vec<Job>>(&format!(
+                "/api/v1/jobs?ids={}&limit={}",
+                ids.join(","),
+                ids.len()
+            ))
+        };
+        match answer {
+            Err(ClientError::Refused {
+                status: 400 | 404 | 405,
+                ..
+            }) if long_poll => {
+                long_poll = false;
+                continue;
+            }
             Ok(list) => {
                 if outage.take().is_some() {
                     eprintln!("testbot: the server answers again");
@@ -191,7 +214,7 @@ pub fn wait_for(
             }
             Err(e) => return Err(e.into()),
         }
-        if !pending.is_empty() {
+        if !pending.is_empty() && (!long_poll || outage.is_some()) {
             sleep_unless(&interrupted, delay);
             delay = (delay * 2).min(Duration::from_millis(500));
         }

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::checks::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{whole_numbers, AnyBody, Body, Path, Query, Raw};
-use super::store::{Claim, JobFilter, LOG_CHUNK_MAX};
+use super::store::{Claim, JobFilter, Reached, LOG_CHUNK_MAX};
 use super::AppState;
 
 mod admin;
@@ -101,6 +101,7 @@ pub const ROUTES: &[Route] = &[
     r("POST", "/api/v1/workers/{name}/undrain", Access::Client),
     r("POST", "/api/v1/jobs", Access::Client),
     r("GET", "/api/v1/jobs", Access::Read),
+    r("POST", "/api/v1/jobs/wait", Access::Read),
     r("GET", "/api/v1/jobs/{id}", Access::Read),
     r("GET", "/api/v1/jobs/{id}/explain", Access::Read),
     r("POST", "/api/v1/jobs/{id}/log", Access::Worker),
@@ -137,6 +138,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<AppState> {
         ("POST", "/api/v1/workers/{name}/undrain") => post(undrain),
         ("POST", "/api/v1/jobs") => post(submit),
         ("GET", "/api/v1/jobs") => get(list_jobs),
+        ("POST", "/api/v1/jobs/wait") => post(wait_jobs),
         ("GET", "/api/v1/jobs/{id}") => get(get_job),
         ("GET", "/api/v1/jobs/{id}/explain") => get(explain),
         ("POST", "/api/v1/jobs/{id}/log") => post(append_log),

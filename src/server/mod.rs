@@ -42,6 +42,9 @@ pub struct AppState {
     pub queue: Arc<watch::Sender<u64>>,
     /// Bumped whenever a log grows or a job ends, waking log followers.
     pub events: Arc<watch::Sender<u64>>,
+    /// Bumped whenever a job starts, ends or goes back to the queue,
+    /// waking the waits of `POST /api/v1/jobs/wait`.
+    pub changes: Arc<watch::Sender<u64>>,
     /// Bumped whenever a running job is canceled, waking heartbeats held
     /// open by busy workers.
     pub cancels: Arc<watch::Sender<u64>>,
@@ -76,6 +79,13 @@ impl AppState {
 
     pub fn wake_followers(&self) {
         self.events.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A job started, ended or went back to the queue: wakes its log's
+    /// followers and the waits.
+    pub fn job_changed(&self) {
+        self.wake_followers();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -303,6 +313,7 @@ async fn run(
         store,
         queue: Arc::new(watch::channel(0).0),
         events: Arc::new(watch::channel(0).0),
+        changes: Arc::new(watch::channel(0).0),
         cancels: Arc::new(watch::channel(0).0),
         auth: Arc::new(auth),
         metrics: Arc::default(),
@@ -312,13 +323,14 @@ async fn run(
     // What another server on the same database changed wakes this one's
     // claims, followers and held heartbeats too.
     {
-        let (queue, events, cancels) = (
+        let (queue, events, changes, cancels) = (
             state.queue.clone(),
             state.events.clone(),
+            state.changes.clone(),
             state.cancels.clone(),
         );
         state.store.watch_changes(Arc::new(move || {
-            for w in [&queue, &events, &cancels] {
+            for w in [&queue, &events, &changes, &cancels] {
                 w.send_modify(|n| *n = n.wrapping_add(1));
             }
         }));
@@ -565,7 +577,7 @@ async fn reap_leases(state: AppState) {
             Ok(n) => {
                 tracing::warn!(jobs = n, "leases expired; jobs queued again");
                 state.wake_claims();
-                state.wake_followers();
+                state.job_changed();
             }
             Err(e) => tracing::error!("expiring leases: {e:?}"),
         }

@@ -106,6 +106,7 @@ pub(super) async fn list_jobs(
     };
     let filter = JobFilter {
         state,
+        reached: None,
         ids: q
             .ids
             .as_deref()
@@ -152,6 +153,111 @@ pub(super) async fn cancel(
     let job = st.db(move |s| s.cancel(id, now_ms())).await?;
     tracing::info!(job = id, state = %job.state, "cancel requested");
     st.cancels.send_modify(|n| *n = n.wrapping_add(1));
-    st.wake_followers();
+    st.job_changed();
     Ok(Json(job))
+}
+
+#[derive(Deserialize)]
+pub(super) struct WaitBody {
+    ids: Vec<i64>,
+    #[serde(default)]
+    wait: Option<f64>,
+    #[serde(default)]
+    until: Option<Until>,
+}
+
+/// What a wait waits for.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Until {
+    /// A job has started or ended (is no longer queued).
+    Started,
+    /// A job has ended.
+    Ended,
+}
+
+/// The most jobs one wait watches.
+pub(crate) const WAIT_MAX_IDS: usize = 1000;
+
+/// How often a wait on several jobs looks at most.
+const WAIT_GATHER: Duration = Duration::from_millis(20);
+
+/// Long-poll: the jobs of `ids` that have ended (or, with `until:
+/// "started"`, are no longer queued), as soon as one has (at once when one
+/// already had), or `[]` after `wait` seconds (default 30, at most 60).
+/// Woken whenever a job starts, ends or goes back to the queue (on any
+/// server sharing the database), and looking again each second. An id
+/// that names no job is a 404 when the time is up.
+pub(super) async fn wait_jobs(
+    State(st): State<AppState>,
+    Body(body): Body<WaitBody>,
+) -> ApiResult<Json<Vec<Job>>> {
+    let mut ids = body.ids;
+    for (i, id) in ids.iter().enumerate() {
+        check_id(&format!("ids[{i}]"), *id)?;
+    }
+    if ids.is_empty() || ids.len() > WAIT_MAX_IDS {
+        return Err(ApiError::bad(format!(
+            "ids: name 1 to {WAIT_MAX_IDS} jobs, not {}",
+            ids.len()
+        )));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let reached = match body.until.unwrap_or(Until::Ended) {
+        Until::Started => Reached::Started,
+        Until::Ended => Reached::Ended,
+    };
+    let timeout = check_wait("wait", body.wait.unwrap_or(30.0))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(timeout);
+    let mut changes = st.changes.subscribe();
+    let mut shutdown = st.shutdown.clone();
+    // Only the jobs that got there are read; whether every id names a job
+    // is checked when the time is up with none there.
+    let mut first = true;
+    loop {
+        // A wait on many jobs looks at most every WAIT_GATHER, so that
+        // jobs ending together come in one answer and a build of quick
+        // jobs does not cost a look per job.
+        if !first && ids.len() > 1 {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(WAIT_GATHER.min(left)).await;
+        }
+        first = false;
+        changes.borrow_and_update();
+        let filter = JobFilter {
+            ids: ids.clone(),
+            reached: Some(reached),
+            limit: ids.len(),
+            ..Default::default()
+        };
+        let mut found = st.db(move |s| s.jobs(&filter)).await?;
+        let now = tokio::time::Instant::now();
+        if found.is_empty() && now >= deadline {
+            let all = JobFilter {
+                ids: ids.clone(),
+                limit: ids.len(),
+                ..Default::default()
+            };
+            let known: std::collections::HashSet<i64> = st
+                .db(move |s| s.jobs(&all))
+                .await?
+                .iter()
+                .map(|j| j.id)
+                .collect();
+            if let Some(missing) = ids.iter().find(|i| !known.contains(i)) {
+                return Err(ApiError::NotFound(format!("no job {missing}")));
+            }
+        }
+        if !found.is_empty() || now >= deadline {
+            found.reverse();
+            return Ok(Json(found));
+        }
+        let look_again = now + Duration::from_secs(1);
+        tokio::select! {
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep_until(look_again.min(deadline)) => {}
+            _ = shutdown.wait_for(|s| *s) => return Ok(Json(Vec::new())),
+        }
+    }
 }

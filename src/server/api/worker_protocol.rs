@@ -81,6 +81,7 @@ pub(super) async fn register(
     tracing::info!(worker = %name, requeued = out.requeued, "worker registered");
     if out.requeued > 0 {
         st.wake_claims();
+        st.job_changed();
     }
     Ok(Json(Registered {
         name,
@@ -232,6 +233,7 @@ pub(super) async fn claim(
                     job.shard_known = Some(st.db(move |s| s.shard_known(id)).await?);
                 }
                 tracing::info!(job = job.id, attempt = job.attempt, worker = %name, "job claimed");
+                st.job_changed();
                 if job.attempt == 1 {
                     if let Some(t) = crate::time::parse_rfc3339(&job.created_at) {
                         st.metrics.observe_dispatch((now_ms() - t) as f64 / 1000.0);
@@ -349,7 +351,7 @@ pub(super) async fn end_refused(
                 attempt,
                 "result refused, job ended as error: {why}"
             );
-            st.wake_followers();
+            st.job_changed();
             let _ = job;
         }
         Err(e) => tracing::debug!(job = id, attempt, "a refused result ended nothing: {e}"),
@@ -489,6 +491,6 @@ impl Recorded {
         if job.state == JobState::Queued {
             st.wake_claims();
         }
-        st.wake_followers();
+        st.job_changed();
     }
 }

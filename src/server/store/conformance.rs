@@ -302,6 +302,51 @@ fn cancel_ends_a_queued_job_and_asks_a_running_one() {
 }
 
 #[test]
+fn a_job_list_can_hold_only_the_jobs_that_started_or_ended() {
+    for b in backends() {
+        let jobs = submit(
+            &b,
+            json!([{"jobtype": "unit"}, {"jobtype": "unit"}, {"jobtype": "unit"}]),
+        );
+        register(&b, "w", &["unit"], json!([{}]));
+        let first = claim(&b, "w").unwrap();
+        b.finish(first.id, &outcome(&first, "passed", false), b.now())
+            .unwrap();
+        let second = claim(&b, "w").unwrap();
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let list = |reached: Option<Reached>, by_id: bool| -> Vec<i64> {
+            let f = JobFilter {
+                ids: if by_id { ids.clone() } else { Vec::new() },
+                reached,
+                limit: 10,
+                ..Default::default()
+            };
+            b.jobs(&f).unwrap().iter().map(|j| j.id).collect()
+        };
+        for by_id in [true, false] {
+            assert_eq!(
+                list(None, by_id),
+                vec![ids[2], ids[1], ids[0]],
+                "{}",
+                b.name
+            );
+            assert_eq!(
+                list(Some(Reached::Started), by_id),
+                vec![second.id, first.id],
+                "{}",
+                b.name
+            );
+            assert_eq!(
+                list(Some(Reached::Ended), by_id),
+                vec![first.id],
+                "{}",
+                b.name
+            );
+        }
+    }
+}
+
+#[test]
 fn logs_take_offsets_once_and_keep_the_head_and_tail_past_the_cap() {
     for b in backends() {
         let job = submit(&b, json!([{"jobtype": "unit"}])).remove(0);

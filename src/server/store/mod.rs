@@ -125,7 +125,27 @@ pub struct JobFilter {
     pub ids: Vec<i64>,
     pub build: Option<i64>,
     pub worker: Option<String>,
+    /// Only jobs that have got this far.
+    pub reached: Option<Reached>,
     pub limit: usize,
+}
+
+/// How far a job has got, for [`JobFilter::reached`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Started or ended: no longer queued.
+    Started,
+    /// Ended: passed, failed, timed out, canceled or error.
+    Ended,
+}
+
+impl Reached {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reached::Started => "started",
+            Reached::Ended => "ended",
+        }
+    }
 }
 
 /// A slice of one attempt's log.

@@ -174,13 +174,17 @@ impl Jobs for PgStore {
                        AND ($2::TEXT IS NULL OR state = $2) \
                        AND ($3::BIGINT IS NULL OR build_id = $3) \
                        AND ($4::TEXT IS NULL OR worker = $4) \
-                     ORDER BY id DESC LIMIT $5"
+                       AND ($5::TEXT IS NULL \
+                            OR ($5 = 'started' AND state <> 'queued') \
+                            OR ($5 = 'ended' AND state NOT IN ('queued', 'running'))) \
+                     ORDER BY id DESC LIMIT $6"
                 ),
                 &[
                     Arg::IntArray(ids),
                     Arg::from(f.state.map(|s| s.as_str())),
                     Arg::from(f.build),
                     Arg::from(&f.worker),
+                    Arg::from(f.reached.map(|r| r.as_str())),
                     Arg::from(f.limit),
                 ],
                 job_from_row,

@@ -154,9 +154,15 @@ impl Jobs for SqliteStore {
                 // Looked up by primary key, then filtered here.
                 let mut stmt = c.prepare_cached(&format!(
                     "SELECT {JOB_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
-                     ORDER BY id DESC"
+                       AND {REACHED} ORDER BY id DESC"
                 ))?;
-                let rows = stmt.query_map([serde_json::to_string(&f.ids)?], job_from_row)?;
+                let rows = stmt.query_map(
+                    params![
+                        serde_json::to_string(&f.ids)?,
+                        f.reached.map(|r| r.as_str())
+                    ],
+                    job_from_row,
+                )?;
                 let mut out = Vec::new();
                 for j in rows {
                     let j = j?;
@@ -175,13 +181,15 @@ impl Jobs for SqliteStore {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {JOB_COLS} FROM jobs \
                  WHERE (?1 IS NULL OR state = ?1) \
-                   AND (?2 IS NULL OR build_id = ?2) \
-                   AND (?3 IS NULL OR worker = ?3) \
-                 ORDER BY id DESC LIMIT ?4"
+                   AND {REACHED} \
+                   AND (?3 IS NULL OR build_id = ?3) \
+                   AND (?4 IS NULL OR worker = ?4) \
+                 ORDER BY id DESC LIMIT ?5"
             ))?;
             let rows = stmt.query_map(
                 params![
                     f.state.map(|s| s.as_str()),
+                    f.reached.map(|r| r.as_str()),
                     f.build,
                     f.worker,
                     f.limit as i64
@@ -269,3 +277,8 @@ impl Jobs for SqliteStore {
         })
     }
 }
+
+/// The [`JobFilter::reached`] condition, its value bound as `?2`.
+const REACHED: &str = "(?2 IS NULL \
+     OR (?2 = 'started' AND state <> 'queued') \
+     OR (?2 = 'ended' AND state NOT IN ('queued', 'running')))";
