@@ -186,20 +186,14 @@ fn pages_show_jobs_workers_and_builds() {
     assert_eq!(missing.status, 404);
 }
 
-/// Headless Chromium, as `.ci/run` installs it.
-fn chromium() -> Option<String> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .map(str::to_string)
+fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
+    dump_dom_with(browser, url, profile, "--virtual-time-budget=3000")
 }
 
-fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
+/// `budget` is how long the page may run before its DOM is taken:
+/// `--virtual-time-budget=MS` (timers run fast, the network does not count)
+/// or `--timeout=MS` (real time, for pages that wait on the server).
+fn dump_dom_with(browser: &str, url: &str, profile: &std::path::Path, budget: &str) -> String {
     let mut child = Command::new(browser)
         .args([
             "--headless",
@@ -210,7 +204,7 @@ fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
             "--disable-background-networking",
             "--disable-component-update",
             "--disable-sync",
-            "--virtual-time-budget=3000",
+            budget,
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -236,7 +230,7 @@ fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
 
 #[test]
 fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
-    let Some(browser) = chromium() else {
+    let Some(browser) = browser::chromium() else {
         if std::env::var_os("TESTBOT_SKIP_BROWSER").is_some() {
             eprintln!("no chromium and TESTBOT_SKIP_BROWSER is set: skipped");
             return;
@@ -290,6 +284,52 @@ fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
     assert!(index.contains("browsed"), "{index}");
     server.cli(&["cancel", &ids[0].to_string()]);
     server.wait_final(ids[0], 20 * SEC);
+}
+
+#[test]
+fn a_job_page_streams_output_printed_after_it_loaded() {
+    let Some(binary) = browser::chromium_or_skip() else {
+        return;
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let ids = server.submit(&["later"]);
+    // Opened while the job is still queued: the page waits for it to start
+    // (without fetching a log), then follows its output as it comes.
+    let mut chrome = browser::Browser::start(&binary, &dir.path().join("profile"));
+    let mut tab = chrome.open(&format!("{}/jobs/{}", server.url, ids[0]), 1000, 800);
+    assert_eq!(tab.eval("document.querySelector('.queued') !== null"), true);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "late",
+        "[jobtypes.later]\ncommand = \"sleep 1; echo printed-after-load-77; sleep 1; echo and-then-78; sleep 30\"\n",
+    );
+    assert!(
+        tab.wait_for(
+            "(document.getElementById('log')||{}).textContent.includes('and-then-78')",
+            20 * SEC
+        ),
+        "output printed after the page loaded is not shown: {}",
+        tab.eval("document.body.innerText")
+    );
+    let shown = tab.eval("document.getElementById('log').textContent");
+    assert_eq!(
+        shown
+            .as_str()
+            .unwrap()
+            .matches("printed-after-load-77")
+            .count(),
+        1,
+        "{shown}"
+    );
+    server.cli(&["cancel", &ids[0].to_string()]);
+    // The page reloads itself once the job ends.
+    assert!(
+        tab.wait_for("document.body.innerText.includes('canceled')", 20 * SEC),
+        "{}",
+        tab.eval("document.body.innerText")
+    );
 }
 
 #[test]

@@ -407,21 +407,28 @@ async fn job_page(
     );
     let live = !job.state.is_final() && log.attempt == job.attempt;
     if live {
-        // Appends new output and follows the state; reloads once it ends.
-        // Text goes in with textContent, never as HTML.
+        // No polling: a queued job's page holds a wait for it to start
+        // (and fetches no log); a running job's page follows its log as
+        // one stream, which the server ends when the attempt does. Either
+        // way the page then reloads to show the new state. Text goes in
+        // with textContent, never as HTML.
         let _ = write!(
             body,
-            "<script>(function(){{var id={id},attempt={att},off={off};\
-var pre=document.getElementById('log'),st=document.getElementById('state');\
-function tick(){{fetch('/api/v1/jobs/'+id+'/log?attempt='+attempt+'&offset='+off)\
-.then(function(r){{var n=r.headers.get('x-testbot-next-offset');return r.text().then(function(t){{\
-if(t){{pre.appendChild(document.createTextNode(t));}}if(n){{off=parseInt(n,10);}}}});}})\
-.then(function(){{return fetch('/api/v1/jobs/'+id);}}).then(function(r){{return r.json();}})\
-.then(function(j){{if(j.state!=='queued'&&j.state!=='running'||j.attempt!==attempt&&j.attempt>0){{location.reload();return;}}\
-st.textContent=j.state;st.className=j.state;setTimeout(tick,1000);}})\
-.catch(function(){{setTimeout(tick,3000);}});}}setTimeout(tick,1000);}})();</script>",
+            "<script>(function(){{var id={id},attempt={att},off={off},queued={queued};\
+var pre=document.getElementById('log');\
+function again(){{setTimeout(function(){{location.reload();}},3000);}}\
+function wait(){{fetch('/api/v1/jobs/wait',{{method:'POST',headers:{{'content-type':'application/json'}},\
+body:JSON.stringify({{ids:[id],until:'started',wait:30}})}}).then(function(r){{if(!r.ok)throw r;return r.json();}})\
+.then(function(js){{if(js.length){{location.reload();}}else{{wait();}}}}).catch(again);}}\
+function follow(){{fetch('/api/v1/jobs/'+id+'/log?follow=true&attempt='+attempt+'&offset='+off)\
+.then(function(r){{if(!r.ok||!r.body)throw r;var rd=r.body.getReader(),dec=new TextDecoder();\
+function more(){{return rd.read().then(function(x){{if(x.done){{location.reload();return;}}\
+pre.appendChild(document.createTextNode(dec.decode(x.value,{{stream:true}})));return more();}});}}\
+return more();}}).catch(again);}}\
+if(queued){{wait();}}else{{follow();}}}})();</script>",
             att = log.attempt,
             off = log.end,
+            queued = job.state == crate::wire::JobState::Queued,
         );
     }
     Ok(page(&format!("job #{id}"), live, &body))
