@@ -124,8 +124,15 @@ pub(super) async fn heartbeat(
     let mut cancels = st.cancels.subscribe();
     cancels.borrow_and_update();
     let draining = hb.status == "draining";
-    let n = name.clone();
-    let mut reply = st.db(move |s| s.heartbeat(&n, &hb, now_ms())).await?;
+    // An idle worker repeating itself is noted in memory, here, without a
+    // trip to the blocking pool.
+    let mut reply = match st.store.note_idle_heartbeat(&name, &hb, now_ms()) {
+        Some(reply) => reply,
+        None => {
+            let n = name.clone();
+            st.db(move |s| s.heartbeat(&n, &hb, now_ms())).await?
+        }
+    };
     if draining {
         // Its open claims end now instead of at their timeout.
         st.wake_claims();

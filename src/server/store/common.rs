@@ -25,6 +25,16 @@ pub(crate) const WORKER_COLS: &str =
      version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
      infra_streak";
 
+/// The status a heartbeat writes: a worker that stopped said goodbye and
+/// is offline at once.
+pub(crate) fn heartbeat_status(hb: &Heartbeat) -> &'static str {
+    match hb.status.as_str() {
+        "draining" => "draining",
+        "stopped" => "stopped",
+        _ => "idle",
+    }
+}
+
 pub(crate) fn json_or<T: serde::de::DeserializeOwned + Default>(s: Option<String>) -> T {
     s.and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or_default()

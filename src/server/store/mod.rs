@@ -239,6 +239,11 @@ pub trait Workers {
     /// callers cannot both win.
     fn worker_binding(&self, name: &str, token_hash: &str) -> StoreResult<Option<String>>;
     fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply>;
+    /// An idle heartbeat that says what the worker said last time is only
+    /// noted in memory (written with the others by `flush_heartbeats`):
+    /// its reply, or None when it must go to [`Workers::heartbeat`]. Never
+    /// blocks, so the server calls it on its async threads.
+    fn note_idle_heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> Option<HeartbeatReply>;
     /// The worker's running jobs that were canceled.
     fn pending_cancels(&self, name: &str) -> StoreResult<Vec<i64>>;
     /// A cheap, in-memory look: could a claim by this worker get anything

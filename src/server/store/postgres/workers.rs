@@ -125,28 +125,29 @@ impl Workers for PgStore {
         })
     }
 
-    fn heartbeat(&self, name: &str, hb: &Heartbeat, _now: i64) -> StoreResult<HeartbeatReply> {
-        // A worker that stopped said goodbye: it is offline at once.
-        let status: &'static str = match hb.status.as_str() {
-            "draining" => "draining",
-            "stopped" => "stopped",
-            _ => "idle",
-        };
-        let info = serde_json::to_string(&hb.info)?;
+    fn note_idle_heartbeat(&self, name: &str, hb: &Heartbeat, _now: i64) -> Option<HeartbeatReply> {
         // An idle worker saying what it said last time is only noted here,
         // and written with the others once a second (flush_heartbeats).
-        if hb.jobs.is_empty() {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(said) = idle.get_mut(name) {
-                if said.info == info
-                    && said.status == status
-                    && said.written.elapsed() < IDLE_REWRITE
-                {
-                    said.pending = true;
-                    return Ok(HeartbeatReply::default());
-                }
-            }
+        if !hb.jobs.is_empty() {
+            return None;
         }
+        let status = heartbeat_status(hb);
+        let info = serde_json::to_string(&hb.info).ok()?;
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let said = idle.get_mut(name)?;
+        if said.info == info && said.status == status && said.written.elapsed() < IDLE_REWRITE {
+            said.pending = true;
+            return Some(HeartbeatReply::default());
+        }
+        None
+    }
+
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply> {
+        if let Some(reply) = self.note_idle_heartbeat(name, hb, now) {
+            return Ok(reply);
+        }
+        let status = heartbeat_status(hb);
+        let info = serde_json::to_string(&hb.info)?;
         let reply = self.with_tx(|tx, now| {
             let Some(lease) = tx.row(
                 "UPDATE workers SET last_seen = $2, info = $3, status = $4 WHERE name = $1 \

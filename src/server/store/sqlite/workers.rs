@@ -189,23 +189,27 @@ impl Workers for SqliteStore {
         Ok(out)
     }
 
-    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply> {
-        // A worker that stopped said goodbye: it is offline at once.
-        let status: &'static str = match hb.status.as_str() {
-            "draining" => "draining",
-            "stopped" => "stopped",
-            _ => "idle",
-        };
-        let info = serde_json::to_string(&hb.info)?;
-        if hb.jobs.is_empty() {
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(s) = seen.get_mut(name) {
-                if s.info == info && s.status == status {
-                    s.pending = Some(now);
-                    return Ok(HeartbeatReply::default());
-                }
-            }
+    fn note_idle_heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> Option<HeartbeatReply> {
+        if !hb.jobs.is_empty() {
+            return None;
         }
+        let status = heartbeat_status(hb);
+        let info = serde_json::to_string(&hb.info).ok()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let s = seen.get_mut(name)?;
+        if s.info == info && s.status == status {
+            s.pending = Some(now);
+            return Some(HeartbeatReply::default());
+        }
+        None
+    }
+
+    fn heartbeat(&self, name: &str, hb: &Heartbeat, now: i64) -> StoreResult<HeartbeatReply> {
+        if let Some(reply) = self.note_idle_heartbeat(name, hb, now) {
+            return Ok(reply);
+        }
+        let status = heartbeat_status(hb);
+        let info = serde_json::to_string(&hb.info)?;
         let reply = match self.heartbeat_to_db(name, hb, status, &info, now) {
             Err(StoreError::Unavailable(cause)) => {
                 // The worker is alive; the storage is not its fault.
