@@ -399,3 +399,29 @@ fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
     assert!(waits >= 2.0, "{metrics}");
     assert_eq!(polls, 0.0, "no client polled the job list: {metrics}");
 }
+
+#[test]
+fn a_build_is_answered_as_a_later_read_shows_it() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let (code, posted) = post(
+        &server.url,
+        "/api/v1/builds",
+        r#"{"name": "nightly", "meta": {"branch": "main"}, "ci_url": "https://ci.example/1",
+            "jobs": [{"jobtype": "a", "params": {"k": "v"}, "timeout": "5m", "priority": 3},
+                     {"jobtype": "b", "max_attempts": 2, "platform": {"os.family": "linux"}}]}"#,
+    );
+    assert_eq!(code, 201, "{posted}");
+    let read = server.get(&format!("/api/v1/builds/{}", posted["id"]));
+    let strip = |mut v: Value| {
+        for j in v["jobs"].as_array_mut().unwrap() {
+            j.as_object_mut().unwrap().remove("warning");
+        }
+        v
+    };
+    assert_eq!(posted["state"], "queued");
+    assert_eq!(posted["counts"], serde_json::json!({"queued": 2}));
+    assert_eq!(posted["ci_url"], "https://ci.example/1");
+    assert!(posted["jobs"][0]["warning"].is_string(), "{posted}");
+    assert_eq!(strip(posted), strip(read));
+}
