@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::checks::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{whole_numbers, AnyBody, Body, Path, Query, Raw};
-use super::store::{Claim, JobFilter, Reached, LOG_CHUNK_MAX};
+use super::store::{BuildFilter, Claim, JobFilter, Reached, LOG_CHUNK_MAX};
 use super::AppState;
 
 mod admin;

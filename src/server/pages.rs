@@ -467,7 +467,14 @@ async fn worker_page(
 }
 
 async fn builds_page(State(st): State<AppState>) -> ApiResult<Html<String>> {
-    let builds = st.db(|s| s.builds(100)).await?;
+    let builds = st
+        .db(|s| {
+            s.builds(&super::store::BuildFilter {
+                limit: 100,
+                ..Default::default()
+            })
+        })
+        .await?;
     Ok(page("builds", false, &builds_table(&builds)))
 }
 

@@ -57,14 +57,26 @@ pub(super) async fn submit_build(
 #[derive(Deserialize)]
 pub(super) struct BuildsQuery {
     limit: Option<String>,
+    name: Option<String>,
+    before: Option<i64>,
 }
 
 pub(super) async fn list_builds(
     State(st): State<AppState>,
     Query(q): Query<BuildsQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
-    let limit = list_limit(q.limit.as_deref(), 50, 1000)?;
-    st.db(move |s| s.builds(limit)).await.map(Json)
+    let filter = BuildFilter {
+        limit: list_limit(q.limit.as_deref(), 50, 1000)?,
+        name: q.name.filter(|n| !n.is_empty()),
+        before: match q.before {
+            Some(b) => {
+                check_id("before", b)?;
+                Some(b)
+            }
+            None => None,
+        },
+    };
+    st.db(move |s| s.builds(&filter)).await.map(Json)
 }
 
 pub(super) async fn get_build(

@@ -90,6 +90,9 @@ pub(super) struct JobsQuery {
     ids: Option<String>,
     build: Option<i64>,
     worker: Option<String>,
+    jobtype: Option<String>,
+    text: Option<String>,
+    before: Option<i64>,
 }
 
 pub(super) async fn list_jobs(
@@ -120,7 +123,16 @@ pub(super) async fn list_jobs(
             }
             None => None,
         },
-        worker: q.worker,
+        worker: q.worker.filter(|w| !w.is_empty()),
+        jobtype: q.jobtype.filter(|t| !t.is_empty()),
+        text: q.text.filter(|t| !t.is_empty()),
+        before: match q.before {
+            Some(b) => {
+                check_id("before", b)?;
+                Some(b)
+            }
+            None => None,
+        },
         limit: list_limit(q.limit.as_deref(), 100, MAX_LIST)?,
     };
     st.db(move |s| s.jobs(&filter)).await.map(Json)

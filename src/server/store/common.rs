@@ -281,3 +281,12 @@ impl LogJoin {
         }
     }
 }
+
+/// Whether a job's params hold `text` in any case, as the stores' SQL
+/// filter reads them: in their JSON text.
+pub(crate) fn params_hold(params: &Props, text: &str) -> bool {
+    serde_json::to_string(params)
+        .unwrap_or_default()
+        .to_lowercase()
+        .contains(&text.to_lowercase())
+}

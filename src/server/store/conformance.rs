@@ -347,6 +347,99 @@ fn a_job_list_can_hold_only_the_jobs_that_started_or_ended() {
 }
 
 #[test]
+fn job_and_build_lists_filter_by_jobtype_text_and_name_and_page_by_id() {
+    for b in backends() {
+        let jobs = submit(
+            &b,
+            json!([
+                {"jobtype": "unit", "params": {"suite": "Alpha"}},
+                {"jobtype": "lint", "params": {"suite": "alphabet"}},
+                {"jobtype": "unit", "params": {"suite": "beta"}},
+                {"jobtype": "unit", "params": {"suite": "ALPHA-2"}},
+            ]),
+        );
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        for by_id in [false, true] {
+            let list = |f: JobFilter| -> Vec<i64> {
+                let f = JobFilter {
+                    ids: if by_id { ids.clone() } else { Vec::new() },
+                    limit: 10,
+                    ..f
+                };
+                b.jobs(&f).unwrap().iter().map(|j| j.id).collect()
+            };
+            let unit = || Some("unit".to_string());
+            assert_eq!(
+                list(JobFilter {
+                    jobtype: unit(),
+                    ..Default::default()
+                }),
+                vec![ids[3], ids[2], ids[0]],
+                "{}",
+                b.name
+            );
+            assert_eq!(
+                list(JobFilter {
+                    text: Some("alpha".into()),
+                    ..Default::default()
+                }),
+                vec![ids[3], ids[1], ids[0]],
+                "{}",
+                b.name
+            );
+            assert_eq!(
+                list(JobFilter {
+                    jobtype: unit(),
+                    text: Some("alpha".into()),
+                    before: Some(ids[3]),
+                    ..Default::default()
+                }),
+                vec![ids[0]],
+                "{}",
+                b.name
+            );
+        }
+        let mut builds = Vec::new();
+        for name in ["nightly main", "pr 12", "Nightly release"] {
+            let specs: Vec<JobSpec> = serde_json::from_value(json!([{"jobtype": "unit"}])).unwrap();
+            let (id, _) = b
+                .submit(
+                    Some((name.into(), Extra::new(), Extra::new())),
+                    specs,
+                    b.now(),
+                )
+                .unwrap();
+            builds.push(id.unwrap());
+        }
+        let names = |f: BuildFilter| -> Vec<i64> {
+            b.builds(&BuildFilter { limit: 10, ..f })
+                .unwrap()
+                .iter()
+                .map(|x| x.id)
+                .collect()
+        };
+        assert_eq!(
+            names(BuildFilter {
+                name: Some("NIGHTLY".into()),
+                ..Default::default()
+            }),
+            vec![builds[2], builds[0]],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            names(BuildFilter {
+                before: Some(builds[2]),
+                ..Default::default()
+            }),
+            vec![builds[1], builds[0]],
+            "{}",
+            b.name
+        );
+    }
+}
+
+#[test]
 fn logs_take_offsets_once_and_keep_the_head_and_tail_past_the_cap() {
     for b in backends() {
         let job = submit(&b, json!([{"jobtype": "unit"}])).remove(0);

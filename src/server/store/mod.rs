@@ -127,6 +127,22 @@ pub struct JobFilter {
     pub worker: Option<String>,
     /// Only jobs that have got this far.
     pub reached: Option<Reached>,
+    /// Only jobs of this jobtype.
+    pub jobtype: Option<String>,
+    /// Only jobs whose params hold this text (any case).
+    pub text: Option<String>,
+    /// Only jobs older than this one (ids below it): the next page.
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// Which builds a list holds, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    /// Only builds whose name holds this text (any case).
+    pub name: Option<String>,
+    /// Only builds older than this one: the next page.
+    pub before: Option<i64>,
     pub limit: usize,
 }
 
@@ -214,7 +230,7 @@ pub trait Jobs {
     fn cancel(&self, id: i64, now: i64) -> StoreResult<Job>;
     /// Every attempt of a job, oldest first.
     fn attempts(&self, id: i64) -> StoreResult<Vec<Attempt>>;
-    fn builds(&self, limit: usize) -> StoreResult<Vec<Build>>;
+    fn builds(&self, filter: &BuildFilter) -> StoreResult<Vec<Build>>;
     fn build(&self, id: i64) -> StoreResult<Build>;
     /// Why a job is (not) running.
     fn explain(&self, id: i64, now: i64) -> StoreResult<Explanation>;

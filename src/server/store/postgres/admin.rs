@@ -26,7 +26,10 @@ impl Admin for PgStore {
             version: env!("CARGO_PKG_VERSION").to_string(),
             workers: count_workers(&workers),
             jobs,
-            builds: self.builds(5)?,
+            builds: self.builds(&BuildFilter {
+                limit: 5,
+                ..Default::default()
+            })?,
         })
     }
 

@@ -177,6 +177,9 @@ impl Jobs for PgStore {
                        AND ($5::TEXT IS NULL \
                             OR ($5 = 'started' AND state <> 'queued') \
                             OR ($5 = 'ended' AND state NOT IN ('queued', 'running'))) \
+                       AND ($7::TEXT IS NULL OR jobtype = $7) \
+                       AND ($8::TEXT IS NULL OR strpos(lower(params), lower($8)) > 0) \
+                       AND ($9::BIGINT IS NULL OR id < $9) \
                      ORDER BY id DESC LIMIT $6"
                 ),
                 &[
@@ -186,6 +189,9 @@ impl Jobs for PgStore {
                     Arg::from(&f.worker),
                     Arg::from(f.reached.map(|r| r.as_str())),
                     Arg::from(f.limit),
+                    Arg::from(&f.jobtype),
+                    Arg::from(&f.text),
+                    Arg::from(f.before),
                 ],
                 job_from_row,
             )
@@ -240,11 +246,14 @@ impl Jobs for PgStore {
         })
     }
 
-    fn builds(&self, limit: usize) -> StoreResult<Vec<Build>> {
+    fn builds(&self, f: &BuildFilter) -> StoreResult<Vec<Build>> {
         self.with_conn(|c, _| {
             let ids: Vec<i64> = c.rows(
-                "SELECT id FROM builds ORDER BY id DESC LIMIT $1",
-                args![limit],
+                "SELECT id FROM builds \
+                 WHERE ($2::TEXT IS NULL OR strpos(lower(name), lower($2)) > 0) \
+                   AND ($3::BIGINT IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $1",
+                args![f.limit, &f.name, f.before],
                 |r| r.get(0),
             )?;
             ids.into_iter().map(|id| load_build(c, id, false)).collect()

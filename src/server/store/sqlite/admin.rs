@@ -29,7 +29,10 @@ impl Admin for SqliteStore {
             version: env!("CARGO_PKG_VERSION").to_string(),
             workers: counts,
             jobs,
-            builds: self.builds(5)?,
+            builds: self.builds(&BuildFilter {
+                limit: 5,
+                ..Default::default()
+            })?,
         })
     }
 

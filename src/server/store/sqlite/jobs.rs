@@ -167,6 +167,9 @@ impl Jobs for SqliteStore {
                 for j in rows {
                     let j = j?;
                     if f.state.is_none_or(|s| s == j.state)
+                        && f.jobtype.as_ref().is_none_or(|t| *t == j.jobtype)
+                        && f.before.is_none_or(|b| j.id < b)
+                        && f.text.as_ref().is_none_or(|t| params_hold(&j.params, t))
                         && f.build.is_none_or(|b| Some(b) == j.build)
                         && f.worker
                             .as_ref()
@@ -184,6 +187,9 @@ impl Jobs for SqliteStore {
                    AND {REACHED} \
                    AND (?3 IS NULL OR build_id = ?3) \
                    AND (?4 IS NULL OR worker = ?4) \
+                   AND (?6 IS NULL OR jobtype = ?6) \
+                   AND (?7 IS NULL OR instr(lower(params), lower(?7)) > 0) \
+                   AND (?8 IS NULL OR id < ?8) \
                  ORDER BY id DESC LIMIT ?5"
             ))?;
             let rows = stmt.query_map(
@@ -192,7 +198,10 @@ impl Jobs for SqliteStore {
                     f.reached.map(|r| r.as_str()),
                     f.build,
                     f.worker,
-                    f.limit as i64
+                    f.limit as i64,
+                    f.jobtype,
+                    f.text,
+                    f.before,
                 ],
                 job_from_row,
             )?;
@@ -248,12 +257,17 @@ impl Jobs for SqliteStore {
         })
     }
 
-    fn builds(&self, limit: usize) -> StoreResult<Vec<Build>> {
+    fn builds(&self, f: &BuildFilter) -> StoreResult<Vec<Build>> {
         self.with_conn(|c| {
             let ids: Vec<i64> = {
-                let mut stmt =
-                    c.prepare_cached("SELECT id FROM builds ORDER BY id DESC LIMIT ?1")?;
-                let rows = stmt.query_map([limit as i64], |r| r.get(0))?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT id FROM builds \
+                     WHERE (?2 IS NULL OR instr(lower(name), lower(?2)) > 0) \
+                       AND (?3 IS NULL OR id < ?3) \
+                     ORDER BY id DESC LIMIT ?1",
+                )?;
+                let rows =
+                    stmt.query_map(params![f.limit as i64, f.name, f.before], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             ids.into_iter().map(|id| load_build(c, id, false)).collect()
