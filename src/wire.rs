@@ -252,6 +252,9 @@ pub struct Build {
     /// Derived from the jobs (see `rules::build::state`).
     pub state: BuildState,
     pub created_at: String,
+    /// When its last job ended, once every job has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
     /// Jobs per state.
     pub counts: BTreeMap<String, u64>,
     /// Jobs that passed only on a rerun (counted as passed too).

@@ -170,7 +170,7 @@ fn pages_show_jobs_workers_and_builds() {
     let jobs: serde_json::Value = server.get("/api/v1/jobs?state=failed");
     let bad = jobs[0]["id"].as_i64().unwrap();
     let job = page(&format!("/jobs/{bad}"));
-    assert!(job.contains("class=\"failed\""), "failed job not marked");
+    assert!(job.contains("class=\"st failed\""), "failed job not marked");
     assert!(job.contains("page-bad"));
     assert!(job.contains("exit code 2"));
     assert!(job.contains("href=\"/workers/pager\""));
@@ -186,46 +186,13 @@ fn pages_show_jobs_workers_and_builds() {
     assert_eq!(missing.status, 404);
 }
 
-fn dump_dom(browser: &str, url: &str, profile: &std::path::Path) -> String {
-    dump_dom_with(browser, url, profile, "--virtual-time-budget=3000")
-}
-
-/// `budget` is how long the page may run before its DOM is taken:
-/// `--virtual-time-budget=MS` (timers run fast, the network does not count)
-/// or `--timeout=MS` (real time, for pages that wait on the server).
-fn dump_dom_with(browser: &str, url: &str, profile: &std::path::Path, budget: &str) -> String {
-    let mut child = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            budget,
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + 60 * SEC;
-    while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap()
+/// The page's DOM once it has loaded, as a browser built it.
+fn dump_dom(chrome: &mut browser::Browser, url: &str) -> String {
+    let mut tab = chrome.open(url, 1000, 800);
+    tab.eval("document.documentElement.outerHTML")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -253,11 +220,8 @@ fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
         .log_of(ids[0])
         .contains("live-line-42")));
 
-    let dom = dump_dom(
-        &browser,
-        &format!("{}/jobs/{}", server.url, ids[0]),
-        &dir.path().join("profile"),
-    );
+    let mut chrome = browser::Browser::start(&browser, &dir.path().join("profile"));
+    let dom = dump_dom(&mut chrome, &format!("{}/jobs/{}", server.url, ids[0]));
     assert!(
         dom.contains("live-line-42"),
         "running job's output not shown:\n{dom}"
@@ -276,11 +240,7 @@ fn a_browser_sees_a_running_jobs_output_and_no_injected_script() {
         "the injected tag was parsed:\n{dom}"
     );
 
-    let index = dump_dom(
-        &browser,
-        &format!("{}/", server.url),
-        &dir.path().join("profile2"),
-    );
+    let index = dump_dom(&mut chrome, &format!("{}/", server.url));
     assert!(index.contains("browsed"), "{index}");
     server.cli(&["cancel", &ids[0].to_string()]);
     server.wait_final(ids[0], 20 * SEC);

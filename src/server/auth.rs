@@ -106,6 +106,10 @@ impl Auth {
     }
 
     /// Whether any token file is in force.
+    pub fn private(&self) -> bool {
+        self.private
+    }
+
     pub fn enabled(&self) -> bool {
         self.worker_file.is_some() || self.client_file.is_some()
     }
@@ -131,7 +135,7 @@ impl Auth {
             .map(|b| String::from_utf8_lossy(b).into_owned())
     }
 
-    fn caller(&self, bearer: Option<&str>) -> Caller {
+    pub fn caller(&self, bearer: Option<&str>) -> Caller {
         if !self.enabled() {
             return Caller::Open;
         }
@@ -242,15 +246,31 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
             return next.run(req).await;
         }
     }
-    let caller = st.auth.caller(bearer.as_deref());
-    let allowed = match (&caller, access) {
-        (Caller::Open, _) => true,
-        (Caller::Worker(_), Access::Worker | Access::Upload) => true,
-        (Caller::Client, Access::Client) => true,
-        (Caller::Worker(_) | Caller::Client, Access::Read) => true,
-        (Caller::Anonymous, Access::Read) => !st.auth.private,
-        _ => false,
+    // A browser signed in on the pages sends its token as a cookie
+    // (HttpOnly, SameSite=Strict): it counts for reading only, so no page
+    // of another site can make a browser change anything through the API.
+    // The pages' own forms check a CSRF token besides (pages::actions).
+    let from_cookie = if bearer.is_none() && access == Access::Read {
+        crate::server::pages::cookie(req.headers(), crate::server::pages::TOKEN_COOKIE)
+    } else {
+        None
     };
+    let caller = st.auth.caller(bearer.as_deref().or(from_cookie.as_deref()));
+    // The sign-in page and what every page loads are open to all.
+    let public = crate::server::pages::is_public(req.uri().path());
+    let allowed = public
+        || match (&caller, access) {
+            (Caller::Open, _) => true,
+            (Caller::Worker(_), Access::Worker | Access::Upload) => true,
+            (Caller::Client, Access::Client) => true,
+            (Caller::Worker(_) | Caller::Client, Access::Read) => true,
+            (Caller::Anonymous, Access::Read) => !st.auth.private,
+            _ => false,
+        };
+    if !allowed && crate::server::pages::wants_page(&req) {
+        // A browser on a --private server: the sign-in page, then back.
+        return crate::server::pages::to_sign_in(req.uri());
+    }
     if !allowed {
         let need = match access {
             Access::Worker => "a worker token",

@@ -57,6 +57,8 @@ pub struct AppState {
     /// Becomes true once, when the server starts shutting down, so that
     /// long-polls and log followers end instead of holding shutdown up.
     pub shutdown: watch::Receiver<bool>,
+    /// Served over TLS: the pages' cookies are marked `Secure`.
+    pub https: bool,
 }
 
 impl AppState {
@@ -134,6 +136,8 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        // Outermost: a browser gets every error as a page, panics too.
+        .layer(axum::middleware::from_fn(pages::html_errors))
         .with_state(state)
 }
 
@@ -318,6 +322,7 @@ async fn run(
         auth: Arc::new(auth),
         metrics: Arc::default(),
         shutdown: shutdown_rx,
+        https: tls.is_some(),
     };
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // What another server on the same database changed wakes this one's

@@ -49,6 +49,16 @@ named! {
     }
 }
 
+impl BuildState {
+    /// Every job of the build has ended.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BuildState::Passed | BuildState::Failed | BuildState::Canceled
+        )
+    }
+}
+
 named! {
     /// A build's state, from its jobs' (see `rules::build::state`).
     BuildState {

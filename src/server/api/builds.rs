@@ -46,6 +46,7 @@ pub(super) async fn submit_build(
             .first()
             .map(|j| j.created_at.clone())
             .unwrap_or_default(),
+        ended_at: None,
         counts,
         flaky: 0,
         jobs,

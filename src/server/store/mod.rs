@@ -230,6 +230,8 @@ pub trait Jobs {
     fn cancel(&self, id: i64, now: i64) -> StoreResult<Job>;
     /// Every attempt of a job, oldest first.
     fn attempts(&self, id: i64) -> StoreResult<Vec<Attempt>>;
+    /// A worker's latest attempts, newest first, with their jobs' ids.
+    fn worker_attempts(&self, name: &str, limit: usize) -> StoreResult<Vec<(i64, Attempt)>>;
     fn builds(&self, filter: &BuildFilter) -> StoreResult<Vec<Build>>;
     fn build(&self, id: i64) -> StoreResult<Build>;
     /// Why a job is (not) running.

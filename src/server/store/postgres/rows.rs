@@ -144,10 +144,11 @@ pub(crate) fn load_build(c: &mut impl Pg, id: i64, with_jobs: bool) -> StoreResu
         )?
         .into_iter()
         .collect();
-    let flaky: u64 = c.one(
-        "SELECT count(*) FROM jobs WHERE build_id = $1 AND state = 'passed' AND reruns > 0",
+    let (flaky, last_end): (u64, Option<i64>) = c.one(
+        "SELECT count(*) FILTER (WHERE state = 'passed' AND reruns > 0), max(finished_at) \
+         FROM jobs WHERE build_id = $1",
         args![id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let jobs = if with_jobs {
         c.rows(
@@ -164,6 +165,11 @@ pub(crate) fn load_build(c: &mut impl Pg, id: i64, with_jobs: bool) -> StoreResu
         meta: serde_json::from_str(&meta)?,
         state: build_state(&counts),
         created_at: rfc3339(created),
+        ended_at: build_state(&counts)
+            .is_final()
+            .then_some(last_end)
+            .flatten()
+            .map(rfc3339),
         counts,
         flaky,
         jobs,

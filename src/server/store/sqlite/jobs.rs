@@ -257,6 +257,32 @@ impl Jobs for SqliteStore {
         })
     }
 
+    fn worker_attempts(&self, name: &str, limit: usize) -> StoreResult<Vec<(i64, Attempt)>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT job_id, attempt, worker, started_at, finished_at, state, reason, log_size \
+                 FROM attempts WHERE worker = ?1 ORDER BY started_at DESC, job_id DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![name, limit as i64], |r| {
+                Ok((
+                    r.get(0)?,
+                    Attempt {
+                        attempt: r.get(1)?,
+                        worker: r.get(2)?,
+                        started_at: rfc3339(r.get(3)?),
+                        finished_at: r.get::<_, Option<i64>>(4)?.map(rfc3339),
+                        state: r
+                            .get::<_, Option<String>>(5)?
+                            .and_then(|s| AttemptState::parse(&s)),
+                        reason: r.get(6)?,
+                        log_bytes: r.get::<_, i64>(7)? as u64,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
     fn builds(&self, f: &BuildFilter) -> StoreResult<Vec<Build>> {
         self.with_conn(|c| {
             let ids: Vec<i64> = {

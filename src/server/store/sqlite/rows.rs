@@ -143,10 +143,11 @@ pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> StoreRe
         let (state, n) = row?;
         counts.insert(state, n);
     }
-    let flaky: u64 = conn.row(
-        "SELECT count(*) FROM jobs WHERE build_id = ?1 AND state = 'passed' AND reruns > 0",
+    let (flaky, last_end): (u64, Option<i64>) = conn.row(
+        "SELECT count(*) FILTER (WHERE state = 'passed' AND reruns > 0), max(finished_at) \
+         FROM jobs WHERE build_id = ?1",
         [id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let jobs = if with_jobs {
         let mut stmt = conn.prepare_cached(&format!(
@@ -163,6 +164,11 @@ pub(crate) fn load_build(conn: &Connection, id: i64, with_jobs: bool) -> StoreRe
         meta: serde_json::from_str(&meta)?,
         state: build_state(&counts),
         created_at: rfc3339(created),
+        ended_at: build_state(&counts)
+            .is_final()
+            .then_some(last_end)
+            .flatten()
+            .map(rfc3339),
         counts,
         flaky,
         jobs,

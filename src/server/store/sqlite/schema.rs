@@ -204,4 +204,8 @@ CREATE TABLE artifact_garbage (
     PRIMARY KEY (kind, name)
 );
 "#,
+    // A worker's history on its page: its attempts, newest first.
+    r#"
+CREATE INDEX attempts_worker ON attempts(worker, started_at);
+"#,
 ];
