@@ -184,6 +184,11 @@ pub fn router() -> Router<AppState> {
         } else {
             methods
         };
+        let methods = if route.path == "/api/v1/jobs/{id}/log" {
+            methods.layer(logs::compression())
+        } else {
+            methods
+        };
         router = router.route(route.path, methods);
     }
     router

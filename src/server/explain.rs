@@ -252,11 +252,14 @@ fn explain_queued(
             .unwrap_or_default();
         return answer(
             "busy",
-            format!(
-                "all {} fitting worker{} are busy{place}",
-                available.len(),
-                if available.len() == 1 { "" } else { "s" }
-            ),
+            if available.len() == 1 {
+                format!(
+                    "the one fitting worker, {}, is busy{place}",
+                    available[0].name
+                )
+            } else {
+                format!("all {} fitting workers are busy{place}", available.len())
+            },
             fits,
         );
     }

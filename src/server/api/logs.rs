@@ -101,5 +101,27 @@ pub(super) async fn read_log(
                 }
             }
         });
-    Ok((headers, axum::body::Body::from_stream(stream)).into_response())
+    let mut resp = (headers, axum::body::Body::from_stream(stream)).into_response();
+    // Sent as it comes: never held back by a compressor's buffer.
+    resp.extensions_mut().insert(Streamed);
+    Ok(resp)
+}
+
+/// Marks a response that streams for as long as a job runs.
+#[derive(Clone, Copy)]
+pub struct Streamed;
+
+/// Logs are compressed for clients that ask (a log is mostly repeats),
+/// except a followed one, which must arrive line by line.
+pub fn compression(
+) -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+    let not_streamed =
+        |_: axum::http::StatusCode,
+         _: axum::http::Version,
+         _: &axum::http::HeaderMap,
+         ext: &axum::http::Extensions| { ext.get::<Streamed>().is_none() };
+    tower_http::compression::CompressionLayer::new()
+        .gzip(true)
+        .compress_when(DefaultPredicate::new().and(not_streamed))
 }

@@ -250,6 +250,23 @@ pub async fn page(
     let (mut b, tests) = st
         .db(move |s| Ok((s.build(id)?, s.build_tests(id, &failing)?)))
         .await?;
+    // One entry per test, however many jobs ran it.
+    let mut grouped: Vec<crate::wire::BuildTest> = Vec::new();
+    for t in tests.tests.iter().cloned() {
+        match grouped.iter_mut().find(|g| g.id == t.id) {
+            Some(g) => {
+                g.runs.extend(t.runs);
+                if g.message.is_none() {
+                    g.message = t.message;
+                }
+            }
+            None => grouped.push(t),
+        }
+    }
+    for g in &mut grouped {
+        g.runs.sort_by_key(|r| r.job);
+        g.runs.dedup_by_key(|r| (r.job, r.attempt));
+    }
     let mut jobs = std::mem::take(&mut b.jobs);
     jobs.retain(|j| state.is_none_or(|s| s == j.state));
     jobs.sort_by_key(|j| (rank(j.state), j.id));
@@ -314,13 +331,13 @@ pub async fn page(
                     @if t.pending > 0 { "; " (t.pending) " not run yet" }
                     @if t.not_run > 0 { "; " (t.not_run) " never run" } }
             }
-            @if !tests.tests.is_empty() {
-                h2 { "Failing tests (" (tests.count) ")" }
-                @for x in &tests.tests {
+            @if !grouped.is_empty() {
+                h2 { "Failing tests (" (grouped.len()) @if tests.count > tests.tests.len() as u64 { " or more" } ")" }
+                @for x in &grouped {
                     details.failure {
                         summary {
                             span.failed { (x.id) } " — failed in "
-                            @for (i, r) in x.runs.iter().enumerate() {
+                            @for (i, r) in x.runs.iter().filter(|r| r.outcome.is_failure()).enumerate() {
                                 @if i > 0 { ", " }
                                 a href={"/jobs/" (r.job)} { "#" (r.job) }
                             }

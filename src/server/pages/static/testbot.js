@@ -125,7 +125,11 @@
     var id = f[0], attempt = f[1], offset = f[2], n = Number(logEl.dataset.lines || 0);
     var pen = new Pen(), partial = '', cur = null, dec = new TextDecoder();
     if (followBox) followBox.closest('label').hidden = false;
-    stick = atBottom() || logEl.dataset.lines === '0';
+    // A running job's page opens at the end of its log, following it,
+    // unless it was opened at a line (#L123).
+    stick = !/^#L\d+$/.test(location.hash);
+    if (followBox) followBox.checked = stick;
+    if (stick) toBottom();
     function line(raw, open) {
       if (!cur) {
         n += 1;
@@ -138,7 +142,7 @@
       while (cur.childNodes.length > 1) cur.removeChild(cur.lastChild);
       var p = open ? Object.assign(new Pen(), pen) : pen;
       renderLine(cur, raw, p);
-      if (!open) cur = null;
+      if (!open) { cur.appendChild(document.createTextNode('\n')); cur = null; }
     }
     fetch('/api/v1/jobs/' + id + '/log?follow=true&attempt=' + attempt + '&offset=' + offset).then(function (r) {
       if (!r.ok || !r.body) throw r;

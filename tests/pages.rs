@@ -1,0 +1,478 @@
+//! The web pages in a real headless Chromium: the log viewer (colours,
+//! line links, follow), filtered lists, a build's failing tests, the
+//! cancel button with and without a client token, narrow screens, and
+//! what a browser gets for a missing page.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn the_log_viewer_shows_colours_links_lines_and_follows_a_running_job() {
+    let Some(binary) = browser::chromium_or_skip() else {
+        return;
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    std::fs::write(
+        dir.path().join("job.sh"),
+        r#"printf '\033[1;31mred-bold\033[0m plain \033[38;5;46mgreen256\033[0m\n'
+i=2; while [ $i -le 120 ]; do echo "line-$i"; i=$((i+1)); done
+sleep 2
+i=121; while [ $i -le 400 ]; do echo "more-$i"; i=$((i+1)); sleep 0.01; done
+sleep 60
+"#,
+    )
+    .unwrap();
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "viewer",
+        &format!(
+            "[jobtypes.colours]\ncommand = \"sh {}/job.sh\"\n",
+            dir.path().display()
+        ),
+    );
+    wait_online(&server, "viewer");
+    let id = server.submit(&["colours"])[0];
+    assert!(wait_until(20 * SEC, || server
+        .log_of(id)
+        .contains("line-120")));
+    let mut chrome = browser::Browser::start(&binary, &dir.path().join("profile"));
+
+    // #L50 opens scrolled to line 50, and the colours are spans.
+    {
+        let mut tab = chrome.open(&format!("{}/jobs/{id}#L50", server.url), 1000, 600);
+        assert!(
+            tab.wait_for(
+                "(function(){var e=document.getElementById('L50'); if(!e) return false; \
+                 var r=e.getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight;})()",
+                10 * SEC
+            ),
+            "line 50 is not in view: {}",
+            tab.eval("JSON.stringify([scrollY, (document.getElementById('L50')||{getBoundingClientRect:function(){return {}}}).getBoundingClientRect()])")
+        );
+        assert_eq!(
+            tab.eval("document.getElementById('L50').textContent"),
+            serde_json::json!("line-50\n")
+        );
+        assert_eq!(
+            tab.eval("document.querySelector('#L1 span.b.f1').textContent"),
+            serde_json::json!("red-bold")
+        );
+        assert_eq!(
+            tab.eval("getComputedStyle(document.querySelector('#L1 span.b.f1')).fontWeight"),
+            serde_json::json!("700")
+        );
+        assert_eq!(
+            tab.eval("document.querySelector('#L1 span[style]').style.color"),
+            serde_json::json!("rgb(0, 255, 0)")
+        );
+        let text = tab.eval("document.getElementById('log').textContent");
+        let text = text.as_str().unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains("[1;31m"),
+            "{text}"
+        );
+        // The raw log is a link away.
+        assert_eq!(
+            tab.eval("!!document.querySelector('a[href^=\"/api/v1/jobs/\"][href*=\"/log\"]')"),
+            serde_json::json!(true)
+        );
+        // Wrapping is a toggle.
+        tab.eval("document.getElementById('wrap').click()");
+        assert_eq!(
+            tab.eval("document.getElementById('log').classList.contains('wrap')"),
+            serde_json::json!(true)
+        );
+        tab.eval("document.getElementById('wrap').click()");
+    }
+
+    // Follow: the last line stays in view while the job prints.
+    let mut tab = chrome.open(&format!("{}/jobs/{id}", server.url), 1000, 600);
+    let last_in_view = "(function(){var l=document.getElementById('log').lastElementChild; \
+        var r=l.getBoundingClientRect(); return r.bottom <= innerHeight + 2 && r.top >= 0;})()";
+    assert!(
+        tab.wait_for(
+            "document.getElementById('log').textContent.includes('more-200')",
+            20 * SEC
+        ),
+        "{}",
+        tab.eval("document.getElementById('log').textContent.slice(-300)")
+    );
+    assert_eq!(tab.eval(last_in_view), serde_json::json!(true));
+    assert!(tab.wait_for(
+        "document.getElementById('log').textContent.includes('more-400')",
+        20 * SEC
+    ));
+    assert!(tab.wait_for(last_in_view, 5 * SEC));
+    // Every line once, numbered in order.
+    assert_eq!(
+        tab.eval("document.getElementById('L400').textContent"),
+        serde_json::json!("more-400\n")
+    );
+    assert_eq!(
+        tab.eval("document.querySelectorAll('#log > div').length"),
+        serde_json::json!(400)
+    );
+    server.cli(&["cancel", &id.to_string()]);
+    server.wait_final(id, 20 * SEC);
+    // The ended job's page updates in place: no reload.
+    tab.eval("window.__same_page = 1");
+    assert!(
+        tab.wait_for(
+            "document.body.dataset.state === 'canceled' && window.__same_page === 1",
+            20 * SEC
+        ),
+        "{}",
+        tab.eval("document.body.dataset.state")
+    );
+}
+
+#[test]
+fn lists_filter_and_a_builds_failing_test_is_listed_once_with_its_jobs() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    std::fs::write(
+        dir.path().join("suite.sh"),
+        r#"{
+  echo '<testsuite name="s">'
+  echo '<testcase classname="s" name="test_ok"/>'
+  echo "<testcase classname=\"s\" name=\"test_broken\"><failure message=\"boom in $P\">trace line 1
+trace line 2</failure></testcase>"
+  echo '</testsuite>'
+} > "$TESTBOT_JUNIT_DIR/r.xml"
+exit 1
+"#,
+    )
+    .unwrap();
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "lister",
+        &format!(
+            "slots = 2\n[jobtypes.suite]\ncommand = \"P=$TESTBOT_PARAM_PART sh {}/suite.sh\"\n[jobtypes.ok]\ncommand = \"true\"\n",
+            dir.path().display()
+        ),
+    );
+    wait_online(&server, "lister");
+    let out = server.cli(&[
+        "submit",
+        "--build",
+        "nightly",
+        "--meta",
+        "branch=main",
+        "suite",
+        "suite",
+        "ok",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    for _ in 0..3 {
+        let id = server.submit(&["ok"])[0];
+        server.wait_final(id, 20 * SEC);
+    }
+    let failed: serde_json::Value = server.get("/api/v1/jobs?state=failed");
+    let failed: Vec<i64> = failed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+
+    // /jobs?state=failed shows the failed jobs and nothing else.
+    let page = http_get(&format!("{}/jobs?state=failed", server.url));
+    assert_eq!(page.status, 200);
+    let rows = page.body.matches("<tr><td><a href=\"/jobs/").count();
+    assert_eq!(rows, 2, "{}", page.body);
+    for id in &failed {
+        assert!(
+            page.body.contains(&format!("href=\"/jobs/{id}\"")),
+            "{}",
+            page.body
+        );
+    }
+    assert!(!page.body.contains("class=\"st passed\""), "{}", page.body);
+    // Filters by jobtype, and paging.
+    let oks = http_get(&format!("{}/jobs?jobtype=ok&limit=2", server.url)).body;
+    assert_eq!(oks.matches("<tr><td><a href=\"/jobs/").count(), 2, "{oks}");
+    assert!(oks.contains("rel=\"next\""), "{oks}");
+    let bad = http_get(&format!("{}/jobs?state=sideways", server.url));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("sideways"), "{}", bad.body);
+
+    // The build page: one entry for the failing test, naming both jobs.
+    let build = http_get(&format!("{}/builds/1", server.url)).body;
+    assert_eq!(
+        build
+            .matches("<span class=\"failed\">s.test_broken</span>")
+            .count()
+            + build
+                .matches("<span class=\"failed\">test_broken</span>")
+                .count(),
+        1,
+        "{build}"
+    );
+    for id in &failed {
+        assert!(build.contains(&format!("href=\"/jobs/{id}\"")), "{build}");
+    }
+    assert!(build.contains("branch=main"), "{build}");
+    assert!(build.contains("class=\"bar\""), "{build}");
+    // Failed jobs come first.
+    let needle = "<tbody><tr><td><a href=\"/jobs/";
+    let first_row = build.find(needle).unwrap() + needle.len();
+    let first_id: i64 = build[first_row..]
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed.contains(&first_id), "{first_id} {build}");
+    // The builds list filters by state.
+    let passed = http_get(&format!("{}/builds?state=passed", server.url)).body;
+    assert!(!passed.contains("href=\"/builds/1\""), "{passed}");
+    let failed_builds = http_get(&format!("{}/builds?state=failed&name=NIGHT", server.url)).body;
+    assert!(
+        failed_builds.contains("href=\"/builds/1\""),
+        "{failed_builds}"
+    );
+    // The job page: the failure's message, its whole text folded under it.
+    let job = http_get(&format!("{}/jobs/{}", server.url, failed[0])).body;
+    assert!(job.contains("<details class=\"failure\">"), "{job}");
+    assert!(job.contains("<pre>boom in"), "{job}");
+}
+
+#[test]
+fn the_cancel_button_cancels_and_needs_a_client_token_where_there_are_tokens() {
+    let Some(binary) = browser::chromium_or_skip() else {
+        return;
+    };
+    let dir = tempdir();
+    let wt = write_tokens(dir.path(), "worker.tokens", &["w-page-secret"]);
+    let ct = write_tokens(dir.path(), "client.tokens", &["c-page-secret"]);
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--worker-tokens", &wt, "--client-tokens", &ct],
+    );
+    let token_file = write_tokens(dir.path(), "my.token", &["w-page-secret"]);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "clicker",
+        &format!("token_file = \"{token_file}\"\n[jobtypes.long]\ncommand = \"echo started; sleep 120\"\n"),
+    );
+    wait_online(&server, "clicker");
+    let submit = |what: &str| -> i64 {
+        let out = std::process::Command::new(BIN)
+            .args(["submit", what, "--json"])
+            .env("TESTBOT_SERVER", &server.url)
+            .env("TESTBOT_TOKEN", "c-page-secret")
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+        v.as_array().map(|a| a[0].clone()).unwrap_or(v)["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let id = submit("long");
+    server.wait_state(id, "running", 20 * SEC);
+    let mut chrome = browser::Browser::start(&binary, &dir.path().join("profile"));
+    let mut tab = chrome.open(&format!("{}/jobs/{id}", server.url), 1000, 700);
+    let click_cancel = "document.querySelector('form[action$=\"/cancel\"] button').click()";
+    tab.eval(click_cancel);
+    assert!(
+        tab.wait_for(
+            "document.body.innerText.includes('needs a client token')",
+            10 * SEC
+        ),
+        "{}",
+        tab.eval("document.body.innerText")
+    );
+    assert_eq!(server.job(id)["state"], "running");
+    assert_eq!(server.job(id)["cancel_requested"], false);
+    // A forged form without the CSRF token is refused too.
+    let forged = http(
+        "POST",
+        &format!("{}/jobs/{id}/cancel", server.url),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(b"csrf="),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    // A wrong token does not sign in; the right one does, once.
+    tab.eval("document.querySelector('input[name=token]').value='nope'; document.querySelector('form[action=\"/login\"] button').click()");
+    assert!(tab.wait_for(
+        "document.body.innerText.includes('not one of this server')",
+        10 * SEC
+    ));
+    tab.eval("document.querySelector('input[name=token]').value='c-page-secret'; document.querySelector('form[action=\"/login\"] button').click()");
+    assert!(
+        tab.wait_for(&format!("location.pathname === '/jobs/{id}'"), 10 * SEC),
+        "{}",
+        tab.eval("location.href")
+    );
+    // The cookie is out of the page's reach.
+    assert_eq!(
+        tab.eval("document.cookie.includes('c-page-secret')"),
+        serde_json::json!(false)
+    );
+    assert!(tab.wait_for("document.readyState === 'complete' && !!document.querySelector('form[action$=\"/cancel\"] button')", 10 * SEC));
+    tab.eval(click_cancel);
+    let job = server.wait_final(id, 20 * SEC);
+    assert_eq!(job["state"], "canceled", "{job}");
+}
+
+#[test]
+fn pages_fit_a_400_pixel_screen_and_browsers_get_html_errors() {
+    let Some(binary) = browser::chromium_or_skip() else {
+        return;
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "a-worker-with-a-rather-long-name-for-a-narrow-screen",
+        "[jobtypes.wide]\ncommand = \"echo a-very-long-line-without-any-spaces-at-all-$(seq -s - 1 200)\"\n",
+    );
+    wait_online(
+        &server,
+        "a-worker-with-a-rather-long-name-for-a-narrow-screen",
+    );
+    let out = server.cli(&[
+        "submit",
+        "--build",
+        "a-build-name-that-goes-on-and-on-and-on",
+        "--meta",
+        "revision=0123456789abcdef0123456789abcdef01234567",
+        "wide",
+        "-P",
+        "suite=tests/some/deeply/nested/directory/with/a/long/path/test_everything.py",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mut chrome = browser::Browser::start(&binary, &dir.path().join("profile"));
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for (name, path) in [
+        ("home", "/"),
+        ("job", "/jobs/1"),
+        ("build", "/builds/1"),
+        (
+            "worker",
+            "/workers/a-worker-with-a-rather-long-name-for-a-narrow-screen",
+        ),
+        ("jobs", "/jobs"),
+    ] {
+        let mut tab = chrome.open(&format!("{}{path}", server.url), 400, 800);
+        let widths = tab.eval("[document.documentElement.scrollWidth, innerWidth]");
+        assert!(
+            widths[0].as_i64() <= widths[1].as_i64(),
+            "{path} scrolls sideways at 400 px: {widths}"
+        );
+        let shot = tab.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        if let Some(data) = shot["data"].as_str() {
+            let _ = std::fs::write(shots.join(format!("page-{name}-400.b64")), data);
+        }
+        assert_eq!(
+            tab.eval("document.documentElement.lang"),
+            serde_json::json!("en")
+        );
+        assert_eq!(
+            tab.eval("!!document.querySelector('meta[name=viewport]') && !!document.querySelector('main')"),
+            serde_json::json!(true)
+        );
+    }
+    // A browser gets a page for a missing one; an API client JSON.
+    let mut tab = chrome.open(&format!("{}/jobs/424242", server.url), 1000, 700);
+    assert_eq!(
+        tab.eval("document.contentType + ' ' + document.querySelector('h1').textContent"),
+        serde_json::json!("text/html 404 Not found")
+    );
+    let missing = http(
+        "GET",
+        &format!("{}/no/such/page", server.url),
+        &[("Accept", "text/html,application/xhtml+xml")],
+        None,
+    );
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.starts_with("<!DOCTYPE html>"),
+        "{}",
+        missing.body
+    );
+    assert!(missing.body.contains("/no/such/page"), "{}", missing.body);
+    let api = http_get(&format!("{}/api/v1/jobs/424242", server.url));
+    assert_eq!(api.status, 404);
+    assert!(api.json()["error"].is_string(), "{}", api.body);
+}
+
+#[test]
+fn pages_are_compressed_when_the_browser_asks() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "zipper",
+        "[jobtypes.many]\ncommand = \"i=0; while [ $i -lt 3000 ]; do echo \\\"output line $i\\\"; i=$((i+1)); done\"\n",
+    );
+    wait_online(&server, "zipper");
+    let out = server.cli(&["submit", "many", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let addr = server.url.trim_start_matches("http://");
+    let raw = |path: &str, gzip: bool| -> (String, usize) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(20 * SEC)).unwrap();
+        let enc = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n{enc}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).unwrap();
+        let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        (
+            String::from_utf8_lossy(&buf[..split]).to_lowercase(),
+            buf.len() - split - 4,
+        )
+    };
+    let (head, zipped) = raw("/jobs/1", true);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    let (head, plain) = raw("/jobs/1", false);
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(zipped * 3 < plain, "gzip {zipped} vs plain {plain}");
+    let (head, _) = raw("/api/v1/jobs/1/log", true);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    // A long log shows its tail first, with a link to all of it.
+    let page = http_get(&format!("{}/jobs/1", server.url)).body;
+    assert!(
+        page.contains("Show all 3000 lines"),
+        "{}",
+        &page[..page.len().min(3000)]
+    );
+    assert!(page.contains("id=\"L3000\"") && !page.contains("id=\"L2\""));
+}
