@@ -476,3 +476,105 @@ fn pages_are_compressed_when_the_browser_asks() {
     );
     assert!(page.contains("id=\"L3000\"") && !page.contains("id=\"L2\""));
 }
+
+#[test]
+fn a_private_servers_pages_ask_for_a_token_once_and_keep_it_in_a_strict_cookie() {
+    let dir = tempdir();
+    let ct = write_tokens(dir.path(), "client.tokens", &["c-private-secret"]);
+    let server = Server::start_with(
+        dir.path(),
+        "127.0.0.1:0",
+        &["--client-tokens", &ct, "--private"],
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(30 * SEC))
+        .build()
+        .into();
+    let html = [("Accept", "text/html")];
+    let go = |method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>| {
+        send(
+            &agent,
+            method,
+            &format!("{}{path}", server.url),
+            headers,
+            body,
+        )
+        .unwrap()
+    };
+    // A browser is sent to sign in; an API client gets JSON.
+    let home = go("GET", "/jobs?state=failed", &html, None);
+    assert_eq!(home.status, 303, "{}", home.body);
+    assert_eq!(
+        home.header("location"),
+        Some("/login?next=%2Fjobs%3Fstate%3Dfailed")
+    );
+    let api = go("GET", "/api/v1/jobs", &[], None);
+    assert_eq!(api.status, 401);
+    assert!(api.json()["error"].is_string());
+    // The sign-in page sets the CSRF cookie its form repeats.
+    let login = go("GET", "/login?next=/jobs", &html, None);
+    assert_eq!(login.status, 200);
+    let csrf_cookie = login.header("set-cookie").unwrap().to_string();
+    assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
+    let csrf = csrf_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(
+        login.body.contains(&format!("value=\"{csrf}\"")),
+        "{}",
+        login.body
+    );
+    let cookie = format!("testbot_csrf={csrf}");
+    let form = [
+        ("Accept", "text/html"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Cookie", cookie.as_str()),
+    ];
+    // Without the CSRF token the sign-in is refused; with it, a wrong token is.
+    let r = go(
+        "POST",
+        "/login",
+        &form,
+        Some(b"token=c-private-secret&next=%2Fjobs"),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    let body = format!("csrf={csrf}&token=wrong&next=%2Fjobs");
+    let r = go("POST", "/login", &form, Some(body.as_bytes()));
+    assert_eq!(r.status, 401);
+    let body = format!("csrf={csrf}&token=c-private-secret&next=%2F%2Fevil.example");
+    let r = go("POST", "/login", &form, Some(body.as_bytes()));
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/"), "never to another site");
+    let token_cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        token_cookie.starts_with("testbot_token=c-private-secret;")
+            && token_cookie.contains("HttpOnly")
+            && token_cookie.contains("SameSite=Strict"),
+        "{token_cookie}"
+    );
+    let both = format!("testbot_csrf={csrf}; testbot_token=c-private-secret");
+    let page = go(
+        "GET",
+        "/jobs?state=failed",
+        &[("Accept", "text/html"), ("Cookie", &both)],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.body);
+    // The cookie reads the API but changes nothing there.
+    let read = go("GET", "/api/v1/jobs", &[("Cookie", &both)], None);
+    assert_eq!(read.status, 200);
+    let write = go(
+        "POST",
+        "/api/v1/jobs",
+        &[("Cookie", &both), ("Content-Type", "application/json")],
+        Some(br#"{"jobtype": "unit"}"#),
+    );
+    assert_eq!(write.status, 401, "{}", write.body);
+}

@@ -61,6 +61,23 @@ fn at_most(field: &str, n: usize, max: usize, things: &str) -> ApiResult<()> {
 
 /// Names of workers, jobtypes and platform properties: letters, digits and
 /// `._-`, so they are safe in paths, environment names and pages.
+/// Text a list is filtered by: no NUL (PostgreSQL text cannot hold one),
+/// at most 1,000 bytes.
+pub fn check_filter(what: &str, text: &str) -> ApiResult<()> {
+    if text.len() > 1000 {
+        return Err(ApiError::bad(format!(
+            "{what}: at most 1000 bytes, got {}",
+            text.len()
+        )));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::bad(format!(
+            "{what}: must not contain a NUL character"
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::bad(format!(

@@ -66,6 +66,9 @@ pub(super) async fn list_builds(
     State(st): State<AppState>,
     Query(q): Query<BuildsQuery>,
 ) -> ApiResult<Json<Vec<Build>>> {
+    if let Some(n) = &q.name {
+        check_filter("name", n)?;
+    }
     let filter = BuildFilter {
         limit: list_limit(q.limit.as_deref(), 50, 1000)?,
         name: q.name.filter(|n| !n.is_empty()),

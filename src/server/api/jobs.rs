@@ -107,15 +107,28 @@ pub(super) async fn list_jobs(
             ))
         })?),
     };
+    for (what, v) in [
+        ("worker", &q.worker),
+        ("jobtype", &q.jobtype),
+        ("text", &q.text),
+    ] {
+        if let Some(v) = v {
+            check_filter(what, v)?;
+        }
+    }
+    let ids: Vec<i64> = q
+        .ids
+        .as_deref()
+        .map(|s| parse_list("ids", s))
+        .transpose()?
+        .unwrap_or_default();
+    for id in &ids {
+        check_id("ids", *id)?;
+    }
     let filter = JobFilter {
         state,
         reached: None,
-        ids: q
-            .ids
-            .as_deref()
-            .map(|s| parse_list("ids", s))
-            .transpose()?
-            .unwrap_or_default(),
+        ids,
         build: match q.build {
             Some(b) => {
                 check_id("build", b)?;

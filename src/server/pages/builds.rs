@@ -91,6 +91,11 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let viewer = Viewer::of(&st, &headers);
+    if let Some(n) = &q.name {
+        if let Err(e) = crate::server::checks::check_filter("name", n) {
+            return Ok(error_page(StatusCode::BAD_REQUEST, &e.to_string()));
+        }
+    }
     let name = q
         .name
         .as_deref()
@@ -247,8 +252,22 @@ pub async fn page(
         limit: 200,
         ..Default::default()
     };
-    let (mut b, tests) = st
-        .db(move |s| Ok((s.build(id)?, s.build_tests(id, &failing)?)))
+    let flaky_q = BuildTestsQuery {
+        outcome: Some("flaky".into()),
+        limit: 200,
+        ..Default::default()
+    };
+    let (mut b, tests, flaky) = st
+        .db(move |s| {
+            let b = s.build(id)?;
+            let tests = s.build_tests(id, &failing)?;
+            let flaky = if tests.totals.flaky > 0 {
+                s.build_tests(id, &flaky_q)?.tests
+            } else {
+                Vec::new()
+            };
+            Ok((b, tests, flaky))
+        })
         .await?;
     // One entry per test, however many jobs ran it.
     let mut grouped: Vec<crate::wire::BuildTest> = Vec::new();
@@ -324,10 +343,9 @@ pub async fn page(
         section id="failing-tests" data-part aria-labelledby="tests-h" {
             @if t.total > 0 {
                 h2 id="tests-h" { "Tests" }
-                p { (t.total) " tests: " span.passed { (t.passed) " passed" } ", "
-                    span class=[(t.failed > 0).then_some("failed")] { (t.failed) " failed" } ", "
-                    span class=[(t.error > 0).then_some("failed")] { (t.error) " errors" } ", " (t.skipped) " skipped"
-                    @if t.flaky > 0 { "; " span.flaky { (t.flaky) " flaky" } }
+                p class=[(t.failed + t.error > 0).then_some("failed")] {
+                    (t.total) " tests: " (t.passed) " passed, " (t.failed) " failed, " (t.error) " errors, " (t.skipped) " skipped"
+                    @if t.flaky > 0 { "; " (t.flaky) " flaky" }
                     @if t.pending > 0 { "; " (t.pending) " not run yet" }
                     @if t.not_run > 0 { "; " (t.not_run) " never run" } }
             }
@@ -351,6 +369,16 @@ pub async fn page(
                     p { "and " (tests.count - tests.tests.len() as u64) " more: "
                         a href={"/api/v1/builds/" (id) "/tests?outcome=failing&limit=10000"} { "all failing tests" } }
                 }
+            }
+        }
+        @if !flaky.is_empty() {
+            section id="flaky-tests" data-part aria-labelledby="flaky-h" {
+                h2 id="flaky-h" { "Flaky tests (failed, then passed on a rerun)" }
+                ul { @for x in &flaky { li { span.flaky { (x.id) } " — "
+                    @for (i, r) in x.runs.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href={"/jobs/" (r.job)} { "#" (r.job) } " " (r.outcome.as_str())
+                    } } } }
             }
         }
         section id="jobs" data-part aria-labelledby="jobs-h" {

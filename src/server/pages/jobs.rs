@@ -62,23 +62,6 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
                 li { a href="/jobs" { "all " (total) } }
             }
         }
-        @if workers.is_empty() {
-            (no_workers())
-        } @else {
-            p id="worker-counts" data-part {
-                a href="/workers" { (w.online) " worker" (if w.online == 1 { "" } else { "s" }) " online" }
-                " (" (w.busy) " busy, " (w.idle) " idle"
-                @if w.draining > 0 { ", " (w.draining) " draining" }
-                @if w.quarantined > 0 { ", " (w.quarantined) " quarantined" }
-                "), " (w.offline) " offline"
-            }
-            ul.counts id="worker-list" data-part aria-label="workers" {
-                @for wk in workers.iter().take(30) {
-                    li { a href={"/workers/" (query_escape(&wk.name))} { (wk.name) } " " (state_badge(wk.status.as_str())) }
-                }
-                @if workers.len() > 30 { li { a href="/workers" { "and " (workers.len() - 30) " more" } } }
-            }
-        }
         section id="running" data-part aria-labelledby="running-h" {
             h2 id="running-h" { "Running now (" (summary.jobs.get("running").copied().unwrap_or(0)) ")" }
             @if running.is_empty() { p.muted { "Nothing is running." } } @else { (jobs_table(&running, true)) }
@@ -101,6 +84,23 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
                     } }
                 } }))
                 @if queued.len() as u64 > 0 { p { a href="/jobs?state=queued" { "All waiting jobs" } } }
+            }
+        }
+        @if workers.is_empty() {
+            (no_workers())
+        } @else {
+            p id="worker-counts" data-part {
+                a href="/workers" { (w.online) " worker" (if w.online == 1 { "" } else { "s" }) " online" }
+                " (" (w.busy) " busy, " (w.idle) " idle"
+                @if w.draining > 0 { ", " (w.draining) " draining" }
+                @if w.quarantined > 0 { ", " (w.quarantined) " quarantined" }
+                "), " (w.offline) " offline"
+            }
+            ul.counts id="worker-list" data-part aria-label="workers" {
+                @for wk in workers.iter().take(30) {
+                    li { a href={"/workers/" (query_escape(&wk.name))} { (wk.name) } " " (state_badge(wk.status.as_str())) }
+                }
+                @if workers.len() > 30 { li { a href="/workers" { "and " (workers.len() - 30) " more" } } }
             }
         }
         section id="builds" data-part aria-labelledby="builds-h" {
@@ -220,6 +220,17 @@ pub async fn list(
             }
         },
     };
+    for (what, v) in [
+        ("worker", &q.worker),
+        ("jobtype", &q.jobtype),
+        ("text", &q.text),
+    ] {
+        if let Some(v) = v {
+            if let Err(e) = crate::server::checks::check_filter(what, v) {
+                return Ok(error_page(StatusCode::BAD_REQUEST, &e.to_string()));
+            }
+        }
+    }
     let filter = JobFilter {
         state,
         build,
@@ -437,10 +448,8 @@ fn tests(job: &Job) -> Markup {
     html! {
         section id="tests" data-part aria-labelledby="tests-h" {
             h2 id="tests-h" { "Tests" }
-            p { (t.total) " tests: " span.passed { (t.passed) " passed" } ", "
-                span class=[(t.failed > 0).then_some("failed")] { (t.failed) " failed" } ", "
-                span class=[(t.errors > 0).then_some("failed")] { (t.errors) " errors" } ", "
-                (t.skipped) " skipped" }
+            p class=[(t.failed + t.errors > 0).then_some("failed")] {
+                (t.total) " tests: " (t.passed) " passed, " (t.failed) " failed, " (t.errors) " errors, " (t.skipped) " skipped" }
             @if !t.retried.is_empty() {
                 p { "Failed here and queued again for another job: " (t.retried.join(", ")) }
             }
