@@ -43,7 +43,7 @@ fn drain_queue(url: &str, name: &str) {
     let _: Value = client
         .post(
             "/api/v1/workers",
-            &json!({"name": name, "jobtypes": ["bulk"], "platforms": [{}], "heartbeat_interval_ms": 60_000}),
+            &json!({"name": name, "jobtypes": ["bulk"], "platforms": [{"python.version": "3.13"}], "heartbeat_interval_ms": 60_000}),
         )
         .expect("register");
     let mut done: Option<Job> = None;
@@ -128,6 +128,11 @@ fn main() {
         "{total} jobs submitted and run through simulated workers in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // And some that wait: a jobtype no worker has.
+    let later: Vec<Value> = (0..1000)
+        .map(|i| json!({"jobtype": "later", "params": {"n": i.to_string()}}))
+        .collect();
+    let _: serde::de::IgnoredAny = client.post("/api/v1/jobs", &later).expect("submit");
     let _w = worker(
         dir.path(),
         &url,
@@ -151,7 +156,10 @@ fn main() {
         ("/builds", "/builds".to_string()),
         ("/workers", "/workers".to_string()),
     ];
-    println!("{total} jobs in the database; each page fetched 20 times over loopback\n");
+    println!(
+        "{total} jobs run (one in ten failed), 1,000 waiting, one 10,000-line log; \
+         each page fetched 20 times over loopback\n"
+    );
     println!("| page | bytes | gzipped | median ms | p90 ms |\n|---|---|---|---|---|");
     let mut figures = serde_json::Map::new();
     for (name, path) in &pages {

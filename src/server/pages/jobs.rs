@@ -39,16 +39,29 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
             ))
         })
         .await?;
-    // Why the newest waiting jobs wait, for the first few.
-    let ids: Vec<i64> = queued.iter().take(8).map(|j| j.id).collect();
-    let why = st
-        .db(move |s| {
-            let now = now_ms();
-            ids.iter()
-                .map(|id| s.explain(*id, now))
-                .collect::<Result<Vec<_>, _>>()
+    // Why the newest waiting jobs wait, from the workers already read
+    // (without their place in the queue, which costs a scan of it).
+    let views: Vec<crate::server::explain::WorkerView> = workers
+        .iter()
+        .map(|w| crate::server::explain::WorkerView {
+            name: w.name.clone(),
+            jobtypes: w.jobtypes.clone(),
+            platforms: w.platforms.clone(),
+            accept: w
+                .accept
+                .iter()
+                .filter_map(|r| r.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            status: w.status,
+            slots: w.slots,
+            running: w.jobs.len() as u32,
         })
-        .await?;
+        .collect();
+    let why: Vec<Explanation> = queued
+        .iter()
+        .map(|j| crate::server::explain::explain(j, &views, None))
+        .collect();
     let total: u64 = summary.jobs.values().sum();
     let w = &summary.workers;
     let body = html! {

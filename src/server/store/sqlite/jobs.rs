@@ -181,30 +181,49 @@ impl Jobs for SqliteStore {
                 out.truncate(f.limit);
                 return Ok(out);
             }
+            // Only the conditions asked for, so that SQLite can use an
+            // index: queued and running jobs are few, found through the
+            // queue index; the ended states are most jobs, found soonest by
+            // reading newest first (`+state` keeps the index out).
+            use rusqlite::types::Value as V;
+            let mut conds: Vec<&str> = Vec::new();
+            let mut args: Vec<V> = Vec::new();
+            let mut add = |cond: &'static str, v: Option<V>| {
+                if let Some(v) = v {
+                    conds.push(cond);
+                    args.push(v);
+                }
+            };
+            match f.state {
+                Some(s @ (JobState::Queued | JobState::Running)) => {
+                    add("state = ?", Some(V::Text(s.as_str().into())))
+                }
+                Some(s) => add("+state = ?", Some(V::Text(s.as_str().into()))),
+                None => {}
+            }
+            add("build_id = ?", f.build.map(V::Integer));
+            add("worker = ?", f.worker.clone().map(V::Text));
+            add("jobtype = ?", f.jobtype.clone().map(V::Text));
+            add(
+                "instr(lower(params), lower(?)) > 0",
+                f.text.clone().map(V::Text),
+            );
+            add("id < ?", f.before.map(V::Integer));
+            match f.reached {
+                Some(Reached::Started) => conds.push("state <> 'queued'"),
+                Some(Reached::Ended) => conds.push("state NOT IN ('queued', 'running')"),
+                None => {}
+            }
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            args.push(V::Integer(f.limit.min(i64::MAX as usize) as i64));
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {JOB_COLS} FROM jobs \
-                 WHERE (?1 IS NULL OR state = ?1) \
-                   AND {REACHED} \
-                   AND (?3 IS NULL OR build_id = ?3) \
-                   AND (?4 IS NULL OR worker = ?4) \
-                   AND (?6 IS NULL OR jobtype = ?6) \
-                   AND (?7 IS NULL OR instr(lower(params), lower(?7)) > 0) \
-                   AND (?8 IS NULL OR id < ?8) \
-                 ORDER BY id DESC LIMIT ?5"
+                "SELECT {JOB_COLS} FROM jobs {filter} ORDER BY id DESC LIMIT ?"
             ))?;
-            let rows = stmt.query_map(
-                params![
-                    f.state.map(|s| s.as_str()),
-                    f.reached.map(|r| r.as_str()),
-                    f.build,
-                    f.worker,
-                    f.limit as i64,
-                    f.jobtype,
-                    f.text,
-                    f.before,
-                ],
-                job_from_row,
-            )?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), job_from_row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
     }
