@@ -13,6 +13,26 @@ use common::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
+/// In the page: every element with text of its own whose contrast against
+/// the first opaque background behind it is under 4.5:1 (WCAG's formula).
+const CONTRAST: &str = r#"(function(){
+ function parse(c){var m=c.match(/rgba?\(([^)]+)\)/); if(!m) return null;
+   var p=m[1].split(',').map(Number); return {r:p[0],g:p[1],b:p[2],a:p.length>3?p[3]:1};}
+ function lum(c){function f(v){v/=255;return v<=0.03928?v/12.92:Math.pow((v+0.055)/1.055,2.4);}
+   return 0.2126*f(c.r)+0.7152*f(c.g)+0.0722*f(c.b);}
+ function bg(el){while(el){var c=parse(getComputedStyle(el).backgroundColor); if(c&&c.a>0.5) return c; el=el.parentElement;}
+   return {r:255,g:255,b:255,a:1};}
+ var bad=[];
+ document.querySelectorAll('body *').forEach(function(el){
+   var r=el.getBoundingClientRect(); if(r.width===0||r.height===0||r.right<0) return;
+   var own=[].some.call(el.childNodes,function(n){return n.nodeType===3&&n.textContent.trim();});
+   if(!own) return;
+   var cs=getComputedStyle(el), fg=parse(cs.color), b=bg(el);
+   var l1=lum(fg), l2=lum(b), ratio=(Math.max(l1,l2)+0.05)/(Math.min(l1,l2)+0.05);
+   if(ratio<4.5) bad.push(el.tagName+'.'+el.className+' '+ratio.toFixed(2)+' '+cs.color+' "'+el.textContent.trim().slice(0,30)+'"');
+ });
+ return bad;})()"#;
+
 fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
     let path = dir.join(name);
     std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
@@ -401,6 +421,36 @@ fn pages_fit_a_400_pixel_screen_and_browsers_get_html_errors() {
             serde_json::json!(true)
         );
     }
+    // Every text keeps a contrast of 4.5:1 against what is behind it, in
+    // the light theme and the dark one.
+    for dark in [false, true] {
+        for path in [
+            "/",
+            "/jobs/1",
+            "/builds/1",
+            "/workers",
+            "/jobs?state=passed",
+        ] {
+            let mut tab = chrome.open(&format!("{}{path}", server.url), 1000, 800);
+            if dark {
+                tab.call(
+                    "Emulation.setEmulatedMedia",
+                    serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+                );
+                let bg = tab.eval("getComputedStyle(document.body).backgroundColor");
+                assert_eq!(bg, serde_json::json!("rgb(13, 17, 23)"), "{path}: not dark");
+            }
+            let low = tab.eval(CONTRAST);
+            assert_eq!(
+                low,
+                serde_json::json!([]),
+                "{path} (dark: {dark}): low contrast"
+            );
+            // The check itself sees low contrast where there is some.
+            tab.eval("var p=document.createElement('p'); p.style.color='#777'; p.style.background='#888'; p.textContent='faint'; document.querySelector('main').appendChild(p)");
+            assert_eq!(tab.eval(CONTRAST).as_array().map(|a| a.len()), Some(1));
+        }
+    }
     // A browser gets a page for a missing one; an API client JSON.
     let mut tab = chrome.open(&format!("{}/jobs/424242", server.url), 1000, 700);
     assert_eq!(
@@ -577,4 +627,62 @@ fn a_private_servers_pages_ask_for_a_token_once_and_keep_it_in_a_strict_cookie()
         Some(br#"{"jobtype": "unit"}"#),
     );
     assert_eq!(write.status, 401, "{}", write.body);
+}
+
+#[test]
+fn the_home_page_updates_in_place_as_jobs_come_and_end() {
+    let Some(binary) = browser::chromium_or_skip() else {
+        return;
+    };
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let mut chrome = browser::Browser::start(&binary, &dir.path().join("profile"));
+    let mut tab = chrome.open(&format!("{}/", server.url), 1000, 800);
+    // No worker yet: the page says how to start one.
+    assert_eq!(
+        tab.eval("document.body.innerText.includes('testbot worker --config worker.toml')"),
+        serde_json::json!(true)
+    );
+    tab.eval("window.__same_page = 1");
+    let id = server.submit(&["sse"])[0];
+    assert!(
+        tab.wait_for(
+            &format!("!!document.querySelector('#waiting a[href=\\'/jobs/{id}\\']') && window.__same_page === 1"),
+            10 * SEC
+        ),
+        "{}",
+        tab.eval("document.getElementById('waiting').innerText")
+    );
+    // Why it waits, in words.
+    assert_eq!(
+        tab.eval("document.getElementById('waiting').innerText.includes('no registered worker has the jobtype')"),
+        serde_json::json!(true)
+    );
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "sser",
+        "[jobtypes.sse]\ncommand = \"true\"\n",
+    );
+    server.wait_final(id, 20 * SEC);
+    assert!(
+        tab.wait_for(
+            &format!("!!document.querySelector('#ended a[href=\\'/jobs/{id}\\']') && window.__same_page === 1"),
+            10 * SEC
+        ),
+        "{}",
+        tab.eval("document.body.innerText")
+    );
+    // The page's favicon and the state counts follow too.
+    assert_eq!(
+        tab.eval(
+            "document.querySelector('#counts a[href=\\'/jobs?state=passed\\']').innerText.trim()"
+        ),
+        serde_json::json!("✓ passed 1")
+    );
+    let icon = http_get(&format!("{}/favicon.svg?state=failed", server.url));
+    assert_eq!(icon.header("content-type"), Some("image/svg+xml"));
+    assert!(icon.body.contains("#c62828"), "{}", icon.body);
+    let job = http_get(&format!("{}/jobs/{id}", server.url)).body;
+    assert!(job.contains("href=\"/favicon.svg?state=passed\""), "{job}");
 }

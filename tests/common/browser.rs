@@ -49,6 +49,7 @@ pub struct Browser {
 pub struct Tab<'a> {
     browser: &'a mut Browser,
     session: String,
+    target: String,
 }
 
 impl Browser {
@@ -130,6 +131,7 @@ impl Browser {
         let mut tab = Tab {
             browser: self,
             session,
+            target: target_id,
         };
         tab.call(
             "Emulation.setDeviceMetricsOverride",
@@ -149,6 +151,16 @@ impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A tab is closed when done with: a browser keeps at most six
+/// connections to one server, and a live page holds one.
+impl Drop for Tab<'_> {
+    fn drop(&mut self) {
+        let target = self.target.clone();
+        self.browser
+            .call(None, "Target.closeTarget", json!({"targetId": target}));
     }
 }
 

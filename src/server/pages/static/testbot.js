@@ -192,14 +192,22 @@
       if (again) { again = false; setTimeout(refresh, 300); }
     });
   }
-  var events = null;
-  if (document.body.hasAttribute('data-live') && window.EventSource) {
-    var timer = null;
+  // A browser keeps few connections to one server (six over HTTP/1.1):
+  // a page out of sight gives its event stream back, and catches up when
+  // it is seen again.
+  var events = null, timer = null;
+  function listen() {
+    if (events || !document.body.hasAttribute('data-live') || !window.EventSource) return;
     events = new EventSource('/events');
     events.addEventListener('change', function () {
       if (timer) return;
       timer = setTimeout(function () { timer = null; refresh(); }, 250);
     });
   }
+  document.addEventListener('visibilitychange', function () {
+    if (document.hidden) { if (events) { events.close(); events = null; } }
+    else if (document.body.hasAttribute('data-live')) { listen(); refresh(); }
+  });
+  if (!document.hidden) listen();
   if (logEl && logEl.dataset.follow) follow();
 })();
