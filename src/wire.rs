@@ -532,6 +532,9 @@ pub struct Worker {
     pub status: WorkerStatus,
     /// Drained from the server: claims nothing until undrained.
     pub drained: bool,
+    /// Since when it is drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_at: Option<String>,
     /// Quarantined after infrastructure failures in a row, until then.
     pub quarantined_until: Option<String>,
     /// Infrastructure failures in a row so far.

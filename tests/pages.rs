@@ -686,3 +686,120 @@ fn the_home_page_updates_in_place_as_jobs_come_and_end() {
     let job = http_get(&format!("{}/jobs/{id}", server.url)).body;
     assert!(job.contains("href=\"/favicon.svg?state=passed\""), "{job}");
 }
+
+#[test]
+fn drain_and_rerun_buttons_work_as_plain_forms() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "former",
+        "[jobtypes.flip]\ncommand = \"false\"\n[jobtypes.flop]\ncommand = \"true\"\n",
+    );
+    wait_online(&server, "former");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(30 * SEC))
+        .build()
+        .into();
+    let page = send(
+        &agent,
+        "GET",
+        &format!("{}/workers/former", server.url),
+        &[("Accept", "text/html")],
+        None,
+    )
+    .unwrap();
+    let set = page.header("set-cookie").unwrap().to_string();
+    let csrf = set
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(
+        page.body.contains("action=\"/workers/former/drain\""),
+        "{}",
+        page.body
+    );
+    let cookie = format!("testbot_csrf={csrf}");
+    let post = |path: &str, csrf: &str| {
+        let body = format!("csrf={csrf}");
+        send(
+            &agent,
+            "POST",
+            &format!("{}{path}", server.url),
+            &[
+                ("Accept", "text/html"),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", cookie.as_str()),
+            ],
+            Some(body.as_bytes()),
+        )
+        .unwrap()
+    };
+    // A form whose token is not the browser's changes nothing.
+    assert_eq!(
+        post("/workers/former/drain", "0123456789abcdef0123456789abcdef").status,
+        403
+    );
+    assert_eq!(server.get("/api/v1/workers/former")["drained"], false);
+    let r = post("/workers/former/drain", &csrf);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/workers/former"));
+    let w = server.get("/api/v1/workers/former");
+    assert_eq!(w["drained"], true, "{w}");
+    assert!(w["drained_at"].is_string(), "{w}");
+    let shown = http_get(&format!("{}/workers/former", server.url)).body;
+    assert!(shown.contains("takes no new ones, since"), "{shown}");
+    assert!(
+        shown.contains("action=\"/workers/former/undrain\""),
+        "{shown}"
+    );
+    assert_eq!(post("/workers/former/undrain", &csrf).status, 303);
+    let w = server.get("/api/v1/workers/former");
+    assert_eq!(w["drained"], false, "{w}");
+    assert!(w["drained_at"].is_null(), "{w}");
+    // Run again: a failed job runs as a new job; a build's failed jobs as
+    // a new build that says which it reruns.
+    let out = server.cli(&["submit", "--build", "flips", "flip", "flop", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let failed: serde_json::Value = server.get("/api/v1/jobs?state=failed&build=1");
+    let failed_id = failed[0]["id"].as_i64().unwrap();
+    let r = post(&format!("/jobs/{failed_id}/rerun"), &csrf);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let again: i64 = r
+        .header("location")
+        .unwrap()
+        .trim_start_matches("/jobs/")
+        .parse()
+        .unwrap();
+    assert!(again > failed_id);
+    let j = server.wait_final(again, 20 * SEC);
+    assert_eq!(j["jobtype"], "flip");
+    assert!(j["build"].is_null(), "{j}");
+    let r = post("/builds/1/rerun", &csrf);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let new_build: i64 = r
+        .header("location")
+        .unwrap()
+        .trim_start_matches("/builds/")
+        .parse()
+        .unwrap();
+    let b = server.get(&format!("/api/v1/builds/{new_build}"));
+    assert_eq!(
+        b["jobs"].as_array().unwrap().len(),
+        1,
+        "only the failed job: {b}"
+    );
+    assert_eq!(b["meta"]["rerun_of"], 1, "{b}");
+    assert_eq!(b["name"], "flips");
+    // No such job: the browser is told so, in a page.
+    let missing = post("/jobs/999999/rerun", &csrf);
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("999999"), "{}", missing.body);
+}

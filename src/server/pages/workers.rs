@@ -20,9 +20,10 @@ fn why(w: &Worker) -> Markup {
             "after " (w.infra_failures) " infrastructure failure" (if w.infra_failures == 1 { "" } else { "s" })
             @if let Some(u) = &w.quarantined_until { ", until " (when(Some(u))) }
         },
-        WorkerStatus::Draining if w.drained => {
-            html! { "drained: finishes its jobs, takes no new ones" }
-        }
+        WorkerStatus::Draining if w.drained => html! {
+            "drained: finishes its jobs, takes no new ones"
+            @if let Some(t) = &w.drained_at { ", since " (when(Some(t))) }
+        },
         WorkerStatus::Draining => html! { "draining: finishes its jobs, then stops" },
         _ => html! {},
     }

@@ -23,7 +23,7 @@ pub(crate) const QUEUED_COLS: &str = "id, jobtype, priority, platform, avoid_wor
 pub(crate) const WORKER_COLS: &str =
     "name, jobtypes, platforms, info, slots, heartbeat_ms, lease_ms, \
      version, registered_at, last_seen, extra, status, drained, accept, quarantined_until, \
-     infra_streak";
+     infra_streak, drained_at";
 
 /// The status a heartbeat writes: a worker that stopped said goodbye and
 /// is offline at once.

@@ -440,6 +440,34 @@ fn job_and_build_lists_filter_by_jobtype_text_and_name_and_page_by_id() {
 }
 
 #[test]
+fn a_drained_worker_says_since_when_and_forgets_it_when_undrained() {
+    for b in backends() {
+        register(&b, "d", &["unit"], json!([{}]));
+        assert_eq!(
+            b.worker("d", b.now()).unwrap().drained_at,
+            None,
+            "{}",
+            b.name
+        );
+        let first = b.set_drained("d", true, b.now()).unwrap();
+        let since = first
+            .drained_at
+            .clone()
+            .unwrap_or_else(|| panic!("{}: no drained_at", b.name));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let again = b.set_drained("d", true, b.now()).unwrap();
+        assert_eq!(
+            again.drained_at.as_deref(),
+            Some(since.as_str()),
+            "{}: draining again keeps the first time",
+            b.name
+        );
+        let undrained = b.set_drained("d", false, b.now()).unwrap();
+        assert_eq!(undrained.drained_at, None, "{}", b.name);
+    }
+}
+
+#[test]
 fn logs_take_offsets_once_and_keep_the_head_and_tail_past_the_cap() {
     for b in backends() {
         let job = submit(&b, json!([{"jobtype": "unit"}])).remove(0);

@@ -238,6 +238,7 @@ pub(crate) fn load_worker_list(
                 status: worker_rules::status(&presence, now),
                 accept: json_or(row.get(13)?),
                 drained,
+                drained_at: row.get::<Option<i64>>(16)?.filter(|_| drained).map(rfc3339),
                 quarantined_until: quarantined_until.filter(|t| *t > now).map(rfc3339),
                 infra_failures: row.get(15)?,
                 jobtypes: json_or(row.get(1)?),

@@ -201,5 +201,6 @@ CREATE TABLE artifact_garbage (
     // A worker's history on its page: its attempts, newest first.
     r#"
 CREATE INDEX attempts_worker ON attempts(worker, started_at);
+ALTER TABLE workers ADD COLUMN drained_at BIGINT;
 "#,
 ];

@@ -234,13 +234,14 @@ impl Workers for PgStore {
     }
 
     fn set_drained(&self, name: &str, drained: bool, now: i64) -> StoreResult<Worker> {
-        self.with_tx(|tx, _| {
+        self.with_tx(|tx, at| {
             let changed = tx.exec(
                 "UPDATE workers SET drained = $2::BIGINT, \
+                 drained_at = CASE WHEN $2 = 1 THEN coalesce(drained_at, $3) ELSE NULL END, \
                  quarantined_until = CASE WHEN $2 = 1 THEN quarantined_until ELSE NULL END, \
                  infra_streak = CASE WHEN $2 = 1 THEN infra_streak ELSE 0 END, \
                  quarantines = CASE WHEN $2 = 1 THEN quarantines ELSE 0 END WHERE name = $1",
-                args![name, drained],
+                args![name, drained, at],
             )?;
             if changed == 0 {
                 return Err(StoreError::not_found(format!("no worker {name:?}")));

@@ -222,6 +222,10 @@ pub(crate) fn worker_from_row(conn: &Connection, row: &Row, now: i64) -> StoreRe
         status: worker_rules::status(&presence, now),
         accept: json_or(row.get(13)?),
         drained,
+        drained_at: row
+            .get::<_, Option<i64>>(16)?
+            .filter(|_| drained)
+            .map(rfc3339),
         quarantined_until: quarantined_until.filter(|t| *t > now).map(rfc3339),
         infra_failures: row.get(15)?,
         jobtypes: json_or(row.get(1)?),

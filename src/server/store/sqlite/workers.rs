@@ -307,10 +307,11 @@ impl Workers for SqliteStore {
         self.with_tx(|tx| {
             let changed = tx.exec(
                 "UPDATE workers SET drained = ?2, \
+                 drained_at = CASE WHEN ?2 THEN coalesce(drained_at, ?3) ELSE NULL END, \
                  quarantined_until = CASE WHEN ?2 THEN quarantined_until ELSE NULL END, \
                  infra_streak = CASE WHEN ?2 THEN infra_streak ELSE 0 END, \
                  quarantines = CASE WHEN ?2 THEN quarantines ELSE 0 END WHERE name = ?1",
-                params![name, drained],
+                params![name, drained, now],
             )?;
             if changed == 0 {
                 return Err(StoreError::not_found(format!("no worker {name:?}")));
