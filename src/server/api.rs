@@ -196,8 +196,12 @@ pub fn router() -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_MAX))
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such path: {}", uri.path()))
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let message = format!("no such path: {}", uri.path());
+    if super::pages::is_browser(uri.path(), &headers) {
+        return super::pages::error_page(StatusCode::NOT_FOUND, &message);
+    }
+    ApiError::not_found(message).into_response()
 }
 
 #[cfg(test)]

@@ -136,8 +136,6 @@ pub fn app(state: AppState) -> axum::Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        // Outermost: a browser gets every error as a page, panics too.
-        .layer(axum::middleware::from_fn(pages::html_errors))
         .with_state(state)
 }
 
@@ -146,8 +144,15 @@ pub fn app(state: AppState) -> axum::Router {
 async fn method_not_allowed(
     method: axum::http::Method,
     uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    if pages::is_browser(uri.path(), &headers) {
+        return pages::error_page(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{} does not take {method}", uri.path()),
+        );
+    }
     (
         axum::http::StatusCode::METHOD_NOT_ALLOWED,
         axum::Json(crate::wire::ErrorBody {
@@ -159,12 +164,7 @@ async fn method_not_allowed(
 
 /// What a panicking handler answers: logged, 500, the server serves on.
 fn panic_response(panic: Box<dyn std::any::Any + Send>) -> axum::response::Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!("a handler panicked: {what}");
+    log_panic(panic);
     use axum::response::IntoResponse;
     (
         axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -173,6 +173,26 @@ fn panic_response(panic: Box<dyn std::any::Any + Send>) -> axum::response::Respo
         }),
     )
         .into_response()
+}
+
+/// The same for a page: an HTML page.
+pub(crate) fn page_panic_response(
+    panic: Box<dyn std::any::Any + Send>,
+) -> axum::response::Response {
+    log_panic(panic);
+    pages::error_page(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "the server failed to make this page; its log says why",
+    )
+}
+
+fn log_panic(panic: Box<dyn std::any::Any + Send>) {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!("a handler panicked: {what}");
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.

@@ -63,6 +63,12 @@ pub fn router() -> Router<AppState> {
         .route("/static/testbot.js", get(js))
         .route("/favicon.svg", get(favicon))
         .route("/favicon.ico", get(favicon))
+        // Only the pages' own requests pay for these: a browser gets its
+        // errors (and a panic) as pages, and pages are gzipped.
+        .layer(axum::middleware::from_fn(html_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            super::page_panic_response,
+        ))
         .layer(tower_http::compression::CompressionLayer::new().gzip(true));
     pages
         .route("/events", get(events))
@@ -80,11 +86,11 @@ pub fn is_public(path: &str) -> bool {
 
 /// A browser asking for a page (not an API client, not a script).
 pub fn wants_page(req: &Request) -> bool {
-    let path = req.uri().path();
-    !path.starts_with("/api/")
-        && path != "/metrics"
-        && path != "/events"
-        && accepts_html(req.headers())
+    is_browser(req.uri().path(), req.headers())
+}
+
+pub fn is_browser(path: &str, headers: &HeaderMap) -> bool {
+    !path.starts_with("/api/") && path != "/metrics" && path != "/events" && accepts_html(headers)
 }
 
 fn accepts_html(headers: &HeaderMap) -> bool {
