@@ -598,6 +598,17 @@ fn a_private_servers_pages_ask_for_a_token_once_and_keep_it_in_a_strict_cookie()
     let body = format!("csrf={csrf}&token=wrong&next=%2Fjobs");
     let r = go("POST", "/login", &form, Some(body.as_bytes()));
     assert_eq!(r.status, 401);
+    // Never to another site: browsers drop tabs and newlines from a URL.
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%0D%0ASet-Cookie%3A+x%3D1",
+    ] {
+        let body = format!("csrf={csrf}&token=c-private-secret&next={next}");
+        let r = go("POST", "/login", &form, Some(body.as_bytes()));
+        assert_eq!(r.status, 303, "{next}: {}", r.body);
+        assert_eq!(r.header("location"), Some("/"), "{next}");
+    }
     let body = format!("csrf={csrf}&token=c-private-secret&next=%2F%2Fevil.example");
     let r = go("POST", "/login", &form, Some(body.as_bytes()));
     assert_eq!(r.status, 303);
@@ -802,4 +813,77 @@ fn drain_and_rerun_buttons_work_as_plain_forms() {
     let missing = post("/jobs/999999/rerun", &csrf);
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("999999"), "{}", missing.body);
+}
+
+#[test]
+fn a_big_builds_pages_skip_nothing_when_jobs_change_between_them() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let jobs: Vec<serde_json::Value> = (0..450)
+        .map(|i| serde_json::json!({"jobtype": "nobody", "params": {"n": i.to_string()}}))
+        .collect();
+    let body = serde_json::json!({"name": "big", "jobs": jobs}).to_string();
+    let r = http(
+        "POST",
+        &format!("{}/api/v1/builds", server.url),
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let build = r.json()["id"].as_i64().unwrap();
+    let ids_on = |page: &str| -> Vec<i64> {
+        page.split("<tr><td><a href=\"/jobs/")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap().parse().unwrap())
+            .collect()
+    };
+    let next_of = |page: &str| -> Option<String> {
+        let i = page.find("rel=\"next\"")?;
+        let href = page[..i].rfind("href=\"")?;
+        Some(page[href + 6..i].split('"').next()?.replace("&amp;", "&"))
+    };
+    let first = http_get(&format!("{}/builds/{build}?state=queued", server.url)).body;
+    let seen = ids_on(&first);
+    assert_eq!(seen.len(), 200, "{first}");
+    // Jobs already seen leave the list before the next page is read.
+    for id in &seen[..30] {
+        server.cli(&["cancel", &id.to_string()]);
+    }
+    let mut all = seen.clone();
+    let mut next = next_of(&first);
+    while let Some(n) = next {
+        let page = http_get(&format!("{}{n}", server.url)).body;
+        all.extend(ids_on(&page));
+        next = next_of(&page);
+    }
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), all.len(), "a job shown twice");
+    assert_eq!(all.len(), 450, "jobs skipped: {}", 450 - all.len());
+    // A missing attempt is a 404 page.
+    let missing = http(
+        "GET",
+        &format!("{}/jobs/{}?attempt=7", server.url, seen[0]),
+        &[("Accept", "text/html")],
+        None,
+    );
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("has no attempt 7"),
+        "{}",
+        missing.body
+    );
+    // A form that cannot be read is answered with a page too.
+    let garbled = http(
+        "POST",
+        &format!("{}/jobs/{}/cancel", server.url, seen[0]),
+        &[("Accept", "text/html"), ("Content-Type", "text/plain")],
+        Some(b"csrf=x"),
+    );
+    assert_eq!(garbled.status, 415);
+    assert_eq!(
+        garbled.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
 }

@@ -11,7 +11,6 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use maud::html;
 
 use super::*;
@@ -19,10 +18,41 @@ use crate::server::checks::check_spec as check_spec_for_rerun;
 use crate::server::error::ApiResult;
 use crate::server::extract::{Path, Query};
 
+/// A form's fields; a body that is not one is answered with a page.
+pub struct PageForm<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for PageForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match axum::Form::<T>::from_request(req, state).await {
+            Ok(axum::Form(v)) => Ok(PageForm(v)),
+            Err(e) => Err(error_page(
+                e.status(),
+                &format!("the form could not be read: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 pub struct ActionForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// Whether a form's CSRF token is the browser's: the cookie this server
+/// made (32 hex digits, as `Viewer` makes them) and the same in the form.
+fn csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|c| {
+        c.len() == 32
+            && c.bytes().all(|b| b.is_ascii_hexdigit())
+            && super::super::auth::ct_eq(c.as_bytes(), sent.as_bytes())
+    })
 }
 
 /// Checks a form: its CSRF token, then that the browser may change
@@ -33,11 +63,7 @@ fn allowed(
     form: &ActionForm,
     back: &str,
 ) -> Result<(), Box<Response>> {
-    let cookie_token = cookie(headers, CSRF_COOKIE);
-    let matches = cookie_token
-        .as_deref()
-        .is_some_and(|c| super::super::auth::ct_eq(c.as_bytes(), form.csrf.as_bytes()));
-    if !matches {
+    if !csrf_ok(headers, &form.csrf) {
         return Err(Box::new(error_page(
             StatusCode::FORBIDDEN,
             "the form's CSRF token does not match this browser's: reload the page and try again",
@@ -63,7 +89,7 @@ pub async fn cancel_job(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     let back = format!("/jobs/{id}");
     if let Err(r) = allowed(&st, &headers, &form, &back) {
@@ -98,7 +124,7 @@ pub async fn rerun_job(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     let back = format!("/jobs/{id}");
     if let Err(r) = allowed(&st, &headers, &form, &back) {
@@ -124,7 +150,7 @@ pub async fn cancel_build(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     let back = format!("/builds/{id}");
     if let Err(r) = allowed(&st, &headers, &form, &back) {
@@ -152,7 +178,7 @@ pub async fn rerun_build(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     let back = format!("/builds/{id}");
     if let Err(r) = allowed(&st, &headers, &form, &back) {
@@ -219,7 +245,7 @@ pub async fn drain(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     set_drained(st, headers, name, form, true).await
 }
@@ -228,7 +254,7 @@ pub async fn undrain(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> ApiResult<Response> {
     set_drained(st, headers, name, form, false).await
 }
@@ -238,10 +264,18 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only a path on this server: never another site.
+/// Only a path on this server: never another site. Browsers drop tabs
+/// and newlines from a URL (`/<TAB>/evil.example` is `//evil.example`), so
+/// a path with any whitespace or control character is refused too.
 fn local(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".into(),
     }
 }
@@ -294,13 +328,11 @@ pub struct LoginForm {
 pub async fn login(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    PageForm(form): PageForm<LoginForm>,
 ) -> Response {
     let next = local(form.next.as_deref());
     let viewer = Viewer::of(&st, &headers);
-    let csrf_ok = cookie(&headers, CSRF_COOKIE)
-        .is_some_and(|c| super::super::auth::ct_eq(c.as_bytes(), form.csrf.as_bytes()));
-    if !csrf_ok {
+    if !csrf_ok(&headers, &form.csrf) {
         return sign_in_page(
             StatusCode::FORBIDDEN,
             &viewer,
@@ -343,11 +375,9 @@ pub async fn login(
 pub async fn logout(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<ActionForm>,
+    PageForm(form): PageForm<ActionForm>,
 ) -> Response {
-    let ok = cookie(&headers, CSRF_COOKIE)
-        .is_some_and(|c| super::super::auth::ct_eq(c.as_bytes(), form.csrf.as_bytes()));
-    if !ok {
+    if !csrf_ok(&headers, &form.csrf) {
         return error_page(
             StatusCode::FORBIDDEN,
             "the form's CSRF token does not match this browser's: reload the page and try again",

@@ -235,6 +235,47 @@ pub fn line_html(line: &str, pen: &mut Pen) -> String {
     out
 }
 
+/// Several lines as HTML, colours carried from line to line.
+pub fn to_html(text: &str) -> String {
+    let mut pen = Pen::default();
+    text.split('\n')
+        .map(|l| line_html(l, &mut pen))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Text without its escape sequences and control characters (newlines
+/// and tabs kept), for a one-line summary.
+pub fn strip(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('\x40'..='\x7e').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +313,18 @@ mod tests {
     #[test]
     fn a_carriage_return_keeps_what_came_after_it() {
         assert_eq!(render("10%\r50%\r100% done\r")[0], "100% done");
+    }
+
+    #[test]
+    fn stripped_text_keeps_words_and_lines_only() {
+        assert_eq!(
+            strip("\x1b[31mred\x1b[0m ok\r\n\x1b]0;t\x07next\x07"),
+            "red ok\nnext"
+        );
+        assert_eq!(
+            to_html("\x1b[31ma\nb"),
+            "<span class=\"f1\">a</span>\n<span class=\"f1\">b</span>"
+        );
     }
 
     #[test]

@@ -203,7 +203,10 @@ pub async fn list(
 #[derive(serde::Deserialize)]
 pub struct BuildQuery {
     state: Option<String>,
-    page: Option<String>,
+    /// Where the page starts: after the job with this place in the order
+    /// (`RANK.ID`), so that jobs changing state between pages are not
+    /// skipped.
+    after: Option<String>,
 }
 
 /// Failed jobs first, then running, queued, and the rest; by id within.
@@ -235,14 +238,17 @@ pub async fn page(
             }
         },
     };
-    let page_no = match q.page.as_deref().filter(|s| !s.is_empty()) {
-        None => 1,
-        Some(p) => match p.parse::<usize>() {
-            Ok(n) if n >= 1 => n,
-            _ => {
+    let after: Option<(u8, i64)> = match q.after.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(a) => match a
+            .split_once('.')
+            .and_then(|(r, i)| Some((r.parse::<u8>().ok()?, i.parse::<i64>().ok()?)))
+        {
+            Some(k) => Some(k),
+            None => {
                 return Ok(error_page(
                     StatusCode::BAD_REQUEST,
-                    &format!("page: expected a whole number from 1, got {p:?}"),
+                    &format!("after: expected RANK.ID (as the Next link writes it), got {a:?}"),
                 ))
             }
         },
@@ -290,19 +296,22 @@ pub async fn page(
     jobs.retain(|j| state.is_none_or(|s| s == j.state));
     jobs.sort_by_key(|j| (rank(j.state), j.id));
     let shown = jobs.len();
-    let pages = shown.div_ceil(PAGE_JOBS).max(1);
-    let page_no = page_no.min(pages);
-    let page_jobs = &jobs[((page_no - 1) * PAGE_JOBS).min(shown)..(page_no * PAGE_JOBS).min(shown)];
+    let start = after.map_or(0, |k| jobs.partition_point(|j| (rank(j.state), j.id) <= k));
+    let page_jobs = &jobs[start..(start + PAGE_JOBS).min(shown)];
+    let next = (start + PAGE_JOBS < shown)
+        .then(|| page_jobs.last())
+        .flatten()
+        .map(|j| format!("{}.{}", rank(j.state), j.id));
     let any_failed = ["failed", "error", "timed_out", "canceled"]
         .iter()
         .any(|s| b.counts.get(*s).copied().unwrap_or(0) > 0);
-    let link = |state: Option<&str>, page: usize| {
+    let link = |state: Option<&str>, after: Option<&str>| {
         let mut parts = Vec::new();
         if let Some(s) = state {
             parts.push(format!("state={s}"));
         }
-        if page > 1 {
-            parts.push(format!("page={page}"));
+        if let Some(a) = after {
+            parts.push(format!("after={a}"));
         }
         if parts.is_empty() {
             format!("/builds/{id}")
@@ -328,10 +337,10 @@ pub async fn page(
             }
             (progress(&b))
             ul.counts aria-label="jobs by state" {
-                li { @if state.is_none() { span.on { "all " (total) } } @else { a href=(link(None, 1)) { "all " (total) } } }
+                li { @if state.is_none() { span.on { "all " (total) } } @else { a href=(link(None, None)) { "all " (total) } } }
                 @for (s, n) in &b.counts {
                     li { @if state.map(|x| x.as_str()) == Some(s.as_str()) { span.on { (state_badge(s)) " " (n) } }
-                         @else { a href=(link(Some(s), 1)) { (state_badge(s)) " " (n) } } }
+                         @else { a href=(link(Some(s), None)) { (state_badge(s)) " " (n) } } }
                 }
                 @if b.flaky > 0 { li.flaky { (b.flaky) " flaky" } }
             }
@@ -354,13 +363,13 @@ pub async fn page(
                 @for x in &grouped {
                     details.failure {
                         summary {
-                            span.failed { (x.id) } " — failed in "
+                            span.failed { (ansi::strip(&x.id)) } " — failed in "
                             @for (i, r) in x.runs.iter().filter(|r| r.outcome.is_failure()).enumerate() {
                                 @if i > 0 { ", " }
                                 a href={"/jobs/" (r.job)} { "#" (r.job) }
                             }
                         }
-                        @if let Some(m) = &x.message { pre { (m) } }
+                        @if let Some(m) = &x.message { pre { (raw(ansi::to_html(m))) } }
                         @if let Some(r) = &x.repro { p { "Run it by hand: " code { (r) } } }
                         ul { @for r in &x.runs { li { a href={"/jobs/" (r.job)} { "#" (r.job) } " on " (r.worker) ": " (state_badge(r.outcome.as_str())) } } }
                     }
@@ -399,11 +408,11 @@ pub async fn page(
                     td.num { (ran_for(j)) }
                 } } }
             } }))
-            @if pages > 1 {
+            @if shown > PAGE_JOBS {
                 nav.pager aria-label="pages" {
-                    @if page_no > 1 { a href=(link(state.map(|s| s.as_str()), page_no - 1)) rel="prev" { "← Previous" } }
-                    span { "page " (page_no) " of " (pages) }
-                    @if page_no < pages { a href=(link(state.map(|s| s.as_str()), page_no + 1)) rel="next" { "Next →" } }
+                    @if start > 0 { a href=(link(state.map(|s| s.as_str()), None)) { "← First page" } }
+                    span { "jobs " (start + 1) "–" (start + page_jobs.len()) " of " (shown) }
+                    @if let Some(n) = &next { a href=(link(state.map(|s| s.as_str()), Some(n))) rel="next" { "Next →" } }
                 }
             }
         }

@@ -339,6 +339,18 @@ pub async fn page(
     let (job, attempts, artifacts) = st
         .db(move |s| Ok((s.job(id)?, s.attempts(id)?, s.artifacts(id, q.attempt)?)))
         .await?;
+    if let Some(a) = q.attempt {
+        if !attempts.iter().any(|x| x.attempt == a) {
+            return Ok(error_page(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "job {id} has no attempt {a}: it has had {} attempt{}",
+                    attempts.len(),
+                    if attempts.len() == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+    }
     // A job that never started has no log: none is read.
     let wants_log = q.attempt.is_some() || job.attempt > 0 && job.state != JobState::Queued;
     let log = if wants_log {
@@ -468,8 +480,8 @@ fn tests(job: &Job) -> Markup {
             }
             @for f in &t.failures {
                 details.failure {
-                    summary { span.failed { (f.name) } " — " (f.message.lines().next().unwrap_or(&f.kind)) }
-                    pre { (f.message) }
+                    summary { span.failed { (ansi::strip(&f.name)) } " — " (ansi::strip(f.message.lines().next().unwrap_or(&f.kind))) }
+                    pre { (raw(ansi::to_html(&f.message))) }
                 }
             }
         }

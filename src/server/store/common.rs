@@ -282,11 +282,11 @@ impl LogJoin {
     }
 }
 
-/// Whether a job's params hold `text` in any case, as the stores' SQL
-/// filter reads them: in their JSON text.
+/// Whether one of a job's params, written `key=value`, holds `text` in
+/// any case, as the stores' SQL filter reads them.
 pub(crate) fn params_hold(params: &Props, text: &str) -> bool {
-    serde_json::to_string(params)
-        .unwrap_or_default()
-        .to_lowercase()
-        .contains(&text.to_lowercase())
+    let text = text.to_lowercase();
+    params
+        .iter()
+        .any(|(k, v)| format!("{k}={v}").to_lowercase().contains(&text))
 }

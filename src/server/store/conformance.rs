@@ -398,6 +398,27 @@ fn job_and_build_lists_filter_by_jobtype_text_and_name_and_page_by_id() {
                 "{}",
                 b.name
             );
+            // Keys and values as `key=value`, never the JSON around them.
+            assert_eq!(
+                list(JobFilter {
+                    text: Some("SUITE=beta".into()),
+                    ..Default::default()
+                }),
+                vec![ids[2]],
+                "{}",
+                b.name
+            );
+            for json_only in ["{", "\":", "\\"] {
+                assert_eq!(
+                    list(JobFilter {
+                        text: Some(json_only.into()),
+                        ..Default::default()
+                    }),
+                    Vec::<i64>::new(),
+                    "{}: {json_only}",
+                    b.name
+                );
+            }
         }
         let mut builds = Vec::new();
         for name in ["nightly main", "pr 12", "Nightly release"] {

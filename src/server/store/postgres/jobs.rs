@@ -178,7 +178,8 @@ impl Jobs for PgStore {
                             OR ($5 = 'started' AND state <> 'queued') \
                             OR ($5 = 'ended' AND state NOT IN ('queued', 'running'))) \
                        AND ($7::TEXT IS NULL OR jobtype = $7) \
-                       AND ($8::TEXT IS NULL OR strpos(lower(params), lower($8)) > 0) \
+                       AND ($8::TEXT IS NULL OR EXISTS (SELECT 1 FROM json_each_text(params::json) AS p(k, v) \
+                            WHERE strpos(lower(p.k || '=' || p.v), lower($8)) > 0)) \
                        AND ($9::BIGINT IS NULL OR id < $9) \
                      ORDER BY id DESC LIMIT $6"
                 ),

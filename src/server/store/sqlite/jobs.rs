@@ -205,7 +205,8 @@ impl Jobs for SqliteStore {
             add("worker = ?", f.worker.clone().map(V::Text));
             add("jobtype = ?", f.jobtype.clone().map(V::Text));
             add(
-                "instr(lower(params), lower(?)) > 0",
+                "EXISTS (SELECT 1 FROM json_each(jobs.params) \
+                 WHERE instr(lower(key || '=' || value), lower(?)) > 0)",
                 f.text.clone().map(V::Text),
             );
             add("id < ?", f.before.map(V::Integer));
