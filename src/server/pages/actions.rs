@@ -45,6 +45,25 @@ pub struct ActionForm {
     csrf: String,
 }
 
+/// A form allowed to change something: its CSRF token is the browser's
+/// and the browser may act (see [`allowed`]). Refused forms are answered
+/// with a page; the page to go back to is the action's path without its
+/// last part (`/jobs/5/cancel` -> `/jobs/5`).
+pub struct Act;
+
+impl axum::extract::FromRequest<AppState> for Act {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, st: &AppState) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let path = req.uri().path().to_string();
+        let back = path.rsplit_once('/').map_or("/", |(b, _)| b).to_string();
+        let PageForm(form) = PageForm::<ActionForm>::from_request(req, st).await?;
+        allowed(st, &headers, &form, &back).map_err(|r| *r)?;
+        Ok(Act)
+    }
+}
+
 /// Whether a form's CSRF token is the browser's: the cookie this server
 /// made (32 hex digits, as `Viewer` makes them) and the same in the form.
 fn csrf_ok(headers: &HeaderMap, sent: &str) -> bool {
@@ -87,14 +106,10 @@ fn back_to(path: String) -> Response {
 
 pub async fn cancel_job(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
     let back = format!("/jobs/{id}");
-    if let Err(r) = allowed(&st, &headers, &form, &back) {
-        return Ok(*r);
-    }
     let job = st.db(move |s| s.cancel(id, now_ms())).await?;
     tracing::info!(job = id, state = %job.state, "cancel requested from the pages");
     st.cancels.send_modify(|n| *n = n.wrapping_add(1));
@@ -122,14 +137,9 @@ fn spec_of(j: &Job) -> JobSpec {
 
 pub async fn rerun_job(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
-    let back = format!("/jobs/{id}");
-    if let Err(r) = allowed(&st, &headers, &form, &back) {
-        return Ok(*r);
-    }
     let job = st.db(move |s| s.job(id)).await?;
     if !job.state.is_final() {
         return Ok(error_page(
@@ -148,14 +158,10 @@ pub async fn rerun_job(
 
 pub async fn cancel_build(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
     let back = format!("/builds/{id}");
-    if let Err(r) = allowed(&st, &headers, &form, &back) {
-        return Ok(*r);
-    }
     let n = st
         .db(move |s| {
             let b = s.build(id)?;
@@ -176,14 +182,9 @@ pub async fn cancel_build(
 
 pub async fn rerun_build(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
-    let back = format!("/builds/{id}");
-    if let Err(r) = allowed(&st, &headers, &form, &back) {
-        return Ok(*r);
-    }
     let b = st.db(move |s| s.build(id)).await?;
     let specs: Vec<JobSpec> = b
         .jobs
@@ -222,17 +223,8 @@ pub async fn rerun_build(
     Ok(back_to(format!("/builds/{new}")))
 }
 
-async fn set_drained(
-    st: AppState,
-    headers: HeaderMap,
-    name: String,
-    form: ActionForm,
-    drained: bool,
-) -> ApiResult<Response> {
+async fn set_drained(st: AppState, name: String, drained: bool) -> ApiResult<Response> {
     let back = format!("/workers/{}", query_escape(&name));
-    if let Err(r) = allowed(&st, &headers, &form, &back) {
-        return Ok(*r);
-    }
     let w = st
         .db(move |s| s.set_drained(&name, drained, now_ms()))
         .await?;
@@ -243,20 +235,18 @@ async fn set_drained(
 
 pub async fn drain(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
-    set_drained(st, headers, name, form, true).await
+    set_drained(st, name, true).await
 }
 
 pub async fn undrain(
     State(st): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    PageForm(form): PageForm<ActionForm>,
+    _: Act,
 ) -> ApiResult<Response> {
-    set_drained(st, headers, name, form, false).await
+    set_drained(st, name, false).await
 }
 
 #[derive(serde::Deserialize, Default)]
