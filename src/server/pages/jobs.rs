@@ -148,7 +148,7 @@ pub fn no_workers() -> Markup {
         div.empty id="worker-counts" data-part {
             p { strong { "No worker has registered yet." } " Jobs wait until one that has their jobtype does. On a test machine, write a config and start a worker:" }
             pre { "# worker.toml\nserver = \"http://THIS-SERVER:8080\"\n\n[jobtypes.unit]\ncommand = \"make test\"\n\n$ testbot worker --config worker.toml" }
-            p { "Or start the server with a worker beside it: " code { "testbot serve --local-worker" } "." }
+            p { "Or run a worker inside the server itself: " code { "testbot serve --worker worker.toml" } "." }
         }
     }
 }
