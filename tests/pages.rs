@@ -809,6 +809,19 @@ fn drain_and_rerun_buttons_work_as_plain_forms() {
     );
     assert_eq!(b["meta"]["rerun_of"], 1, "{b}");
     assert_eq!(b["name"], "flips");
+    // A job no worker fits: its page says why, worker by worker, with the
+    // requirement written as it was typed.
+    let waiting = server.submit(&["flop", "-p", "python.version>=3.13"])[0];
+    let page = http_get(&format!("{}/jobs/{waiting}", server.url)).body;
+    assert!(page.contains("Why it is waiting"), "{page}");
+    assert!(page.contains("python.version&gt;=3.13"), "{page}");
+    assert!(!page.contains("=&gt;="), "{page}");
+    assert!(
+        page.contains("<td><a href=\"/workers/former\">former</a></td>")
+            && page.contains("has no python.version, the job needs python.version&gt;=3.13"),
+        "{page}"
+    );
+    server.cli(&["cancel", &waiting.to_string()]);
     // No such job: the browser is told so, in a page.
     let missing = post("/jobs/999999/rerun", &csrf);
     assert_eq!(missing.status, 404);
