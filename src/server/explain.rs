@@ -4,7 +4,16 @@
 //! answer, and submit uses it to warn about jobs nothing can ever run.
 
 use crate::matching;
-use crate::wire::{Explanation, Job, JobState, Props, WorkerFit, WorkerStatus};
+use crate::wire::{Explanation, Job, JobState, Props, Worker, WorkerFit, WorkerStatus};
+
+/// A worker's `accept` rules (`key=value`) as pairs.
+pub fn parse_accept(rules: &[String]) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .filter_map(|r| r.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
 
 /// A worker as matching and explaining need it.
 #[derive(Debug, Clone)]
@@ -17,6 +26,22 @@ pub struct WorkerView {
     pub status: WorkerStatus,
     pub slots: u32,
     pub running: u32,
+}
+
+impl From<&Worker> for WorkerView {
+    /// From a worker as the API shows it (the pages explain from the
+    /// workers they already read).
+    fn from(w: &Worker) -> WorkerView {
+        WorkerView {
+            name: w.name.clone(),
+            jobtypes: w.jobtypes.clone(),
+            platforms: w.platforms.clone(),
+            accept: parse_accept(&w.accept),
+            status: w.status,
+            slots: w.slots,
+            running: u32::try_from(w.jobs.len()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 impl WorkerView {

@@ -21,12 +21,8 @@ impl JobTokens {
 
     /// A fresh random key, hex: the database keeps the first one made.
     pub fn fresh_key() -> anyhow::Result<String> {
-        use std::io::Read;
-        let mut b = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for the job token key: {e}"))?;
-        Ok(super::auth::hex(&b))
+        random_hex(32)
+            .map_err(|e| anyhow::anyhow!("cannot read /dev/urandom for the job token key: {e}"))
     }
 
     fn mac(&self, job: i64, attempt: u32) -> [u8; 32] {
@@ -79,6 +75,14 @@ fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
         .chain_update(inner)
         .finalize()
         .into()
+}
+
+/// `n` fresh random bytes from the kernel, as hex.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! The list of builds and a build's page.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{html, Markup};
 
 use super::*;
-use crate::server::error::ApiResult;
+use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{Path, Query};
 use crate::server::store::{BuildFilter, BuildTestsQuery};
 
@@ -68,7 +68,7 @@ pub fn builds_table(builds: &[Build]) -> Markup {
             } }
             tbody { @for b in builds { tr {
                 td { a href={"/builds/" (b.id)} { "#" (b.id) } " " (b.name)
-                     @for (k, v) in b.meta.iter().take(3) { " " span.label { (k) "=" (match v { serde_json::Value::String(s) => s.clone(), v => v.to_string() }) } } }
+                     @for (k, v) in b.meta.iter().take(3) { " " span.label { (k) "=" (value_text(v)) } } }
                 td { (state_badge(b.state.as_str())) }
                 td { (counts_line(b)) @if b.flaky > 0 { ", " span.flaky { (b.flaky) " flaky" } } }
                 td.num { (wall(b)) }
@@ -91,41 +91,9 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let viewer = Viewer::of(&st, &headers);
-    if let Some(n) = &q.name {
-        if let Err(e) = crate::server::checks::check_filter("name", n) {
-            return Ok(error_page(StatusCode::BAD_REQUEST, &e.to_string()));
-        }
-    }
-    let name = q
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string);
-    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => match BuildState::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!("state: unknown build state {s:?}; states are queued, running, passed, failed, canceled"),
-                ))
-            }
-        },
-    };
-    let before = match q.before.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if n >= 1 => Some(n),
-            _ => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!("before: expected a positive whole number, got {s:?}"),
-                ))
-            }
-        },
-    };
+    let name = text_param("name", &q.name)?;
+    let state = state_param(&q.state, BuildState::ALL)?;
+    let before = id_param("before", &q.before)?;
     // A build's state comes from its jobs: filtered here, reading on in
     // batches until the page is full (or enough was read).
     let n = name.clone();
@@ -226,18 +194,7 @@ pub async fn page(
     Query(q): Query<BuildQuery>,
 ) -> ApiResult<Response> {
     let viewer = Viewer::of(&st, &headers);
-    let state = match q.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => match JobState::parse(s) {
-            Some(s) => Some(s),
-            None => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!("state: unknown state {s:?}; states are queued, running, passed, failed, timed_out, canceled, error"),
-                ))
-            }
-        },
-    };
+    let state = state_param(&q.state, &JobState::ALL)?;
     let after: Option<(u8, i64)> = match q.after.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(a) => match a
@@ -246,10 +203,9 @@ pub async fn page(
         {
             Some(k) => Some(k),
             None => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!("after: expected RANK.ID (as the Next link writes it), got {a:?}"),
-                ))
+                return Err(ApiError::bad(format!(
+                    "after: expected RANK.ID (as the Next link writes it), got {a:?}"
+                )))
             }
         },
     };
@@ -332,7 +288,7 @@ pub async fn page(
             }
             @if !b.meta.is_empty() {
                 ul.labels { @for (k, v) in &b.meta {
-                    li.label { (k) "=" (match v { serde_json::Value::String(s) => s.clone(), v => v.to_string() }) }
+                    li.label { (k) "=" (value_text(v)) }
                 } }
             }
             (progress(&b))

@@ -6,7 +6,7 @@ use axum::response::Response;
 use maud::{html, Markup};
 
 use super::*;
-use crate::server::error::ApiResult;
+use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{Path, Query};
 use crate::server::store::{BuildFilter, JobFilter, LogSlice};
 
@@ -41,23 +41,7 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
         .await?;
     // Why the newest waiting jobs wait, from the workers already read
     // (without their place in the queue, which costs a scan of it).
-    let views: Vec<crate::server::explain::WorkerView> = workers
-        .iter()
-        .map(|w| crate::server::explain::WorkerView {
-            name: w.name.clone(),
-            jobtypes: w.jobtypes.clone(),
-            platforms: w.platforms.clone(),
-            accept: w
-                .accept
-                .iter()
-                .filter_map(|r| r.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            status: w.status,
-            slots: w.slots,
-            running: w.jobs.len() as u32,
-        })
-        .collect();
+    let views: Vec<crate::server::explain::WorkerView> = workers.iter().map(Into::into).collect();
     let why: Vec<Explanation> = queued
         .iter()
         .map(|j| crate::server::explain::explain(j, &views, None))
@@ -173,83 +157,32 @@ pub struct ListQuery {
     limit: Option<String>,
 }
 
-fn nonempty(s: &Option<String>) -> Option<String> {
-    s.as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-}
-
-fn parse_id(field: &str, v: &Option<String>) -> Result<Option<i64>, Box<Response>> {
-    match nonempty(v) {
-        None => Ok(None),
-        Some(s) => match s.trim_start_matches('#').parse::<i64>() {
-            Ok(n) if n >= 1 => Ok(Some(n)),
-            _ => Err(Box::new(error_page(
-                StatusCode::BAD_REQUEST,
-                &format!("{field}: expected a positive whole number, got {s:?}"),
-            ))),
-        },
-    }
-}
-
 pub async fn list(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Response> {
     let viewer = Viewer::of(&st, &headers);
-    let state = match nonempty(&q.state) {
-        None => None,
-        Some(s) => match JobState::parse(&s) {
-            Some(s) => Some(s),
-            None => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "state: unknown state {s:?}; states are queued, running, passed, failed, timed_out, canceled, error"
-                    ),
-                ))
-            }
-        },
-    };
-    let build = match parse_id("build", &q.build) {
-        Ok(b) => b,
-        Err(r) => return Ok(*r),
-    };
-    let before = match parse_id("before", &q.before) {
-        Ok(b) => b,
-        Err(r) => return Ok(*r),
-    };
-    let limit = match nonempty(&q.limit) {
+    let state = state_param(&q.state, &JobState::ALL)?;
+    let build = id_param("build", &q.build)?;
+    let before = id_param("before", &q.before)?;
+    let limit = match given(&q.limit) {
         None => PAGE_JOBS,
         Some(l) => match l.parse::<usize>() {
             Ok(n) if n >= 1 => n.min(1000),
             _ => {
-                return Ok(error_page(
-                    StatusCode::BAD_REQUEST,
-                    &format!("limit: expected a whole number from 1 to 1000, got {l:?}"),
-                ))
+                return Err(ApiError::bad(format!(
+                    "limit: expected a whole number from 1 to 1000, got {l:?}"
+                )))
             }
         },
     };
-    for (what, v) in [
-        ("worker", &q.worker),
-        ("jobtype", &q.jobtype),
-        ("text", &q.text),
-    ] {
-        if let Some(v) = v {
-            if let Err(e) = crate::server::checks::check_filter(what, v) {
-                return Ok(error_page(StatusCode::BAD_REQUEST, &e.to_string()));
-            }
-        }
-    }
     let filter = JobFilter {
         state,
         build,
-        worker: nonempty(&q.worker),
-        jobtype: nonempty(&q.jobtype),
-        text: nonempty(&q.text),
+        worker: text_param("worker", &q.worker)?,
+        jobtype: text_param("jobtype", &q.jobtype)?,
+        text: text_param("text", &q.text)?,
         before,
         // One more than shown says whether there is an older page.
         limit: limit + 1,
@@ -427,7 +360,7 @@ fn head(job: &Job, build: Option<&Build>, viewer: &Viewer) -> Markup {
             @if !job.requirements.is_empty() { div { span.muted { "needs " } (labels(&job.requirements, true)) } }
             @if let Some(b) = build { @if !b.meta.is_empty() {
                 div { span.muted { "build " } ul.labels { @for (k, v) in &b.meta {
-                    li.label { (k) "=" (match v { serde_json::Value::String(s) => s.clone(), v => v.to_string() }) }
+                    li.label { (k) "=" (value_text(v)) }
                 } } }
             } }
             div.actions {

@@ -144,7 +144,9 @@ impl Viewer {
             .filter(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         {
             Some(c) => (c, false),
-            None => (random_hex(16), true),
+            // Without randomness no form is accepted (the check wants 32
+            // hex digits); the page still reads.
+            None => (super::job_token::random_hex(16).unwrap_or_default(), true),
         };
         let token = cookie(headers, TOKEN_COOKIE);
         let caller = st.auth.caller(token.as_deref());
@@ -191,26 +193,6 @@ impl Viewer {
             }
         }
     }
-}
-
-/// Fresh random bytes as hex.
-pub fn random_hex(n: usize) -> String {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .is_ok();
-    if !ok {
-        // Never happens on Linux; still, never a constant token.
-        let t = now_ms() as u128 ^ (std::process::id() as u128) << 64;
-        buf = sha2_bytes(&t.to_le_bytes())[..n.min(32)].to_vec();
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha2_bytes(data: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(data).to_vec()
 }
 
 /// What a page shows of itself besides its body.
@@ -282,6 +264,62 @@ impl Page<'_> {
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         v.finish(resp)
+    }
+}
+
+/// A query value as typed in a filter form: trimmed, `None` when empty.
+/// Bad values are 400s (`ApiError`), which `html_errors` shows a browser
+/// as a page.
+pub fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A state named in a query, of the closed set `all`.
+pub fn state_param<T: Copy + std::fmt::Display>(
+    v: &Option<String>,
+    all: &[T],
+) -> super::error::ApiResult<Option<T>> {
+    let Some(s) = given(v) else {
+        return Ok(None);
+    };
+    match all.iter().find(|x| x.to_string() == s) {
+        Some(x) => Ok(Some(*x)),
+        None => Err(super::error::ApiError::bad(format!(
+            "state: unknown state {s:?}; states are {}",
+            all.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A positive whole number in a query (`#12` reads as 12).
+pub fn id_param(field: &str, v: &Option<String>) -> super::error::ApiResult<Option<i64>> {
+    let Some(s) = given(v) else {
+        return Ok(None);
+    };
+    match s.trim_start_matches('#').parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err(super::error::ApiError::bad(format!(
+            "{field}: expected a positive whole number, got {s:?}"
+        ))),
+    }
+}
+
+/// A free-text filter in a query (see `checks::check_filter`).
+pub fn text_param(field: &str, v: &Option<String>) -> super::error::ApiResult<Option<String>> {
+    if let Some(raw) = v {
+        super::checks::check_filter(field, raw)?;
+    }
+    Ok(given(v).map(str::to_string))
+}
+
+/// A build meta or worker info value as text: strings without quotes.
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
     }
 }
 
@@ -492,29 +530,41 @@ async fn favicon(axum::extract::Query(q): axum::extract::Query<IconQuery>) -> Re
 /// worker came or went (at most a few times a second), and a comment now
 /// and then to keep the connection open.
 async fn events(State(st): State<AppState>) -> Response {
-    let mut changes = st.changes.subscribe();
-    let mut queue = st.queue.subscribe();
-    let mut shutdown = st.shutdown.clone();
-    let stream = async_stream(move |tx| async move {
-        if tx.send("retry: 3000\n\n".into()).await.is_err() {
-            return;
+    struct Watch {
+        changes: tokio::sync::watch::Receiver<u64>,
+        queue: tokio::sync::watch::Receiver<u64>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        first: bool,
+        /// An event just went: changes in the next moment join it.
+        settle: bool,
+    }
+    let watch = Watch {
+        changes: st.changes.subscribe(),
+        queue: st.queue.subscribe(),
+        shutdown: st.shutdown.clone(),
+        first: true,
+        settle: false,
+    };
+    // The stream lives in the response body: a browser that goes away
+    // drops it, and with it the subscriptions.
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        if std::mem::take(&mut w.first) {
+            return Some((Ok::<_, std::convert::Infallible>("retry: 3000\n\n"), w));
         }
-        loop {
-            let keepalive = tokio::time::sleep(Duration::from_secs(20));
-            let msg = tokio::select! {
-                r = changes.changed() => { if r.is_err() { return; } "event: change\ndata: job\n\n" }
-                r = queue.changed() => { if r.is_err() { return; } "event: change\ndata: queue\n\n" }
-                _ = shutdown.changed() => return,
-                _ = keepalive => ": still here\n\n",
-            };
-            if tx.send(msg.into()).await.is_err() {
-                return;
-            }
+        if std::mem::take(&mut w.settle) {
             // Several changes in a burst make one event.
             tokio::time::sleep(Duration::from_millis(250)).await;
-            changes.borrow_and_update();
-            queue.borrow_and_update();
+            w.changes.borrow_and_update();
+            w.queue.borrow_and_update();
         }
+        let msg = tokio::select! {
+            r = w.changes.changed() => { r.ok()?; "event: change\ndata: job\n\n" }
+            r = w.queue.changed() => { r.ok()?; "event: change\ndata: queue\n\n" }
+            _ = w.shutdown.changed() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(20)) => return Some((Ok(": still here\n\n"), w)),
+        };
+        w.settle = true;
+        Some((Ok(msg), w))
     });
     (
         [
@@ -524,22 +574,6 @@ async fn events(State(st): State<AppState>) -> Response {
         Body::from_stream(stream),
     )
         .into_response()
-}
-
-/// A stream fed by a task through a small channel.
-fn async_stream<F, Fut>(
-    f: F,
-) -> impl futures_util::Stream<Item = Result<String, std::convert::Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<String>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(4);
-    tokio::spawn(f(tx));
-    futures_util::stream::unfold(
-        rx,
-        |mut rx| async move { rx.recv().await.map(|m| (Ok(m), rx)) },
-    )
 }
 
 async fn metrics(State(st): State<AppState>) -> super::error::ApiResult<Response> {

@@ -59,23 +59,28 @@ fn actions(w: &Worker, viewer: &Viewer) -> Markup {
     }
 }
 
-async fn running_jobs(st: &AppState) -> ApiResult<HashMap<i64, Job>> {
-    let jobs = st
-        .db(|s| {
-            s.jobs(&JobFilter {
-                state: Some(JobState::Running),
-                limit: 10_000,
-                ..Default::default()
-            })
-        })
-        .await?;
+/// The jobs these workers run now, by id: read by primary key.
+async fn running_jobs(st: &AppState, workers: &[Worker]) -> ApiResult<HashMap<i64, Job>> {
+    let ids: Vec<i64> = workers
+        .iter()
+        .flat_map(|w| w.jobs.iter().map(|r| r.id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let filter = JobFilter {
+        limit: ids.len(),
+        ids,
+        ..Default::default()
+    };
+    let jobs = st.db(move |s| s.jobs(&filter)).await?;
     Ok(jobs.into_iter().map(|j| (j.id, j)).collect())
 }
 
 pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
     let viewer = Viewer::of(&st, &headers);
     let workers = st.db(|s| s.workers(now_ms())).await?;
-    let running = running_jobs(&st).await?;
+    let running = running_jobs(&st, &workers).await?;
     let body = html! {
         div id="workers" data-part {
             @if workers.is_empty() {
@@ -120,7 +125,7 @@ pub async fn page(
     let (w, history) = st
         .db(move |s| Ok((s.worker(&n, now_ms())?, s.worker_attempts(&n, 100)?)))
         .await?;
-    let running = running_jobs(&st).await?;
+    let running = running_jobs(&st, std::slice::from_ref(&w)).await?;
     let lost = history
         .iter()
         .filter(|(_, a)| a.state == Some(AttemptState::Lost))
@@ -153,7 +158,7 @@ pub async fn page(
                 h2 id="info-h" { "What it says of itself" }
                 (scroll(html! { table { tbody { @for (k, v) in &w.info { tr {
                     th scope="row" { (k) }
-                    td { (match v { serde_json::Value::String(s) => s.clone(), v => v.to_string() }) }
+                    td { (value_text(v)) }
                 } } } } }))
             }
         }

@@ -67,13 +67,7 @@ pub(crate) fn presence(
     }
 }
 
-pub(crate) fn parse_accept(rules: &[String]) -> Vec<(String, String)> {
-    rules
-        .iter()
-        .filter_map(|r| r.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+pub(crate) use crate::server::explain::parse_accept;
 
 pub(crate) fn views(rows: Vec<WorkerRow>) -> Vec<WorkerView> {
     rows.into_iter().map(|r| r.view).collect()
