@@ -33,14 +33,6 @@ const CONTRAST: &str = r#"(function(){
  });
  return bad;})()"#;
 
-fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 #[test]
 fn the_log_viewer_shows_colours_links_lines_and_follows_a_running_job() {
     let Some(binary) = browser::chromium_or_skip() else {
@@ -536,12 +528,7 @@ fn a_private_servers_pages_ask_for_a_token_once_and_keep_it_in_a_strict_cookie()
         "127.0.0.1:0",
         &["--client-tokens", &ct, "--private"],
     );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(30 * SEC))
-        .build()
-        .into();
+    let agent = no_redirects();
     let html = [("Accept", "text/html")];
     let go = |method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>| {
         send(
@@ -568,14 +555,7 @@ fn a_private_servers_pages_ask_for_a_token_once_and_keep_it_in_a_strict_cookie()
     assert_eq!(login.status, 200);
     let csrf_cookie = login.header("set-cookie").unwrap().to_string();
     assert!(csrf_cookie.contains("HttpOnly") && csrf_cookie.contains("SameSite=Strict"));
-    let csrf = csrf_cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string();
+    let csrf = cookie_value(&csrf_cookie);
     assert!(
         login.body.contains(&format!("value=\"{csrf}\"")),
         "{}",
@@ -709,12 +689,7 @@ fn drain_and_rerun_buttons_work_as_plain_forms() {
         "[jobtypes.flip]\ncommand = \"false\"\n[jobtypes.flop]\ncommand = \"true\"\n",
     );
     wait_online(&server, "former");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(30 * SEC))
-        .build()
-        .into();
+    let agent = no_redirects();
     let page = send(
         &agent,
         "GET",
@@ -724,14 +699,7 @@ fn drain_and_rerun_buttons_work_as_plain_forms() {
     )
     .unwrap();
     let set = page.header("set-cookie").unwrap().to_string();
-    let csrf = set
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string();
+    let csrf = cookie_value(&set);
     assert!(
         page.body.contains("action=\"/workers/former/drain\""),
         "{}",

@@ -15,14 +15,6 @@ use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path.display().to_string()
-}
-
 fn with_token(server: &Server, token: &str, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .args(args)

@@ -322,6 +322,35 @@ impl Worker {
 }
 
 /// Waits until the server lists the worker as online.
+/// A token file (mode 600, as the server wants it) holding `tokens`.
+pub fn write_tokens(dir: &Path, name: &str, tokens: &[&str]) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, tokens.join("\n") + "\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+/// An agent that shows redirects instead of following them.
+pub fn no_redirects() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// The value a `Set-Cookie` header sets.
+pub fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
 pub fn wait_online(server: &Server, name: &str) {
     let ok = wait_until(Duration::from_secs(20), || {
         let r = http_get(&format!("{}/api/v1/workers/{name}", server.url));
