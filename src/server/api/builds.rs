@@ -72,13 +72,10 @@ pub(super) async fn list_builds(
     let filter = BuildFilter {
         limit: list_limit(q.limit.as_deref(), 50, 1000)?,
         name: q.name.filter(|n| !n.is_empty()),
-        before: match q.before {
-            Some(b) => {
-                check_id("before", b)?;
-                Some(b)
-            }
-            None => None,
-        },
+        before: q
+            .before
+            .map(|b| check_id("before", b).map(|()| b))
+            .transpose()?,
     };
     st.db(move |s| s.builds(&filter)).await.map(Json)
 }

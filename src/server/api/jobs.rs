@@ -139,13 +139,10 @@ pub(super) async fn list_jobs(
         worker: q.worker.filter(|w| !w.is_empty()),
         jobtype: q.jobtype.filter(|t| !t.is_empty()),
         text: q.text.filter(|t| !t.is_empty()),
-        before: match q.before {
-            Some(b) => {
-                check_id("before", b)?;
-                Some(b)
-            }
-            None => None,
-        },
+        before: q
+            .before
+            .map(|b| check_id("before", b).map(|()| b))
+            .transpose()?,
         limit: list_limit(q.limit.as_deref(), 100, MAX_LIST)?,
     };
     st.db(move |s| s.jobs(&filter)).await.map(Json)

@@ -8,7 +8,7 @@ use maud::{html, Markup};
 use super::*;
 use crate::server::error::{ApiError, ApiResult};
 use crate::server::extract::{Path, Query};
-use crate::server::store::{BuildFilter, JobFilter, LogSlice};
+use crate::server::store::{JobFilter, LogSlice};
 
 /// A long log shows its last lines first, with a link to all of them.
 const TAIL_LINES: usize = 2000;
@@ -293,17 +293,7 @@ pub async fn page(
         None
     };
     let build = match job.build {
-        Some(b) => st
-            .db(move |s| {
-                s.builds(&BuildFilter {
-                    before: Some(b.saturating_add(1)),
-                    limit: 1,
-                    ..Default::default()
-                })
-            })
-            .await?
-            .into_iter()
-            .find(|x| x.id == b),
+        Some(b) => Some(st.db(move |s| s.build_head(b)).await?),
         None => None,
     };
     let explanation = if job.state == JobState::Queued {

@@ -275,12 +275,3 @@ impl LogJoin {
         }
     }
 }
-
-/// Whether one of a job's params, written `key=value`, holds `text` in
-/// any case, as the stores' SQL filter reads them.
-pub(crate) fn params_hold(params: &Props, text: &str) -> bool {
-    let text = text.to_lowercase();
-    params
-        .iter()
-        .any(|(k, v)| format!("{k}={v}").to_lowercase().contains(&text))
-}

@@ -234,6 +234,8 @@ pub trait Jobs {
     fn worker_attempts(&self, name: &str, limit: usize) -> StoreResult<Vec<(i64, Attempt)>>;
     fn builds(&self, filter: &BuildFilter) -> StoreResult<Vec<Build>>;
     fn build(&self, id: i64) -> StoreResult<Build>;
+    /// A build without its jobs: name, meta, counts, state.
+    fn build_head(&self, id: i64) -> StoreResult<Build>;
     /// Why a job is (not) running.
     fn explain(&self, id: i64, now: i64) -> StoreResult<Explanation>;
 }

@@ -291,6 +291,10 @@ impl Jobs for PgStore {
         self.with_conn(|c, _| load_build(c, id, true))
     }
 
+    fn build_head(&self, id: i64) -> StoreResult<Build> {
+        self.with_conn(|c, _| load_build(c, id, false))
+    }
+
     fn explain(&self, id: i64, _now: i64) -> StoreResult<Explanation> {
         self.with_conn(|c, now| {
             let job = load_job(c, id)?;

@@ -150,37 +150,6 @@ impl Jobs for SqliteStore {
 
     fn jobs(&self, f: &JobFilter) -> StoreResult<Vec<Job>> {
         self.with_conn(|c| {
-            if !f.ids.is_empty() {
-                // Looked up by primary key, then filtered here.
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {JOB_COLS} FROM jobs WHERE id IN (SELECT value FROM json_each(?1)) \
-                       AND {REACHED} ORDER BY id DESC"
-                ))?;
-                let rows = stmt.query_map(
-                    params![
-                        serde_json::to_string(&f.ids)?,
-                        f.reached.map(|r| r.as_str())
-                    ],
-                    job_from_row,
-                )?;
-                let mut out = Vec::new();
-                for j in rows {
-                    let j = j?;
-                    if f.state.is_none_or(|s| s == j.state)
-                        && f.jobtype.as_ref().is_none_or(|t| *t == j.jobtype)
-                        && f.before.is_none_or(|b| j.id < b)
-                        && f.text.as_ref().is_none_or(|t| params_hold(&j.params, t))
-                        && f.build.is_none_or(|b| Some(b) == j.build)
-                        && f.worker
-                            .as_ref()
-                            .is_none_or(|w| Some(w) == j.worker.as_ref())
-                    {
-                        out.push(j);
-                    }
-                }
-                out.truncate(f.limit);
-                return Ok(out);
-            }
             // Only the conditions asked for, so that SQLite can use an
             // index: queued and running jobs are few, found through the
             // queue index; the ended states are most jobs, found soonest by
@@ -201,6 +170,13 @@ impl Jobs for SqliteStore {
                 Some(s) => add("+state = ?", Some(V::Text(s.as_str().into()))),
                 None => {}
             }
+            add(
+                "id IN (SELECT value FROM json_each(?))",
+                (!f.ids.is_empty())
+                    .then(|| serde_json::to_string(&f.ids))
+                    .transpose()?
+                    .map(V::Text),
+            );
             add("build_id = ?", f.build.map(V::Integer));
             add("worker = ?", f.worker.clone().map(V::Text));
             add("jobtype = ?", f.jobtype.clone().map(V::Text));
@@ -324,6 +300,10 @@ impl Jobs for SqliteStore {
         self.with_conn(|c| load_build(c, id, true))
     }
 
+    fn build_head(&self, id: i64) -> StoreResult<Build> {
+        self.with_conn(|c| load_build(c, id, false))
+    }
+
     fn explain(&self, id: i64, now: i64) -> StoreResult<Explanation> {
         self.with_conn(|c| {
             let job = load_job(c, id)?;
@@ -337,8 +317,3 @@ impl Jobs for SqliteStore {
         })
     }
 }
-
-/// The [`JobFilter::reached`] condition, its value bound as `?2`.
-const REACHED: &str = "(?2 IS NULL \
-     OR (?2 = 'started' AND state <> 'queued') \
-     OR (?2 = 'ended' AND state NOT IN ('queued', 'running')))";
