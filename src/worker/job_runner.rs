@@ -181,8 +181,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             }
         };
     let pgid = child.id() as i32;
-    let record = slot.pgid_record();
-    super::orphans::record(&record, child.id(), job.id, job.attempt);
+    slot.group.set(child.id(), job.id, job.attempt);
     // One thread reads the output and reaps the command where the kernel
     // gives a pidfd; otherwise a second one waits for the command.
     let pump = match log_streamer::pidfd_open(child.id()) {
@@ -206,7 +205,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     // escaped the group and came back to this worker (a subreaper).
     signal_group(pgid, Signal::KILL);
     super::orphans::kill_escaped(job.id);
-    super::orphans::clear(&record);
+    slot.group.clear();
     // Whatever the command's state, the files its artifacts patterns name
     // are kept: what is skipped is said in its log.
     let collected = (!jobtype.artifacts.is_empty()).then(|| {

@@ -15,6 +15,7 @@
 //!   them.
 
 use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -74,6 +75,17 @@ fn reap_adopted() {
     }
 }
 
+/// Whether this process has any child, running or not yet reaped: one
+/// system call, where listing them reads a file for each thread.
+fn has_children() -> bool {
+    use rustix::process::{WaitId, WaitIdOptions};
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    !matches!(
+        rustix::process::waitid(WaitId::All, opts),
+        Err(rustix::io::Errno::CHILD)
+    )
+}
+
 /// This process's children (all threads').
 fn children() -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -94,6 +106,11 @@ fn children() -> Vec<i32> {
 /// Kills the adopted processes (escaped from a job's group) that belong to
 /// job `id`, with their own groups.
 pub fn kill_escaped(id: i64) {
+    if !has_children() {
+        // Nothing was adopted (and no other job runs): no need to read
+        // every thread's list of children.
+        return;
+    }
     let want = format!("TESTBOT_JOB_ID={id}");
     for pid in children() {
         if LEADERS
@@ -141,25 +158,75 @@ fn stat(pid: i32) -> Option<Stat> {
     })
 }
 
-/// The record of a slot's running job's process group.
+/// Where slot `slot` records its running job's process group.
 pub fn record_path(work_dir: &Path, slot: usize) -> PathBuf {
     work_dir.join("outbox").join(format!("slot-{slot}.pgid"))
 }
 
-/// Notes that job `id` (attempt `attempt`) runs in the group `pgid`.
-pub fn record(path: &Path, pgid: u32, id: i64, attempt: u32) {
-    let start = stat(pgid as i32).map_or(0, |s| s.start);
-    let line = format!("{pgid} {start} {id} {attempt}\n");
-    if let Err(e) = super::files::overwrite(path, line.as_bytes()) {
-        tracing::warn!(
-            "cannot record job {id}'s process group in {}: {e}",
-            path.display()
-        );
+/// The length of a record: `pgid start job attempt` at their widest
+/// (10 + 20 + 20 + 10 digits and three spaces) fits, padded with spaces.
+const RECORD_LEN: usize = 80;
+
+/// A slot's record of its running job's process group. The file is kept
+/// open and written over in place, one fixed-width line, blank between
+/// jobs: two writes a job, no open, no truncation.
+pub struct GroupRecord {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl GroupRecord {
+    pub fn new(path: PathBuf) -> GroupRecord {
+        GroupRecord { path, file: None }
+    }
+
+    /// Notes that job `id` (attempt `attempt`) runs in the group `pgid`.
+    pub fn set(&mut self, pgid: u32, id: i64, attempt: u32) {
+        let start = stat(pgid as i32).map_or(0, |s| s.start);
+        if let Err(e) = self.write(&format!("{pgid} {start} {id} {attempt}")) {
+            tracing::warn!(
+                "cannot record job {id}'s process group in {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+
+    /// The group is gone: nothing to kill after a crash.
+    pub fn clear(&mut self) {
+        let _ = self.write("");
+    }
+
+    fn write(&mut self, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut line = [b' '; RECORD_LEN];
+        line[RECORD_LEN - 1] = b'\n';
+        let n = text.len().min(RECORD_LEN - 1);
+        line[..n].copy_from_slice(&text.as_bytes()[..n]);
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&self.path)?;
+                if f.metadata()?.len() != RECORD_LEN as u64 {
+                    f.set_len(RECORD_LEN as u64)?;
+                }
+                self.file.insert(f)
+            }
+        };
+        let written = file.write_all_at(&line, 0);
+        if written.is_err() {
+            // Opened afresh next time (the outbox may have been replaced).
+            self.file = None;
+        }
+        written
     }
 }
 
-/// The group is gone: nothing to kill after a crash.
-pub fn clear(path: &Path) {
+/// Empties a record found at start.
+fn clear(path: &Path) {
     let _ = super::files::empty(path);
 }
 
@@ -226,4 +293,60 @@ fn members(pgid: i32, start: u64, me: i32) -> Vec<i32> {
             stat(pid).is_some_and(|s| s.pgrp == pgid && s.start >= start && s.state != 'Z')
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_record_is_written_in_place_and_blank_between_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slot-0.pgid");
+        // A record left longer by an earlier version is written over whole.
+        std::fs::write(
+            &path,
+            "1 2 3 4 and more than eighty bytes of something else ".repeat(3),
+        )
+        .unwrap();
+        let mut record = GroupRecord::new(path.clone());
+        let me = std::process::id();
+        record.set(me, 9_007_199_254_740_993, u32::MAX);
+        let f = fields(&path);
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert_eq!(f[0], u64::from(me));
+        assert_eq!(
+            f[1],
+            stat(me as i32).unwrap().start,
+            "the leader's start time"
+        );
+        assert_eq!(f[2..], [9_007_199_254_740_993, u64::from(u32::MAX)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), RECORD_LEN as u64);
+        record.clear();
+        assert!(fields(&path).is_empty());
+        record.set(7, 1, 1);
+        assert_eq!(fields(&path)[2..], [1, 1]);
+        // The widest record still fits its line.
+        record.set(u32::MAX, i64::MAX, u32::MAX);
+        let f = fields(&path);
+        assert_eq!(f[2..], [i64::MAX as u64, u64::from(u32::MAX)]);
+    }
+
+    #[test]
+    fn a_child_not_yet_reaped_counts_as_a_child() {
+        // Tests run threads of one process: other tests may have children
+        // of their own, so only the positive answer is certain here.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(has_children(), "an exited, unreaped child");
+        child.wait().unwrap();
+    }
 }

@@ -29,6 +29,8 @@ pub struct Slot {
     pub journal: Journal,
     /// The thread that reads the slot's jobs' output.
     pub pumper: super::log_streamer::Pumper,
+    /// The record of its running job's process group.
+    pub group: super::orphans::GroupRecord,
 }
 
 /// The paths one job's command is given.
@@ -73,12 +75,8 @@ impl Slot {
             job_file: None,
             journal: Journal::new(journal_path(work_dir, index)),
             pumper: Default::default(),
+            group: super::orphans::GroupRecord::new(super::orphans::record_path(work_dir, index)),
         }
-    }
-
-    /// Where this slot records its running job's process group.
-    pub fn pgid_record(&self) -> PathBuf {
-        super::orphans::record_path(&self.work_dir, self.index)
     }
 
     /// Where this slot spools its job's log while it is sent; empty
