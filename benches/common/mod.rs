@@ -25,8 +25,23 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
 }
 
 /// Starts `testbot serve` on the database `db` (a path or a URL).
+///
+/// `BENCH_SERVER_WRAP` runs the server under another program, for
+/// profiling: `BENCH_SERVER_WRAP=heaptrack` (memory by call site), or
+/// `BENCH_SERVER_WRAP="env LD_PRELOAD=..."`. The CPU and memory figures
+/// then measure the wrapper when it does not exec the server itself.
 pub fn serve_db(db: &str, extra: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(BIN)
+    let wrap = std::env::var("BENCH_SERVER_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut cmd = match wrap.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(wrap).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = cmd
         .args(["serve", "--listen", "127.0.0.1:0", "--db", db])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -34,10 +49,14 @@ pub fn serve_db(db: &str, extra: &[&str]) -> (Proc, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start server");
+    // A wrapper may print first.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    while !line.starts_with("testbot listening on ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the server ended");
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let url = line
         .trim()
         .strip_prefix("testbot listening on ")

@@ -218,7 +218,18 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Store calls share one SQLite connection behind a mutex, so a few
     // blocking threads do as much as many; more would only cost memory
     // when thousands of workers call at once.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // Half the cores answer requests (TOKIO_WORKER_THREADS overrides it).
+    // The store's work runs on the blocking threads, so requests need few
+    // threads; and each one more costs a wake-up and a sleep of another
+    // thread for every burst of requests when the server is not busy.
+    // Measured on 2 cores with 10,000 idle workers: 13 % of a core with
+    // one thread, 21 % with two; claims and submits were faster too.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        runtime.worker_threads((cores / 2).max(1));
+    }
+    let runtime = runtime
         .enable_all()
         .max_blocking_threads(8)
         .build()
