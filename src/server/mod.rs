@@ -33,9 +33,20 @@ use self::error::{ApiError, ApiResult};
 use self::store::{PgStore, SqliteStore, Store};
 use crate::time::now_ms;
 
-/// What every handler shares.
+/// What every handler shares: one pointer, cloned for every request and
+/// every layer it passes (one count to bump, not one per field).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Bumped whenever a job may have become claimable (submitted, put
     /// back in the queue), waking the claim long-polls.
@@ -342,7 +353,7 @@ async fn run(
             .await
             .context("reading the job token key")??
     };
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         job_tokens: Arc::new(job_token::JobTokens::new(key.as_bytes())),
         artifacts,
         store,
@@ -354,7 +365,7 @@ async fn run(
         metrics: Arc::default(),
         shutdown: shutdown_rx,
         https: tls.is_some(),
-    };
+    }));
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // What another server on the same database changed wakes this one's
     // claims, followers and held heartbeats too.
