@@ -225,11 +225,6 @@ impl GroupRecord {
     }
 }
 
-/// Empties a record found at start.
-fn clear(path: &Path) {
-    let _ = super::files::empty(path);
-}
-
 /// Kills what the jobs of an earlier run of this worker left running, as
 /// recorded in `outbox/slot-*.pgid`. Returns how many processes.
 pub fn kill_left_behind(work_dir: &Path) -> usize {
@@ -266,7 +261,7 @@ pub fn kill_left_behind(work_dir: &Path) -> usize {
             }
             killed += pids.len();
         }
-        clear(&path);
+        let _ = super::files::empty(&path);
     }
     killed
 }

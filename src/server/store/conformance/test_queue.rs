@@ -13,6 +13,16 @@ fn next(b: &Backend, job: &Job, tests: Option<&[&str]>, max: Option<u32>) -> Tes
         .unwrap_or_else(|e| panic!("{}: next for job {}: {e}", b.name, job.id))
 }
 
+/// A build's tests, the first 100, with its counts.
+fn tests_of(b: &Backend, build: i64) -> BuildTests {
+    let query = BuildTestsQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    b.build_tests(build, &query)
+        .unwrap_or_else(|e| panic!("{}: tests of build {build}: {e}", b.name))
+}
+
 fn batch(step: TestsStep) -> Option<TestsBatch> {
     match step {
         TestsStep::Batch(b) => Some(b),
@@ -125,15 +135,7 @@ fn the_shards_share_one_queue_and_every_test_runs_once() {
             .unwrap();
         assert_eq!(again.recorded, 0, "{}", b.name);
         assert_eq!(again.ignored.len(), 1);
-        let t = b
-            .build_tests(
-                build,
-                &BuildTestsQuery {
-                    limit: 100,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let t = tests_of(&b, build);
         assert_eq!(t.totals.total, 31, "{}: {:?}", b.name, t.totals);
         assert_eq!(t.totals.passed, 31, "{}", b.name);
         // The job's result keeps counts, not durations.
@@ -202,15 +204,7 @@ fn a_failed_test_is_rerun_on_another_job_and_a_pass_marks_it_flaky() {
         let theirs = b.tests_finish(c.id, c.attempt).unwrap();
         assert_eq!(theirs.failing, ["broken"], "{}", b.name);
         assert_eq!(theirs.flaky, 1, "{}", b.name);
-        let t = b
-            .build_tests(
-                build,
-                &BuildTestsQuery {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let t = tests_of(&b, build);
         assert_eq!(
             (
                 t.totals.total,
@@ -277,15 +271,7 @@ fn tests_held_by_a_lost_attempt_go_to_the_other_shards() {
             b.tests_next(lone.id, lone.attempt, &TestsNext::default(), b.now()),
             Err(StoreError::Invalid(_))
         ));
-        let t = b
-            .build_tests(
-                build,
-                &BuildTestsQuery {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let t = tests_of(&b, build);
         assert_eq!(t.totals.pending, 2, "{}: {:?}", b.name, t.totals);
     }
 }
@@ -316,15 +302,7 @@ fn junit_reports_count_each_test_once_per_build_and_feed_the_history() {
             let kept = done.test_report().unwrap();
             assert!(kept.durations.is_empty() && kept.skipped_tests.is_empty());
         }
-        let t = b
-            .build_tests(
-                build,
-                &BuildTestsQuery {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        let t = tests_of(&b, build);
         assert_eq!(
             (t.totals.total, t.totals.passed, t.totals.skipped),
             (3, 2, 1),

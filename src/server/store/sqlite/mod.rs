@@ -1,6 +1,6 @@
-//! The SQLite backend: one file, one writer connection, WAL checkpointed on
-//! a thread of its own in batches (commits seldom wait on fsync), and the in-memory
-//! queue index kept beside it. Split by concern like the traits it
+//! The SQLite backend: one file, one writer connection, WAL checkpointed in
+//! batches on a thread of its own (commits seldom wait on fsync), and the
+//! in-memory queue index kept beside it. Split by concern like the traits it
 //! implements; the decisions are `crate::rules`'.
 
 use std::path::Path;
@@ -57,8 +57,6 @@ pub struct SqliteStore {
 
 #[derive(Default)]
 pub(crate) struct WalState {
-    /// Something was committed since the last checkpoint began.
-    pub(crate) dirty: bool,
     /// Commits since the last checkpoint began.
     pub(crate) pending: u32,
     /// Commits since a checkpoint last caught up with the whole WAL.
@@ -203,7 +201,7 @@ impl SqliteStore {
                 loop {
                     {
                         let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
-                        while !st.dirty {
+                        while st.pending == 0 {
                             st = cond.wait(st).unwrap_or_else(|e| e.into_inner());
                         }
                         while st.pending < CHECKPOINT_COMMITS {
@@ -216,7 +214,6 @@ impl SqliteStore {
                                 break;
                             }
                         }
-                        st.dirty = false;
                         st.pending = 0;
                     }
                     checkpoint(&conn, &wal);
@@ -238,8 +235,7 @@ impl SqliteStore {
             let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
             st.commits += 1;
             st.pending += 1;
-            if !st.dirty || st.pending == CHECKPOINT_COMMITS {
-                st.dirty = true;
+            if st.pending == 1 || st.pending == CHECKPOINT_COMMITS {
                 cond.notify_one();
             }
             st.commits >= WRITER_CHECKPOINT_COMMITS
@@ -387,22 +383,19 @@ mod tests {
                 .with_tx(|tx| Ok(tx.execute("UPDATE jobs SET priority = 0 WHERE id < 0", [])?))
                 .unwrap()
         };
-        let state = || {
-            let st = store.wal.0.lock().unwrap();
-            (st.dirty, st.pending)
-        };
+        let pending = || store.wal.0.lock().unwrap().pending;
         for _ in 0..5 {
             commit();
         }
         std::thread::sleep(Duration::from_millis(300));
-        assert_eq!(state(), (true, 5), "no checkpoint after a short pause");
+        assert_eq!(pending(), 5, "no checkpoint after a short pause");
         for _ in 5..CHECKPOINT_COMMITS {
             commit();
         }
         // A full batch starts one at once.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while state() != (false, 0) {
-            assert!(Instant::now() < deadline, "no checkpoint: {:?}", state());
+        while pending() != 0 {
+            assert!(Instant::now() < deadline, "no checkpoint: {}", pending());
             std::thread::sleep(Duration::from_millis(10));
         }
     }
