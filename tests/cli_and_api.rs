@@ -344,6 +344,17 @@ fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
     // Ended already: at once. None ends: [] at the timeout.
     let (_, again) = wait(format!(r#"{{"ids": [{nap}]}}"#));
     assert_eq!(again[0]["state"], "passed");
+    // One of two ended already: the answer waits a moment for the other,
+    // so a client asking again for the rest of a build of quick jobs gets
+    // them in a few answers, not one each.
+    let started = std::time::Instant::now();
+    let (_, one) = wait(format!(r#"{{"ids": [{nap}, {nobody}], "wait": 20}}"#));
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(15) && took < std::time::Duration::from_secs(10),
+        "gathered for a moment: {took:?}"
+    );
     let started = std::time::Instant::now();
     let (_, none) = wait(format!(r#"{{"ids": [{nobody}], "wait": 0.5}}"#));
     assert_eq!(none, serde_json::json!([]));

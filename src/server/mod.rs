@@ -23,6 +23,7 @@ mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,25 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Served over TLS: the pages' cookies are marked `Secure`.
     pub https: bool,
+    /// Store calls under way on the blocking pool (see [`AppState::db_quick`]).
+    pub store_busy: Arc<AtomicUsize>,
+}
+
+/// Counts a store call on the blocking pool until the call returns, even
+/// when the request that made it is gone.
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn enter(n: &Arc<AtomicUsize>) -> Busy {
+        n.fetch_add(1, Ordering::AcqRel);
+        Busy(n.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AppState {
@@ -80,10 +100,35 @@ impl AppState {
         F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        let out = tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?;
+        let busy = Busy::enter(&self.store_busy);
+        let out = tokio::task::spawn_blocking(move || {
+            let out = f(store.as_ref());
+            drop(busy);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?;
         Ok(out?)
+    }
+
+    /// A short store call on the path of every job (a claim, a result, a
+    /// heartbeat): made right here on the async thread when the store is
+    /// in-process and no other store call is under way, so that it cannot
+    /// wait behind a long one; otherwise on the blocking pool like
+    /// [`AppState::db`]. Saves the two thread hand-offs of the pool, about
+    /// a fifth of the server's time per job. (With several async threads a
+    /// call on the pool may start just after the look and make this one
+    /// wait for it: the same wait it would have had on the pool, only on an
+    /// async thread.)
+    pub async fn db_quick<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
+    {
+        if self.store.in_process() && self.store_busy.load(Ordering::Acquire) == 0 {
+            return Ok(f(self.store.as_ref())?);
+        }
+        self.db(f).await
     }
 
     pub fn wake_claims(&self) {
@@ -365,6 +410,7 @@ async fn run(
         metrics: Arc::default(),
         shutdown: shutdown_rx,
         https: tls.is_some(),
+        store_busy: Arc::default(),
     }));
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // What another server on the same database changed wakes this one's
@@ -633,7 +679,69 @@ async fn reap_leases(state: AppState) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use axum::routing::get;
+
+    fn state_over(store: Arc<dyn Store>, dir: &std::path::Path) -> AppState {
+        AppState(Arc::new(Shared {
+            job_tokens: Arc::new(job_token::JobTokens::new(b"test key")),
+            artifacts: Arc::new(artifacts::ArtifactStore {
+                blobs: Box::new(artifacts::DirBlobs::open(&dir.join("a")).unwrap()),
+                max_file: 1 << 20,
+                max_job: 1 << 20,
+                dir: dir.join("a"),
+            }),
+            store,
+            queue: Arc::new(watch::channel(0).0),
+            events: Arc::new(watch::channel(0).0),
+            changes: Arc::new(watch::channel(0).0),
+            cancels: Arc::new(watch::channel(0).0),
+            auth: Arc::new(auth::Auth::new(None, None, false).unwrap()),
+            metrics: Arc::default(),
+            shutdown: watch::channel(false).1,
+            https: false,
+            store_busy: Arc::default(),
+        }))
+    }
+
+    /// A short call on an in-process store runs on the calling thread, unless
+    /// another store call is under way on the blocking pool: then it goes
+    /// there too, and cannot wait behind that one on the async thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_quick_store_call_runs_in_place_unless_another_is_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+        assert!(store.in_process());
+        let st = state_over(store, dir.path());
+        let here = std::thread::current().id();
+        let ran_on = st
+            .db_quick(|_| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_eq!(ran_on, here);
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let slow = {
+            let st = st.clone();
+            tokio::spawn(async move {
+                st.db(move |_| {
+                    go_rx.recv().ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        while st.store_busy.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let ran_on = st
+            .db_quick(|_| Ok(std::thread::current().id()))
+            .await
+            .unwrap();
+        assert_ne!(ran_on, here);
+        go_tx.send(()).unwrap();
+        slow.await.unwrap().unwrap();
+        assert_eq!(st.store_busy.load(Ordering::Acquire), 0);
+    }
 
     /// A handler that panics gets a JSON 500, and the next request is
     /// served as usual.

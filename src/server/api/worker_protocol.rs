@@ -130,7 +130,7 @@ pub(super) async fn heartbeat(
         Some(reply) => reply,
         None => {
             let n = name.clone();
-            st.db(move |s| s.heartbeat(&n, &hb, now_ms())).await?
+            st.db_quick(move |s| s.heartbeat(&n, &hb, now_ms())).await?
         }
     };
     if draining {
@@ -150,7 +150,7 @@ pub(super) async fn heartbeat(
             _ = shutdown.wait_for(|s| *s) => break,
         }
         let n = name.clone();
-        reply.cancel = st.db(move |s| s.pending_cancels(&n)).await?;
+        reply.cancel = st.db_quick(move |s| s.pending_cancels(&n)).await?;
         if news(&reply) {
             break;
         }
@@ -229,7 +229,7 @@ pub(super) async fn claim(
                     continue;
                 }
                 let n = name.clone();
-                st.db(move |s| s.claim(&n, tag, now_ms())).await?
+                st.db_quick(move |s| s.claim(&n, tag, now_ms())).await?
             }
         };
         match claim {
@@ -300,7 +300,7 @@ pub(super) async fn claim_with_result(
     let n = name.to_string();
     let ran = Recorded::of(&outcome);
     let (finished, claim) = st
-        .db(move |s| s.finish_and_claim(id, &outcome, &n, tag, now_ms()))
+        .db_quick(move |s| s.finish_and_claim(id, &outcome, &n, tag, now_ms()))
         .await?;
     let answer = match finished {
         Ok(job) => {
@@ -471,7 +471,9 @@ pub(super) fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
 /// Records a job's outcome (from `/result` or sent with a claim).
 pub(super) async fn record_result(st: &AppState, id: i64, outcome: Outcome) -> ApiResult<Job> {
     let ran = Recorded::of(&outcome);
-    let job = st.db(move |s| s.finish(id, &outcome, now_ms())).await?;
+    let job = st
+        .db_quick(move |s| s.finish(id, &outcome, now_ms()))
+        .await?;
     ran.after(st, &job);
     Ok(job)
 }

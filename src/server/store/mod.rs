@@ -417,4 +417,11 @@ pub trait Admin {
     fn watch_changes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
         let _ = wake;
     }
+    /// The database is a file this process reads and writes itself, so a
+    /// short call (a claim, a result, a heartbeat) takes a fraction of a
+    /// millisecond and never waits on the network: the server may make it
+    /// on its async thread instead of handing it to the blocking pool.
+    fn in_process(&self) -> bool {
+        false
+    }
 }

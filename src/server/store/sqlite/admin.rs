@@ -8,6 +8,9 @@ use super::*;
 use crate::server::store::test_results as tr;
 
 impl Admin for SqliteStore {
+    fn in_process(&self) -> bool {
+        true
+    }
     fn summary(&self, now: i64) -> StoreResult<Summary> {
         // Counting needs only each worker's status: one query, not a full
         // record (with its running jobs) per worker.
