@@ -395,6 +395,36 @@ fn a_process_that_escapes_the_jobs_group_ends_with_the_job() {
     kill_tagged("7.25");
 }
 
+#[test]
+fn a_process_that_escapes_the_jobs_group_and_keeps_writing_ends_with_the_job() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tag = format!("spam-{}", unique() % 100_000);
+    // `yes` out of the job's group writes to the job's output for as long
+    // as it lives: the job still ends when its shell does, with its log.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "chatty",
+        &format!("[jobtypes.spam]\ncommand = \"setsid yes {tag} & sleep 0.3; echo last-line\"\n"),
+    );
+    wait_online(&server, "chatty");
+    let id = server.submit(&["spam"])[0];
+    let job = server.wait_final(id, 30 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert!(
+        wait_until(5 * SEC, || processes_with(&format!("yes {tag}")).is_empty()),
+        "the escaped writer outlived its job"
+    );
+    let log = server.log_of(id);
+    assert!(
+        log.contains("last-line"),
+        "{}",
+        &log[log.len().saturating_sub(300)..]
+    );
+    kill_tagged(&tag);
+}
+
 /// How [`proxy`] changes what passes.
 #[derive(Clone, Copy)]
 enum Proxy {

@@ -23,7 +23,7 @@ mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,22 @@ pub struct Shared {
     pub https: bool,
     /// Store calls under way on the blocking pool (see [`AppState::db_quick`]).
     pub store_busy: Arc<AtomicUsize>,
+    /// When the last short store call began, in microseconds since
+    /// `epoch`.
+    pub last_quick: AtomicU64,
+    pub epoch: std::time::Instant,
+}
+
+/// Short store calls closer together than this mean the server is busy:
+/// they go to the blocking pool, so that the async thread goes on reading
+/// and answering requests while the store works.
+const QUICK_GAP_US: u64 = 250;
+
+/// An epoch a second back, so that the first short call is not "close to"
+/// one that never happened.
+fn quick_epoch() -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
 }
 
 /// Counts a store call on the blocking pool until the call returns, even
@@ -113,19 +129,26 @@ impl AppState {
 
     /// A short store call on the path of every job (a claim, a result, a
     /// heartbeat): made right here on the async thread when the store is
-    /// in-process and no other store call is under way, so that it cannot
-    /// wait behind a long one; otherwise on the blocking pool like
-    /// [`AppState::db`]. Saves the two thread hand-offs of the pool, about
-    /// a fifth of the server's time per job. (With several async threads a
-    /// call on the pool may start just after the look and make this one
-    /// wait for it: the same wait it would have had on the pool, only on an
-    /// async thread.)
+    /// in-process, no other store call is under way (so that it cannot
+    /// wait behind a long one) and none began in the last
+    /// [`QUICK_GAP_US`]; otherwise on the blocking pool like
+    /// [`AppState::db`]. When requests are few, that saves the two thread
+    /// hand-offs of the pool, about a fifth of the server's time per job;
+    /// when they come thick, the pool lets the store work while the async
+    /// thread serves the next ones. (With several async threads a call on
+    /// the pool may start just after the look and make this one wait for
+    /// it: the same wait it would have had on the pool.)
     pub async fn db_quick<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
     {
-        if self.store.in_process() && self.store_busy.load(Ordering::Acquire) == 0 {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let last = self.last_quick.swap(now, Ordering::AcqRel);
+        if self.store.in_process()
+            && self.store_busy.load(Ordering::Acquire) == 0
+            && now.saturating_sub(last) >= QUICK_GAP_US
+        {
             return Ok(f(self.store.as_ref())?);
         }
         self.db(f).await
@@ -411,6 +434,8 @@ async fn run(
         shutdown: shutdown_rx,
         https: tls.is_some(),
         store_busy: Arc::default(),
+        last_quick: AtomicU64::new(0),
+        epoch: quick_epoch(),
     }));
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // What another server on the same database changed wakes this one's
@@ -701,6 +726,8 @@ mod tests {
             shutdown: watch::channel(false).1,
             https: false,
             store_busy: Arc::default(),
+            last_quick: AtomicU64::new(0),
+            epoch: quick_epoch(),
         }))
     }
 
@@ -714,11 +741,12 @@ mod tests {
         assert!(store.in_process());
         let st = state_over(store, dir.path());
         let here = std::thread::current().id();
-        let ran_on = st
-            .db_quick(|_| Ok(std::thread::current().id()))
-            .await
-            .unwrap();
-        assert_eq!(ran_on, here);
+        let quick = || st.db_quick(|_| Ok(std::thread::current().id()));
+        assert_eq!(quick().await.unwrap(), here);
+        // One right after another: the server is busy, the pool takes it.
+        assert_ne!(quick().await.unwrap(), here);
+        tokio::time::sleep(Duration::from_micros(2 * QUICK_GAP_US)).await;
+        assert_eq!(quick().await.unwrap(), here);
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let slow = {
             let st = st.clone();

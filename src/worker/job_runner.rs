@@ -162,7 +162,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         slot.spool(),
         control_tx.clone(),
     );
-    let (child, (reader, mut notes)) =
+    let (child, (reader, notes)) =
         match super::orphans::spawn_leader(|| spawn(&jobtype.command, &files.dir, &env)) {
             Ok(started) => started,
             Err(e) => {
@@ -180,6 +180,10 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                 };
             }
         };
+    // The worker writes to the log only about artifacts: without any, its
+    // write end goes now, so the output ends when the command's does and
+    // the pump can finish before it says the command exited.
+    let mut notes = (!jobtype.artifacts.is_empty()).then_some(notes);
     let pgid = child.id() as i32;
     slot.group.set(child.id(), job.id, job.attempt);
     // One thread reads the output and reaps the command where the kernel
@@ -195,7 +199,11 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             }),
         ),
         None => {
-            std::thread::spawn(move || log_streamer::reap(child, &control_tx));
+            std::thread::spawn(move || {
+                if let Some(status) = log_streamer::reap(child) {
+                    let _ = control_tx.send(Control::Exited(status));
+                }
+            });
             streamer.pump(&mut slot.pumper, reader, None)
         }
     };
@@ -216,7 +224,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             shared.artifact_max_job.load(Ordering::SeqCst),
         )
     });
-    if let Some(c) = &collected {
+    if let (Some(c), Some(notes)) = (&collected, &mut notes) {
         use std::io::Write;
         for line in &c.notes {
             let _ = writeln!(notes, "testbot: {line}");

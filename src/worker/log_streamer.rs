@@ -137,7 +137,22 @@ impl LogStreamer {
                     match wait_readable(&source, &watch.pidfd) {
                         Readable::Exited => {
                             if let Some(w) = exit.take() {
-                                reap(w.child, &w.control);
+                                let status = reap(w.child);
+                                // Usually the output has ended too: the
+                                // job's controller then learns of both at
+                                // once, rather than waking for each.
+                                if drain_now(&mut source, &mut chunk, &mut |b| {
+                                    keep(&progress, &args, &spool, &mut keeper, b)
+                                }) {
+                                    publish(&progress, &args, &spool, keeper.finish());
+                                    if let Some(s) = status {
+                                        let _ = w.control.send(Control::Exited(s));
+                                    }
+                                    return;
+                                }
+                                if let Some(s) = status {
+                                    let _ = w.control.send(Control::Exited(s));
+                                }
                             }
                             continue;
                         }
@@ -150,21 +165,14 @@ impl LogStreamer {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
-                {
-                    let mut p = progress.0.lock().unwrap();
-                    if p.closed {
-                        continue;
-                    }
-                    p.touched = true;
-                }
-                // A full disk does not stop the draining of the pipe (the
-                // command would block); what is lost is counted.
-                publish(&progress, &args, &spool, keeper.keep(&chunk[..n]));
+                keep(&progress, &args, &spool, &mut keeper, &chunk[..n]);
             }
             publish(&progress, &args, &spool, keeper.finish());
             // The output ended before the command did (it closed it).
             if let Some(w) = exit.take() {
-                reap(w.child, &w.control);
+                if let Some(s) = reap(w.child) {
+                    let _ = w.control.send(Control::Exited(s));
+                }
             }
         }))
     }
@@ -182,6 +190,57 @@ impl LogStreamer {
             lost: (p.lost > 0).then(|| (p.lost, p.lost_why.clone().unwrap_or_default())),
         }
     }
+}
+
+/// Keeps a piece of output in the spool, unless the job's output was
+/// already closed. A full disk does not stop the draining of the pipe (the
+/// command would block); what is lost is counted.
+fn keep(
+    progress: &SharedProgress,
+    args: &Arc<SenderArgs>,
+    spool: &Path,
+    keeper: &mut Keeper,
+    bytes: &[u8],
+) {
+    {
+        let mut p = progress.0.lock().unwrap();
+        if p.closed {
+            return;
+        }
+        p.touched = true;
+    }
+    publish(progress, args, spool, keeper.keep(bytes));
+}
+
+/// Reads what the pipe holds without waiting, giving it to `keep`: true
+/// when the output has ended (EOF, or the pipe cannot be read), false when
+/// a writer still holds it open, with nothing more to read now or more than
+/// a few reads' worth (a process that left the job's group and goes on
+/// writing must not keep the job from ending: the controller kills it).
+fn drain_now(source: &mut PipeReader, chunk: &mut [u8], keep: &mut dyn FnMut(&[u8])) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    for _ in 0..16 {
+        let mut fds = [PollFd::new(&*source, PollFlags::IN)];
+        match poll(
+            &mut fds,
+            Some(&Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            }),
+        ) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+        match source.read(chunk) {
+            Ok(0) => return true,
+            Ok(n) => keep(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 /// Tells the sender what the spool now holds (starting it with the first
@@ -317,10 +376,10 @@ fn wait_readable(pipe: &PipeReader, pidfd: &OwnedFd) -> Readable {
     }
 }
 
-/// Waits for the command and tells the job's controller how it exited.
-/// The command's group is killed before the command is reaped: until then
-/// its id cannot be reused, so the signal never reaches another group.
-pub fn reap(mut child: Child, control: &Sender<Control>) {
+/// Waits for the command and returns how it exited. The command's group is
+/// killed before the command is reaped: until then its id cannot be
+/// reused, so the signal never reaches another group.
+pub fn reap(mut child: Child) -> Option<std::process::ExitStatus> {
     let pid = child.id();
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         use rustix::process::{waitid, WaitId, WaitIdOptions};
@@ -332,9 +391,7 @@ pub fn reap(mut child: Child, control: &Sender<Control>) {
     super::job_runner::signal_group(pid as i32, rustix::process::Signal::KILL);
     let status = child.wait();
     super::orphans::forget_leader(pid);
-    if let Ok(status) = status {
-        let _ = control.send(Control::Exited(status));
-    }
+    status.ok()
 }
 
 /// A pidfd for `pid` (Linux 5.3 and later); none where the kernel or a
