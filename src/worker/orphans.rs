@@ -146,10 +146,26 @@ struct Stat {
 }
 
 fn stat(pid: i32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the
-    // last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
+    // One read takes the whole line (a few hundred bytes, ending in a
+    // newline) where `read_to_string` would probe with six growing reads
+    // and a stat: this runs for every job.
+    use std::io::Read;
+    let mut file = File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].ends_with(b"\n") {
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    // The command name may hold spaces, parentheses and bytes that are not
+    // UTF-8: the fields follow the last ')'.
+    let line = &buf[..len];
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&line[close + 1..]).ok()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {
         state: f.first()?.chars().next()?,
@@ -293,6 +309,8 @@ fn members(pgid: i32, start: u64, me: i32) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
 
     fn fields(path: &Path) -> Vec<u64> {
         std::fs::read_to_string(path)
@@ -333,6 +351,30 @@ mod tests {
         record.set(u32::MAX, i64::MAX, u32::MAX);
         let f = fields(&path);
         assert_eq!(f[2..], [i64::MAX as u64, u64::from(u32::MAX)]);
+    }
+
+    /// The fields after the name are read whatever the name holds.
+    #[test]
+    fn a_process_stat_is_read_whatever_its_name() {
+        let me = stat(std::process::id() as i32).unwrap();
+        assert!(me.state.is_ascii_alphabetic(), "{}", me.state);
+        assert!(me.start > 0);
+        let dir = tempfile::tempdir().unwrap();
+        // A name with spaces, parentheses and a byte that is not UTF-8.
+        let name = std::ffi::OsStr::from_bytes(b"a) b (\xff");
+        let path = dir.path().join(name);
+        std::fs::copy("/bin/sleep", &path).unwrap();
+        let mut child = std::process::Command::new(&path)
+            .arg("5")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let s = stat(child.id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let s = s.expect("read");
+        assert_eq!(s.pgrp, child.id() as i32);
+        assert!(s.start >= me.start);
     }
 
     #[test]
