@@ -76,6 +76,9 @@ pub struct Shared {
     /// When the last short store call began, in microseconds since
     /// `epoch`.
     pub last_quick: AtomicU64,
+    /// Until when (same clock) short calls go to the pool because one made
+    /// in place took long: a disk that stalls must not stall every request.
+    pub quick_off_until: AtomicU64,
     pub epoch: std::time::Instant,
 }
 
@@ -83,6 +86,11 @@ pub struct Shared {
 /// they go to the blocking pool, so that the async thread goes on reading
 /// and answering requests while the store works.
 const QUICK_GAP_US: u64 = 250;
+/// A call made in place that takes longer than this (a disk that stalls, a
+/// commit that waited for an fsync) sends the next ones to the pool for
+/// [`QUICK_OFF_US`].
+const QUICK_SLOW_US: u64 = 2_000;
+const QUICK_OFF_US: u64 = 10_000_000;
 
 /// An epoch a second back, so that the first short call is not "close to"
 /// one that never happened.
@@ -131,7 +139,8 @@ impl AppState {
     /// heartbeat): made right here on the async thread when the store is
     /// in-process, no other store call is under way (so that it cannot
     /// wait behind a long one) and none began in the last
-    /// [`QUICK_GAP_US`]; otherwise on the blocking pool like
+    /// [`QUICK_GAP_US`] (nor, in the last [`QUICK_OFF_US`], took longer
+    /// than [`QUICK_SLOW_US`] in place); otherwise on the blocking pool like
     /// [`AppState::db`]. When requests are few, that saves the two thread
     /// hand-offs of the pool, about a fifth of the server's time per job;
     /// when they come thick, the pool lets the store work while the async
@@ -148,8 +157,19 @@ impl AppState {
         if self.store.in_process()
             && self.store_busy.load(Ordering::Acquire) == 0
             && now.saturating_sub(last) >= QUICK_GAP_US
+            && now >= self.quick_off_until.load(Ordering::Acquire)
         {
-            return Ok(f(self.store.as_ref())?);
+            let out = f(self.store.as_ref());
+            let took = (self.epoch.elapsed().as_micros() as u64).saturating_sub(now);
+            if took > QUICK_SLOW_US {
+                self.quick_off_until
+                    .store(now + took + QUICK_OFF_US, Ordering::Release);
+                tracing::debug!(
+                    took_us = took,
+                    "a short store call took long; using the pool"
+                );
+            }
+            return Ok(out?);
         }
         self.db(f).await
     }
@@ -435,6 +455,7 @@ async fn run(
         https: tls.is_some(),
         store_busy: Arc::default(),
         last_quick: AtomicU64::new(0),
+        quick_off_until: AtomicU64::new(0),
         epoch: quick_epoch(),
     }));
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
@@ -727,6 +748,7 @@ mod tests {
             https: false,
             store_busy: Arc::default(),
             last_quick: AtomicU64::new(0),
+            quick_off_until: AtomicU64::new(0),
             epoch: quick_epoch(),
         }))
     }
@@ -744,7 +766,26 @@ mod tests {
         let quick = || st.db_quick(|_| Ok(std::thread::current().id()));
         assert_eq!(quick().await.unwrap(), here);
         // One right after another: the server is busy, the pool takes it.
+        // (The last call's time is set ahead, so that a test thread
+        // descheduled for a moment cannot make the two look far apart.)
+        st.last_quick.store(
+            st.epoch.elapsed().as_micros() as u64 + 1_000_000,
+            Ordering::Release,
+        );
         assert_ne!(quick().await.unwrap(), here);
+        tokio::time::sleep(Duration::from_micros(2 * QUICK_GAP_US)).await;
+        assert_eq!(quick().await.unwrap(), here);
+        // One that took long in place (a stalled disk) sends the next ones
+        // to the pool for a while.
+        tokio::time::sleep(Duration::from_micros(2 * QUICK_GAP_US)).await;
+        let slow_one = st.db_quick(|_| {
+            std::thread::sleep(Duration::from_micros(2 * QUICK_SLOW_US));
+            Ok(std::thread::current().id())
+        });
+        assert_eq!(slow_one.await.unwrap(), here);
+        tokio::time::sleep(Duration::from_micros(2 * QUICK_GAP_US)).await;
+        assert_ne!(quick().await.unwrap(), here);
+        st.quick_off_until.store(0, Ordering::Release);
         tokio::time::sleep(Duration::from_micros(2 * QUICK_GAP_US)).await;
         assert_eq!(quick().await.unwrap(), here);
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
