@@ -323,6 +323,12 @@ fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     server.wait_state(id, "running", 20 * SEC);
     let needle = format!("sleep 3{tag}");
     assert!(wait_until(10 * SEC, || !processes_with(&needle).is_empty()));
+    // The slot records the job's group just after starting its shell; on
+    // a loaded machine the shell may start the sleep first. A worker
+    // killed in between leaves nothing to find: wait for the record.
+    let record = dir.path().join("work-crashy/outbox/slot-0.pgid");
+    assert!(wait_until(10 * SEC, || std::fs::read_to_string(&record)
+        .is_ok_and(|r| !r.trim().is_empty())));
     w.kill9();
     std::thread::sleep(SEC / 2);
     let orphans = processes_with(&needle);
