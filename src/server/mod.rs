@@ -18,19 +18,19 @@ pub mod metrics;
 pub mod pages;
 pub mod queue;
 pub mod store;
+pub mod store_calls;
 pub mod store_health;
 mod tls_listener;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
 
-use self::error::{ApiError, ApiResult};
+use self::error::ApiResult;
 use self::store::{PgStore, SqliteStore, Store};
 use crate::time::now_ms;
 
@@ -71,52 +71,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Served over TLS: the pages' cookies are marked `Secure`.
     pub https: bool,
-    /// Store calls under way on the blocking pool (see [`AppState::db_quick`]).
-    pub store_busy: Arc<AtomicUsize>,
-    /// When the last two short store calls began, in microseconds since
-    /// `epoch`.
-    pub last_quick: AtomicU64,
-    pub prev_quick: AtomicU64,
-    /// Until when (same clock) short calls go to the pool because one made
-    /// in place took long: a disk that stalls must not stall every request.
-    pub quick_off_until: AtomicU64,
-    pub epoch: std::time::Instant,
-}
-
-/// Three short store calls within this time mean the server is busy: the
-/// third goes to the blocking pool, so that the async thread goes on
-/// reading and answering requests while the store works. (Two are often a
-/// chain of one job's life, not load: a submit and the claim it wakes, a
-/// result and the wait it answers.)
-const QUICK_WINDOW_US: u64 = 500;
-/// A call made in place that takes longer than this (a disk that stalls, a
-/// commit that waited for an fsync) sends the next ones to the pool for
-/// [`QUICK_OFF_US`].
-const QUICK_SLOW_US: u64 = 2_000;
-const QUICK_OFF_US: u64 = 10_000_000;
-
-/// An epoch a second back, so that the first short call is not "close to"
-/// one that never happened.
-fn quick_epoch() -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
-}
-
-/// Counts a store call on the blocking pool until the call returns, even
-/// when the request that made it is gone.
-struct Busy(Arc<AtomicUsize>);
-
-impl Busy {
-    fn enter(n: &Arc<AtomicUsize>) -> Busy {
-        n.fetch_add(1, Ordering::AcqRel);
-        Busy(n.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    /// Where store calls run (see [`store_calls`]).
+    pub calls: store_calls::StoreCalls,
 }
 
 impl AppState {
@@ -126,56 +82,33 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
     {
-        let store = self.store.clone();
-        let busy = Busy::enter(&self.store_busy);
-        let out = tokio::task::spawn_blocking(move || {
-            let out = f(store.as_ref());
-            drop(busy);
-            out
-        })
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("store task failed: {e}")))?;
-        Ok(out?)
+        self.calls.pool(&self.store, f).await
     }
 
     /// A short store call on the path of every job (a claim, a result, a
-    /// heartbeat): made right here on the async thread when the store is
-    /// in-process, no other store call is under way (so that it cannot
-    /// wait behind a long one) and at most one other began in the last
-    /// [`QUICK_WINDOW_US`] (nor, in the last [`QUICK_OFF_US`], took longer
-    /// than [`QUICK_SLOW_US`] in place); otherwise on the blocking pool like
-    /// [`AppState::db`]. When requests are few, that saves the two thread
-    /// hand-offs of the pool, about a fifth of the server's time per job;
-    /// when they come thick, the pool lets the store work while the async
-    /// thread serves the next ones. (With several async threads a call on
-    /// the pool may start just after the look and make this one wait for
-    /// it: the same wait it would have had on the pool.)
+    /// heartbeat): in place on the async thread when that is free, else on
+    /// the blocking pool (see [`store_calls`]).
     pub async fn db_quick<T, F>(&self, f: F) -> ApiResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
     {
-        let now = self.epoch.elapsed().as_micros() as u64;
-        let last = self.last_quick.swap(now, Ordering::AcqRel);
-        let before = self.prev_quick.swap(last, Ordering::AcqRel);
-        if self.store.in_process()
-            && self.store_busy.load(Ordering::Acquire) == 0
-            && now.saturating_sub(before) >= QUICK_WINDOW_US
-            && now >= self.quick_off_until.load(Ordering::Acquire)
-        {
-            let out = f(self.store.as_ref());
-            let took = (self.epoch.elapsed().as_micros() as u64).saturating_sub(now);
-            if took > QUICK_SLOW_US {
-                self.quick_off_until
-                    .store(now + took + QUICK_OFF_US, Ordering::Release);
-                tracing::debug!(
-                    took_us = took,
-                    "a short store call took long; using the pool"
-                );
-            }
-            return Ok(out?);
+        self.calls.quick(&self.store, f).await
+    }
+
+    /// [`AppState::db_quick`] when `short` (the caller knows the work is
+    /// small: a few jobs, a result without a long report), else
+    /// [`AppState::db`].
+    pub async fn db_short_if<T, F>(&self, short: bool, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> store::StoreResult<T> + Send + 'static,
+    {
+        if short {
+            self.db_quick(f).await
+        } else {
+            self.db(f).await
         }
-        self.db(f).await
     }
 
     pub fn wake_claims(&self) {
@@ -457,11 +390,7 @@ async fn run(
         metrics: Arc::default(),
         shutdown: shutdown_rx,
         https: tls.is_some(),
-        store_busy: Arc::default(),
-        last_quick: AtomicU64::new(0),
-        prev_quick: AtomicU64::new(0),
-        quick_off_until: AtomicU64::new(0),
-        epoch: quick_epoch(),
+        calls: Default::default(),
     }));
     tokio::spawn(reload_tokens_on_hup(state.auth.clone()));
     // What another server on the same database changed wakes this one's
@@ -730,95 +659,7 @@ async fn reap_leases(state: AppState) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use axum::routing::get;
-
-    fn state_over(store: Arc<dyn Store>, dir: &std::path::Path) -> AppState {
-        AppState(Arc::new(Shared {
-            job_tokens: Arc::new(job_token::JobTokens::new(b"test key")),
-            artifacts: Arc::new(artifacts::ArtifactStore {
-                blobs: Box::new(artifacts::DirBlobs::open(&dir.join("a")).unwrap()),
-                max_file: 1 << 20,
-                max_job: 1 << 20,
-                dir: dir.join("a"),
-            }),
-            store,
-            queue: Arc::new(watch::channel(0).0),
-            events: Arc::new(watch::channel(0).0),
-            changes: Arc::new(watch::channel(0).0),
-            cancels: Arc::new(watch::channel(0).0),
-            auth: Arc::new(auth::Auth::new(None, None, false).unwrap()),
-            metrics: Arc::default(),
-            shutdown: watch::channel(false).1,
-            https: false,
-            store_busy: Arc::default(),
-            last_quick: AtomicU64::new(0),
-            prev_quick: AtomicU64::new(0),
-            quick_off_until: AtomicU64::new(0),
-            epoch: quick_epoch(),
-        }))
-    }
-
-    /// A short call on an in-process store runs on the calling thread, unless
-    /// another store call is under way on the blocking pool: then it goes
-    /// there too, and cannot wait behind that one on the async thread.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_quick_store_call_runs_in_place_unless_another_is_under_way() {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
-        assert!(store.in_process());
-        let st = state_over(store, dir.path());
-        let here = std::thread::current().id();
-        let quick = || st.db_quick(|_| Ok(std::thread::current().id()));
-        assert_eq!(quick().await.unwrap(), here);
-        // A second right after: still in place (one job's chain of calls).
-        assert_eq!(quick().await.unwrap(), here);
-        // A third right after two others: the server is busy, the pool
-        // takes it. (The two calls' times are set ahead, so that a test
-        // thread descheduled for a moment cannot make them look far apart.)
-        let ahead = st.epoch.elapsed().as_micros() as u64 + 1_000_000;
-        st.last_quick.store(ahead, Ordering::Release);
-        st.prev_quick.store(ahead, Ordering::Release);
-        assert_ne!(quick().await.unwrap(), here);
-        st.last_quick.store(0, Ordering::Release);
-        st.prev_quick.store(0, Ordering::Release);
-        assert_eq!(quick().await.unwrap(), here);
-        // One that took long in place (a stalled disk) sends the next ones
-        // to the pool for a while.
-        tokio::time::sleep(Duration::from_micros(2 * QUICK_WINDOW_US)).await;
-        let slow_one = st.db_quick(|_| {
-            std::thread::sleep(Duration::from_micros(2 * QUICK_SLOW_US));
-            Ok(std::thread::current().id())
-        });
-        assert_eq!(slow_one.await.unwrap(), here);
-        tokio::time::sleep(Duration::from_micros(2 * QUICK_WINDOW_US)).await;
-        assert_ne!(quick().await.unwrap(), here);
-        st.quick_off_until.store(0, Ordering::Release);
-        tokio::time::sleep(Duration::from_micros(2 * QUICK_WINDOW_US)).await;
-        assert_eq!(quick().await.unwrap(), here);
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        let slow = {
-            let st = st.clone();
-            tokio::spawn(async move {
-                st.db(move |_| {
-                    go_rx.recv().ok();
-                    Ok(())
-                })
-                .await
-            })
-        };
-        while st.store_busy.load(Ordering::Acquire) == 0 {
-            tokio::task::yield_now().await;
-        }
-        let ran_on = st
-            .db_quick(|_| Ok(std::thread::current().id()))
-            .await
-            .unwrap();
-        assert_ne!(ran_on, here);
-        go_tx.send(()).unwrap();
-        slow.await.unwrap().unwrap();
-        assert_eq!(st.store_busy.load(Ordering::Acquire), 0);
-    }
 
     /// A handler that panics gets a JSON 500, and the next request is
     /// served as usual.

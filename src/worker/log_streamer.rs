@@ -141,17 +141,17 @@ impl LogStreamer {
                                 // Usually the output has ended too: the
                                 // job's controller then learns of both at
                                 // once, rather than waking for each.
-                                if drain_now(&mut source, &mut chunk, &mut |b| {
+                                let ended = drain_now(&mut source, &mut chunk, &mut |b| {
                                     keep(&progress, &args, &spool, &mut keeper, b)
-                                }) {
+                                });
+                                if ended {
                                     publish(&progress, &args, &spool, keeper.finish());
-                                    if let Some(s) = status {
-                                        let _ = w.control.send(Control::Exited(s));
-                                    }
-                                    return;
                                 }
                                 if let Some(s) = status {
                                     let _ = w.control.send(Control::Exited(s));
+                                }
+                                if ended {
+                                    return;
                                 }
                             }
                             continue;

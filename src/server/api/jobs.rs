@@ -53,16 +53,13 @@ pub(super) async fn submit(
         return Err(ApiError::bad("no jobs to submit"));
     }
     check_jobs_count(specs.len())?;
-    let many_jobs = specs.len() > QUICK;
     for spec in &specs {
         check_spec(spec)?;
     }
-    let submit = move |s: &dyn crate::server::store::Store| s.submit(None, specs, now_ms());
-    let (_, jobs) = if many_jobs {
-        st.db(submit).await?
-    } else {
-        st.db_quick(submit).await?
-    };
+    let short = specs.len() <= QUICK;
+    let (_, jobs) = st
+        .db_short_if(short, move |s| s.submit(None, specs, now_ms()))
+        .await?;
     st.wake_claims();
     tracing::info!(jobs = jobs.len(), first = jobs[0].id, "jobs queued");
     Ok(if many {
@@ -248,16 +245,15 @@ pub(super) async fn wait_jobs(
     // Only the jobs that got there are read; whether every id names a job
     // is checked when the time is up with none there.
     let mut first = true;
-    let mut gathered = false;
     loop {
+        let first_look = std::mem::take(&mut first);
         // A wait on many jobs looks at most every WAIT_GATHER, so that
         // jobs ending together come in one answer and a build of quick
         // jobs does not cost a look per job.
-        if !first && ids.len() > 1 {
+        if !first_look && ids.len() > 1 {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::time::sleep(WAIT_GATHER.min(left)).await;
         }
-        first = false;
         changes.borrow_and_update();
         let filter = JobFilter {
             ids: ids.clone(),
@@ -265,21 +261,16 @@ pub(super) async fn wait_jobs(
             limit: ids.len(),
             ..Default::default()
         };
-        let look = move |s: &dyn crate::server::store::Store| s.jobs(&filter);
-        let mut found = if ids.len() > QUICK {
-            st.db(look).await?
-        } else {
-            st.db_quick(look).await?
-        };
+        let mut found = st
+            .db_short_if(ids.len() <= QUICK, move |s| s.jobs(&filter))
+            .await?;
         let now = tokio::time::Instant::now();
         // Some but not all of several jobs already there: the others of
         // a build of quick jobs end within moments, and a client that
         // asks again at once for the rest would cost a look per job.
-        if !gathered && !found.is_empty() && found.len() < ids.len() && now < deadline {
-            gathered = true;
+        if first_look && !found.is_empty() && found.len() < ids.len() && now < deadline {
             continue;
         }
-        gathered = true;
         if found.is_empty() && now >= deadline {
             let all = JobFilter {
                 ids: ids.clone(),

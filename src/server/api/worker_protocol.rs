@@ -299,15 +299,11 @@ pub(super) async fn claim_with_result(
     }
     let n = name.to_string();
     let ran = Recorded::of(&outcome);
-    let small = is_small(&outcome);
-    let record = move |s: &dyn crate::server::store::Store| {
-        s.finish_and_claim(id, &outcome, &n, tag, now_ms())
-    };
-    let (finished, claim) = if small {
-        st.db_quick(record).await?
-    } else {
-        st.db(record).await?
-    };
+    let (finished, claim) = st
+        .db_short_if(is_small(&outcome), move |s| {
+            s.finish_and_claim(id, &outcome, &n, tag, now_ms())
+        })
+        .await?;
     let answer = match finished {
         Ok(job) => {
             ran.after(st, &job);
@@ -477,13 +473,11 @@ pub(super) fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
 /// Records a job's outcome (from `/result` or sent with a claim).
 pub(super) async fn record_result(st: &AppState, id: i64, outcome: Outcome) -> ApiResult<Job> {
     let ran = Recorded::of(&outcome);
-    let small = is_small(&outcome);
-    let record = move |s: &dyn crate::server::store::Store| s.finish(id, &outcome, now_ms());
-    let job = if small {
-        st.db_quick(record).await?
-    } else {
-        st.db(record).await?
-    };
+    let job = st
+        .db_short_if(is_small(&outcome), move |s| {
+            s.finish(id, &outcome, now_ms())
+        })
+        .await?;
     ran.after(st, &job);
     Ok(job)
 }
