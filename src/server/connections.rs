@@ -1,9 +1,11 @@
-//! Serving connections with hyper directly rather than `axum::serve`, so
-//! that the server decides how many connections it keeps and for how long.
+//! Serving connections ourselves rather than with `axum::serve`, so that
+//! the server decides how many connections it keeps, for how long, and
+//! what each costs.
 //!
-//! - The HTTP/1 read buffer is small: a worker holds a request open most of
-//!   the time (a claim or a heartbeat), and with 10,000 workers that buffer
-//!   is most of the server's memory.
+//! - Each connection is served by [`super::http1`], which holds no buffer
+//!   while a request is answered: a worker holds a request open most of
+//!   the time (a claim or a heartbeat), and with 10,000 workers hyper's
+//!   two buffers per connection were most of the server's memory.
 //! - Every connection holds a [`Ticket`] from the [`Tracker`], which knows
 //!   whether a request is being answered on it (until its response body is
 //!   sent: a followed log streams for hours). A connection with no request
@@ -18,20 +20,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The smallest buffer hyper allows; requests here are small.
-const READ_BUFFER: usize = 8192;
+use super::http1;
+
 /// How long a client may take to send a request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection may stay open with no request in flight. Workers
@@ -191,7 +189,8 @@ impl Ticket {
         }
     }
 
-    fn begin(&self) -> Busy {
+    /// Marks the connection busy answering a request until the guard goes.
+    pub(super) fn begin(&self) -> Busy {
         self.state.busy.fetch_add(1, Ordering::SeqCst);
         Busy {
             state: self.state.clone(),
@@ -201,7 +200,7 @@ impl Ticket {
 }
 
 /// Held while a request is answered, its response body included.
-struct Busy {
+pub(super) struct Busy {
     state: Arc<ConnState>,
     tracker: Arc<Tracker>,
 }
@@ -212,32 +211,6 @@ impl Drop for Busy {
             .idle_since
             .store(self.tracker.now(), Ordering::SeqCst);
         self.state.busy.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A response body that keeps its connection busy until it is sent.
-struct Tracked {
-    inner: axum::body::Body,
-    _busy: Busy,
-}
-
-impl http_body::Body for Tracked {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -285,56 +258,39 @@ pub async fn accept(listener: &tokio::net::TcpListener) -> tokio::net::TcpStream
 }
 
 /// Accepts connections from `incoming` and serves `app` on each until
-/// `shutdown` resolves; then lets requests in flight finish for up to
-/// `grace`.
+/// `shutdown` resolves; then closes idle connections, lets requests in
+/// flight finish for up to `grace` and closes theirs after them.
 pub async fn serve<I: Incoming>(
     mut incoming: I,
     app: axum::Router,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    // Each connection's task holds a sender; all gone, all are closed.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(shutdown);
     loop {
         let (io, ticket) = tokio::select! {
             conn = incoming.next() => conn,
             _ = &mut shutdown => break,
         };
-        let ticket = Arc::new(ticket);
-        let t = ticket.clone();
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let busy = t.begin();
-                let mut app = app.clone();
-                async move {
-                    let resp =
-                        tower_service::Service::call(&mut app, req.map(axum::body::Body::new))
-                            .await?;
-                    Ok::<_, std::convert::Infallible>(
-                        resp.map(|inner| axum::body::Body::new(Tracked { inner, _busy: busy })),
-                    )
-                }
-            });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .max_buf_size(READ_BUFFER)
-            .keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
+        let stopping = stopping.clone();
+        let open = open.clone();
         tokio::spawn(async move {
+            let _open = open;
             tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!("connection ended: {e}");
-                },
+                _ = http1::serve_connection(io, app, &ticket, HEADER_TIMEOUT, stopping) => {}
                 // Dropping the connection closes it; it has no request in
                 // flight (or it was evicted for room).
                 _ = ticket.closing(IDLE_TIMEOUT) => {}
             }
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(grace, all_closed.recv())
         .await
         .is_err()
     {

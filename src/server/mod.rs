@@ -13,6 +13,7 @@ pub(crate) mod db_lock;
 pub mod error;
 pub mod explain;
 mod extract;
+mod http1;
 pub mod job_token;
 pub mod metrics;
 pub mod pages;
@@ -681,7 +682,16 @@ mod tests {
             ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let plain = super::connections::Plain {
+            listener,
+            tracker: super::connections::Tracker::new(64),
+        };
+        tokio::spawn(super::connections::serve(
+            plain,
+            app,
+            std::future::pending(),
+            std::time::Duration::ZERO,
+        ));
         let get = move |path: &'static str| {
             tokio::task::spawn_blocking(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder()

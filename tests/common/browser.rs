@@ -96,6 +96,19 @@ impl Browser {
 
     /// Sends a command (to a tab's session when given); returns its result.
     fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        match self.try_call(session, method, params) {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// Sends a command; its result, or the error chromium answered.
+    fn try_call(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -111,9 +124,9 @@ impl Browser {
             let v: Value = serde_json::from_str(t.as_str()).unwrap();
             if v["id"] == id {
                 if let Some(e) = v.get("error") {
-                    panic!("{method}: {e}");
+                    return Err(e.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -183,13 +196,24 @@ impl Tab<'_> {
     }
 
     /// Waits until the expression is true in the page; false on timeout.
+    /// A page that is navigating (a form was sent) has no context to
+    /// evaluate in for a moment: that counts as not yet.
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let r = self.call(
+            let session = self.session.clone();
+            let r = match self.browser.try_call(
+                Some(&session),
                 "Runtime.evaluate",
                 json!({"expression": expression, "returnByValue": true}),
-            );
+            ) {
+                Ok(r) => r,
+                Err(e) if e.to_string().contains("navigated or closed") => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            };
             if r["result"]["value"] == json!(true) {
                 return true;
             }
