@@ -91,7 +91,6 @@ pub async fn serve_connection<I>(
                 return;
             }
         };
-        let busy = ticket.begin();
         // Boxed, as is the answer below: only the states a held request
         // is in are kept in every connection's future.
         let Some((request, mut pump)) = Box::pin(request_with_body(
@@ -104,6 +103,9 @@ pub async fn serve_connection<I>(
         else {
             return;
         };
+        // Busy from here: a client still sending a small body is as idle
+        // as one still sending its head (it may be closed for room).
+        let busy = ticket.begin();
         if buf.is_empty() {
             // Nothing more is waiting: free the buffer while the handler runs.
             buf = Vec::new();
@@ -796,7 +798,8 @@ where
     w.extend_from_slice(b"\r\n");
 
     let mut sent: u64 = 0;
-    if !is_head && out != Out::None {
+    // HEAD and 304 answers carry the length of what a GET would, and no body.
+    if !is_head && status != StatusCode::NOT_MODIFIED && out != Out::None {
         loop {
             let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
