@@ -63,9 +63,9 @@ const LINGER_BYTES: u64 = 64 << 20;
 
 /// Serves requests on `io` with `app` until the client closes, a request
 /// asks to close, `shutdown` turns true between requests, or something is
-/// wrong with the connection. `ticket` is marked busy from each request's
-/// head to the end of its response; a head has `header_timeout` from its
-/// first byte to arrive whole.
+/// wrong with the connection. `ticket` is marked busy while a handler
+/// runs and its response is sent; a head (and a small body after it) has
+/// `header_timeout` from its first byte to arrive whole.
 pub async fn serve_connection<I>(
     mut io: I,
     mut app: axum::Router,
