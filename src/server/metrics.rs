@@ -6,9 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,7 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::AppState;
 use crate::wire::Summary;
 
 /// The content type of what [`Metrics::render`] returns.
@@ -106,7 +103,7 @@ impl Metrics {
             .observe(seconds.max(0.0));
     }
 
-    fn count_request(&self, route: String, method: String, status: u16) {
+    pub fn count_request(&self, route: String, method: String, status: u16) {
         self.requests
             .get_or_create(&RequestLabels {
                 route,
@@ -207,19 +204,15 @@ impl Metrics {
     }
 }
 
-/// Middleware counting every request by its route template (never the raw
-/// path, so ids do not make new series).
-pub async fn count_requests(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// What a request is counted by: its route template (never the raw path,
+/// so ids do not make new series) and its method.
+pub fn request_labels(req: &Request) -> (String, String) {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
-    let resp = next.run(req).await;
-    st.metrics
-        .count_request(route, method, resp.status().as_u16());
-    resp
+    (route, req.method().to_string())
 }
 
 #[cfg(test)]
