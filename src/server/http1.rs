@@ -60,6 +60,9 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// reset (a 413 for an oversized body).
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: u64 = 64 << 20;
+/// The longest a client may take to read one write of an answer (at most
+/// [`WRITE_AT`] bytes, so at least about 1 KB/s).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Serves requests on `io` with `app` until the client closes, a request
 /// asks to close, `shutdown` turns true between requests, or something is
@@ -424,8 +427,7 @@ where
 }
 
 async fn write_continue<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
-    io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-    io.flush().await
+    send(io, b"HTTP/1.1 100 Continue\r\n\r\n").await
 }
 
 /// A streamed request body as the handler sees it.
@@ -807,8 +809,7 @@ where
                     // Nothing more ready: send what there is, then wait for
                     // the body or the client going away.
                     if !w.is_empty() {
-                        io.write_all(&w).await?;
-                        io.flush().await?;
+                        send(io, &w).await?;
                         w.clear();
                     }
                     loop {
@@ -862,7 +863,7 @@ where
             }
             sent += data.len() as u64;
             if w.len() >= WRITE_AT {
-                io.write_all(&w).await?;
+                send(io, &w).await?;
                 w.clear();
             }
         }
@@ -870,15 +871,33 @@ where
             Out::Chunked => w.extend_from_slice(b"0\r\n\r\n"),
             Out::Length(n) if sent < n => {
                 tracing::warn!("a response body is shorter than its Content-Length");
-                io.write_all(&w).await?;
+                send(io, &w).await?;
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             _ => {}
         }
     }
-    io.write_all(&w).await?;
-    io.flush().await?;
+    send(io, &w).await?;
     Ok(keep_alive)
+}
+
+/// Writes all of `bytes`, or fails when the client takes more than
+/// [`WRITE_TIMEOUT`] to take them: a client that stops reading its answer
+/// would otherwise keep its connection busy, and so never closed for room,
+/// for as long as it likes.
+async fn send<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client did not read its answer",
+        )),
+    }
 }
 
 /// Answers a request that could not be read, in the API's error form.
@@ -901,8 +920,7 @@ async fn write_error<I: AsyncWrite + Unpin>(
     date(&mut w);
     w.extend_from_slice(b"\r\n\r\n");
     w.extend_from_slice(body.as_bytes());
-    io.write_all(&w).await?;
-    io.flush().await
+    send(io, &w).await
 }
 
 /// Closes the sending side, then reads and drops what the client still
@@ -1061,5 +1079,29 @@ mod tests {
         );
         let size = std::mem::size_of_val(&connection);
         assert!(size <= 2048, "a connection's future is {size} bytes");
+    }
+
+    /// A client that asks for a big answer and never reads it does not
+    /// keep the connection (busy, so never closed for room) for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_its_answer_is_let_go() {
+        use tokio::io::AsyncWriteExt;
+        let app =
+            axum::Router::new().route("/big", axum::routing::get(|| async { vec![b'x'; 4 << 20] }));
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let tracker = crate::server::connections::Tracker::new(4);
+        let ticket = tracker.admit().unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let served = tokio::time::timeout(
+            WRITE_TIMEOUT * 2,
+            serve_connection(server, app, &ticket, Duration::from_secs(30), stopping),
+        )
+        .await;
+        assert!(served.is_ok(), "the connection is still held");
+        drop(client);
     }
 }
