@@ -1104,4 +1104,102 @@ mod tests {
         assert!(served.is_ok(), "the connection is still held");
         drop(client);
     }
+
+    /// Drives a pump over `wire` (what follows a head) until the body ends
+    /// or stops; what the handler would have read, and how it ended.
+    fn pump_all(wire: &[u8], framing: Framing) -> (Vec<u8>, Option<io::Error>, PumpStatus) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (tx, mut rx) = mpsc::channel(1);
+            let mut pump = Pump {
+                tx: Some(tx),
+                state: match framing {
+                    Framing::Length(n) => PumpState::Length(n),
+                    _ => PumpState::ChunkSize,
+                },
+                status: PumpStatus::Running,
+                trailer_bytes: 0,
+            };
+            let mut io = wire;
+            let mut buf = Vec::new();
+            let (mut got, mut error) = (Vec::new(), None);
+            while pump.status == PumpStatus::Running {
+                match pump.step(&mut io, &mut buf).await {
+                    Step::Moved => {}
+                    Step::Stopped => pump.status = PumpStatus::Stopped,
+                }
+                while let Ok(piece) = rx.try_recv() {
+                    match piece {
+                        Ok(bytes) => got.extend_from_slice(&bytes),
+                        Err(e) => error = Some(e),
+                    }
+                }
+            }
+            (got, error, pump.status)
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive as a head, parsing answers (a head, not
+        /// yet, or an error) and never panics.
+        #[test]
+        fn any_bytes_as_a_head_are_parsed_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse_head(&bytes);
+            let mut head = b"POST / HTTP/1.1\r\n".to_vec();
+            head.extend_from_slice(&bytes);
+            head.extend_from_slice(b"\r\n\r\n");
+            let _ = parse_head(&head);
+        }
+
+        /// A body cut into chunks of any sizes, with extensions and a
+        /// trailer, reaches the handler whole; cut short anywhere, the
+        /// handler is told it is broken and never gets more than was sent.
+        #[test]
+        fn chunked_bodies_arrive_whole_or_broken(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000),
+            sizes in proptest::collection::vec(1usize..700, 1..20),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &data[..];
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                let ext = if i % 3 == 0 { ";name=value" } else { "" };
+                wire.extend_from_slice(format!("{n:x}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
+            let (got, error, status) = pump_all(&wire, Framing::Chunked);
+            proptest::prop_assert!(error.is_none(), "{:?}", error);
+            proptest::prop_assert_eq!(status, PumpStatus::Finished);
+            proptest::prop_assert_eq!(&got, &data);
+
+            let short = &wire[..cut.index(wire.len())];
+            let (got, error, status) = pump_all(short, Framing::Chunked);
+            proptest::prop_assert_eq!(status, PumpStatus::Stopped);
+            proptest::prop_assert!(error.is_some());
+            proptest::prop_assert!(data.starts_with(&got));
+        }
+
+        /// A body with a declared length is read to exactly that length.
+        #[test]
+        fn a_declared_length_is_read_exactly(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..5000),
+            extra in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100),
+        ) {
+            let mut wire = data.clone();
+            wire.extend_from_slice(&extra);
+            let (got, error, status) = pump_all(&wire, Framing::Length(data.len() as u64));
+            proptest::prop_assert!(error.is_none());
+            proptest::prop_assert_eq!(status, PumpStatus::Finished);
+            proptest::prop_assert_eq!(got, data);
+        }
+    }
 }
