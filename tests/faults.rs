@@ -312,6 +312,27 @@ fn serve_with_an_idle_embedded_worker_stops_at_once() {
 }
 
 #[test]
+fn serve_whose_database_was_deleted_still_stops_at_once() {
+    let dir = tempdir();
+    let config = worker_config(
+        dir.path(),
+        "http://127.0.0.1:9",
+        "orphaned-inside",
+        "[jobtypes.short]\ncommand = \"echo hi\"\n",
+    );
+    let config = config.display().to_string();
+    let mut server = Server::start_with(dir.path(), "127.0.0.1:0", &["--worker", &config]);
+    wait_online(&server, "orphaned-inside");
+    // The store takes no more writes, so the worker's draining heartbeat is
+    // refused: its open claim must end anyway, not at its 15 s timeout.
+    std::fs::remove_file(&server.db).unwrap();
+    assert!(wait_until(10 * SEC, || health(&server.url).0 == 503));
+    let t = Instant::now();
+    assert_eq!(server.signal_and_wait(libc::SIGTERM, 30 * SEC), Some(0));
+    assert!(t.elapsed() < 8 * SEC, "took {:?}", t.elapsed());
+}
+
+#[test]
 fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     let dir = tempdir();
     let server = Server::start(dir.path());

@@ -126,17 +126,20 @@ pub(super) async fn heartbeat(
     let draining = hb.status == "draining";
     // An idle worker repeating itself is noted in memory, here, without a
     // trip to the blocking pool.
-    let mut reply = match st.store.note_idle_heartbeat(&name, &hb, now_ms()) {
-        Some(reply) => reply,
+    let recorded = match st.store.note_idle_heartbeat(&name, &hb, now_ms()) {
+        Some(reply) => Ok(reply),
         None => {
             let n = name.clone();
-            st.db_quick(move |s| s.heartbeat(&n, &hb, now_ms())).await?
+            st.db_quick(move |s| s.heartbeat(&n, &hb, now_ms())).await
         }
     };
     if draining {
-        // Its open claims end now instead of at their timeout.
+        // Its open claims end now instead of at their timeout: told by the
+        // store, or, when the store failed to record the drain, by the
+        // same failure when they ask it again.
         st.wake_claims();
     }
+    let mut reply = recorded?;
     let news = |r: &HeartbeatReply| r.cancel.iter().any(|id| !known.contains(id));
     if wait.is_zero() || news(&reply) {
         return Ok(Json(reply));
