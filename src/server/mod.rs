@@ -26,7 +26,7 @@ mod tls_listener;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -650,23 +650,63 @@ async fn collect_artifacts(state: &AppState) {
 }
 
 /// Once a second: idle heartbeats noted in memory are written, and jobs
-/// whose lease ran out go back to the queue (or end).
+/// whose lease ran out go back to the queue (or end). A store that keeps
+/// failing is logged when it starts, once a minute while it lasts, and
+/// when it ends, not every second.
 async fn reap_leases(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut failing = Failing::default();
     loop {
         tick.tick().await;
         state.store.check_storage();
-        if let Err(e) = state.db(|s| s.flush_heartbeats()).await {
-            tracing::error!("writing heartbeats: {e:?}");
+        let flushed = state.db(|s| s.flush_heartbeats()).await;
+        let expired = state.db(|s| s.expire_leases(now_ms())).await;
+        if let Ok(n @ 1..) = expired {
+            tracing::warn!(jobs = n, "leases expired; jobs queued again");
+            state.wake_claims();
+            state.job_changed();
         }
-        match state.db(|s| s.expire_leases(now_ms())).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(jobs = n, "leases expired; jobs queued again");
-                state.wake_claims();
-                state.job_changed();
+        let error = match (flushed, expired) {
+            (Err(e), _) => Some(format!("writing heartbeats: {e}")),
+            (_, Err(e)) => Some(format!("expiring leases: {e}")),
+            _ => None,
+        };
+        failing.note(error, Instant::now());
+    }
+}
+
+/// Whether a periodic task's store calls are failing, for logging the
+/// start and end of a failure and a reminder a minute apart.
+#[derive(Default)]
+struct Failing {
+    since: Option<Instant>,
+    told: Option<Instant>,
+}
+
+impl Failing {
+    const REMIND: Duration = Duration::from_secs(60);
+
+    /// Notes this round's error (None: it went well); logs what is news.
+    fn note(&mut self, error: Option<String>, now: Instant) -> bool {
+        match (error, self.since) {
+            (Some(e), since) => {
+                let due = self
+                    .told
+                    .is_none_or(|t| now.duration_since(t) >= Self::REMIND);
+                self.since = since.or(Some(now));
+                if due {
+                    self.told = Some(now);
+                    tracing::error!("{e}");
+                }
+                due
             }
-            Err(e) => tracing::error!("expiring leases: {e:?}"),
+            (None, Some(since)) => {
+                let lasted = crate::wire::format_duration(now.duration_since(since));
+                tracing::info!("the store works again, after failing for {lasted}");
+                *self = Failing::default();
+                true
+            }
+            (None, None) => false,
         }
     }
 }
@@ -674,6 +714,23 @@ async fn reap_leases(state: AppState) {
 #[cfg(test)]
 mod tests {
     use axum::routing::get;
+
+    /// A failing store is logged at once, then once a minute, and its end.
+    #[test]
+    fn a_lasting_failure_is_logged_once_a_minute() {
+        let mut f = super::Failing::default();
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let err = || Some("expiring leases: disk full".to_string());
+        assert!(f.note(err(), at(0)));
+        assert!(!f.note(err(), at(1)));
+        assert!(!f.note(err(), at(59)));
+        assert!(f.note(err(), at(60)));
+        assert!(!f.note(err(), at(61)));
+        assert!(f.note(None, at(62)), "the recovery is news");
+        assert!(!f.note(None, at(63)));
+        assert!(f.note(err(), at(64)), "a new failure is news");
+    }
 
     /// A handler that panics gets a JSON 500, and the next request is
     /// served as usual.
