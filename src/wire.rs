@@ -396,6 +396,12 @@ pub struct ClaimResult {
 /// The header of a claim's answer that says what became of the result sent
 /// with it: [`RESULT_RECORDED`] or `refused: WHY`.
 pub const RESULT_HEADER: &str = "testbot-result";
+
+/// With a backup (`GET /api/v1/backup`): how many artifact files the
+/// server keeps beside its database (their bytes are not in the copy), and
+/// the directory they are in on the server's machine.
+pub const ARTIFACT_FILES_HEADER: &str = "testbot-artifact-files";
+pub const ARTIFACTS_DIR_HEADER: &str = "testbot-artifacts-dir";
 pub const RESULT_RECORDED: &str = "recorded";
 
 /// Query of `POST /api/v1/jobs/{id}/log`; the body is the raw bytes.

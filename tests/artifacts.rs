@@ -645,3 +645,61 @@ fn on_postgresql_artifacts_go_to_the_shared_directory_given() {
     same_file(&out.join("out.bin"), &dir.path().join("copy.bin"));
     assert_eq!(files_under(&shared.join("sha256")).len(), 1);
 }
+
+#[test]
+fn a_backup_and_a_database_copy_take_the_artifact_files_along() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        "[jobtypes.make]\ncommand = \"echo kept-bytes > k.txt\"\nartifacts = [\"k.txt\"]\n",
+    );
+    wait_online(&server, "w");
+    let id = server.submit(&["make"])[0];
+    server.wait_final(id, 20 * SEC);
+    wait_artifacts(&server, id, 1, 20 * SEC);
+    // A file of the user's beside the backup's name is left alone.
+    let safe = tempdir();
+    let out = safe.path().join("b.db");
+    std::fs::write(safe.path().join("b.partial"), "mine").unwrap();
+    let backup = server.cli(&["backup", out.to_str().unwrap()]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    assert!(
+        stdout(&backup).contains("1 artifact files"),
+        "{}",
+        text(&backup)
+    );
+    assert_eq!(
+        std::fs::read_to_string(safe.path().join("b.partial")).unwrap(),
+        "mine"
+    );
+    let download = |server: &Server| {
+        let url = format!("{}/api/v1/jobs/{id}/artifacts/k.txt", server.url);
+        let got = http_get(&url);
+        assert_eq!(got.status, 200, "{}", got.body);
+        assert_eq!(got.body, "kept-bytes\n");
+    };
+    {
+        let restored = Server::start_db(safe.path(), out.to_str().unwrap(), &[]);
+        download(&restored);
+    }
+    // And `db copy` of that backup into a new file brings them too.
+    let copy = safe.path().join("c.db");
+    let out = std::process::Command::new(BIN)
+        .args(["db", "copy", "--from"])
+        .arg(&out)
+        .arg("--to")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("copied 1 artifact files"),
+        "{}",
+        text(&out)
+    );
+    let copied = Server::start_db(safe.path(), copy.to_str().unwrap(), &[]);
+    download(&copied);
+}

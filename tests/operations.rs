@@ -155,6 +155,37 @@ fn retention_removes_old_jobs_and_keeps_new_ones() {
 }
 
 #[test]
+fn keep_days_that_would_delete_all_history_are_refused() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path());
+    let id = server.submit(&["nobody-runs-this"])[0];
+    server.cli(&["cancel", &id.to_string()]);
+    assert_eq!(server.job(id)["state"], "canceled");
+    assert_eq!(server.signal_and_wait(libc::SIGTERM, 20 * SEC), Some(0));
+    for bad in ["-1", "0", "NaN", "inf", "1e15", "ten"] {
+        let out = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
+            .arg(&server.db)
+            .arg(format!("--keep-days={bad}"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("--keep-days"),
+            "{bad}: {}",
+            text(&out)
+        );
+    }
+    let server = Server::start(dir.path());
+    assert_eq!(
+        server.job(id)["state"],
+        "canceled",
+        "the history was deleted"
+    );
+}
+
+#[test]
 fn a_backup_taken_under_load_is_served_by_a_fresh_server() {
     let dir = tempdir();
     let server = Server::start(dir.path());

@@ -35,9 +35,10 @@ pub struct Args {
     /// Listen beyond loopback without token files.
     #[arg(long)]
     insecure: bool,
-    /// Delete finished jobs, with their logs, after this many days.
-    #[arg(long, default_value_t = 30.0, value_name = "DAYS")]
-    keep_days: f64,
+    /// Delete finished jobs, with their logs, after this many days (above
+    /// 0, at most 36500; fractions allowed).
+    #[arg(long, default_value = "30", value_name = "DAYS", value_parser = keep_days)]
+    keep_days: std::time::Duration,
     /// How often retention runs (for tests; default 10m).
     #[arg(long, default_value = "10m", value_parser = crate::wire::parse_duration, hide = true)]
     retention_interval: std::time::Duration,
@@ -76,6 +77,25 @@ pub struct Args {
     _no_server: super::NoServer,
 }
 
+/// The longest `--keep-days`: a hundred years.
+const KEEP_DAYS_MAX: f64 = 36_500.0;
+
+/// `--keep-days`: a number of days above 0 and at most [`KEEP_DAYS_MAX`].
+/// Zero, negative or not-a-number values would delete every finished job
+/// at start, so they are refused rather than read as "keep nothing".
+fn keep_days(s: &str) -> Result<std::time::Duration, String> {
+    let days: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of days"))?;
+    if !(days > 0.0 && days <= KEEP_DAYS_MAX) {
+        return Err(format!(
+            "{s:?}: finished jobs are kept for more than 0 and at most {KEEP_DAYS_MAX} days"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(days * 86_400.0))
+}
+
 pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     server::serve(ServeOptions {
         listen: a.listen,
@@ -87,7 +107,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         client_tokens: a.client_tokens,
         private: a.private,
         insecure: a.insecure,
-        keep: std::time::Duration::from_secs_f64(a.keep_days.max(0.0) * 86_400.0),
+        keep: a.keep_days,
         retention_interval: a.retention_interval,
         tls: a.tls_cert.zip(a.tls_key),
         artifacts_dir: a.artifacts_dir,

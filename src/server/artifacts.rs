@@ -171,6 +171,60 @@ pub struct ArtifactStore {
     pub dir: PathBuf,
 }
 
+/// How many complete blobs a directory holds (partial uploads aside).
+pub fn count_blobs(root: &Path) -> u64 {
+    let Ok(subs) = std::fs::read_dir(root.join("sha256")) else {
+        return 0;
+    };
+    subs.flatten()
+        .filter_map(|sub| std::fs::read_dir(sub.path()).ok())
+        .map(|files| files.flatten().filter(|f| f.path().is_file()).count() as u64)
+        .sum()
+}
+
+/// Copies the complete blobs of the directory `from` into `to` (partial
+/// uploads are not copied: they start over): a hard link where both are on
+/// one file system (blobs never change once complete), a copy otherwise.
+/// Blobs `to` has already are kept. Returns the files and bytes copied.
+pub fn copy_blobs(from: &Path, to: &Path) -> std::io::Result<(u64, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    let subs = match std::fs::read_dir(from.join("sha256")) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    for sub in subs {
+        let sub = sub?;
+        if !sub.file_type()?.is_dir() {
+            continue;
+        }
+        let into = to.join("sha256").join(sub.file_name());
+        for file in std::fs::read_dir(sub.path())? {
+            let file = file?;
+            if !file.file_type()?.is_file() {
+                continue;
+            }
+            let target = into.join(file.file_name());
+            if target.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(&into)?;
+            let len = file.metadata()?.len();
+            if std::fs::hard_link(file.path(), &target).is_err() {
+                // Written aside and renamed: a copy cut short never looks
+                // like a complete blob.
+                let part = into.join(format!(".{}.copying", file.file_name().to_string_lossy()));
+                std::fs::copy(file.path(), &part)?;
+                std::fs::rename(&part, &target)?;
+            }
+            files += 1;
+            bytes += len;
+        }
+    }
+    std::fs::create_dir_all(to.join("partial"))?;
+    Ok((files, bytes))
+}
+
 /// Where artifacts go when `--artifacts-dir` does not say: beside a SQLite
 /// database (`testbot.db` → `testbot-artifacts`), else in the working
 /// directory.
@@ -219,6 +273,32 @@ mod tests {
         assert_eq!(b.received(&again).unwrap(), 0);
         b.remove(&sha).unwrap();
         assert!(!b.has(&sha));
+    }
+
+    #[test]
+    fn blobs_are_copied_whole_and_partial_uploads_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let from = DirBlobs::open(&a).unwrap();
+        for (i, text) in ["one", "two"].iter().enumerate() {
+            let key = upload_key(1, 1, &format!("f{i}"));
+            from.append(&key, 0, text.as_bytes()).unwrap();
+            let sha = crate::server::auth::hex(&Sha256::digest(text.as_bytes()).into());
+            assert!(from.seal(&key, &sha, None).unwrap().is_ok());
+        }
+        from.append(&upload_key(2, 1, "half"), 0, b"ha").unwrap();
+        assert_eq!(count_blobs(&a), 2);
+        assert_eq!(copy_blobs(&a, &b).unwrap(), (2, 6));
+        assert_eq!(count_blobs(&b), 2);
+        let to = DirBlobs::open(&b).unwrap();
+        let sha = crate::server::auth::hex(&Sha256::digest(b"two").into());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut to.open(&sha).unwrap(), &mut text).unwrap();
+        assert_eq!(text, "two");
+        assert_eq!(to.received(&upload_key(2, 1, "half")).unwrap(), 0);
+        // Again: nothing new to copy.
+        assert_eq!(copy_blobs(&a, &b).unwrap(), (0, 0));
+        assert_eq!(copy_blobs(&dir.path().join("none"), &b).unwrap(), (0, 0));
     }
 
     #[test]

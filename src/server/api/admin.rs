@@ -52,6 +52,15 @@ pub(super) async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
     let path = dir.path().join("testbot.db");
     let p = path.clone();
     st.db(move |s| s.backup_to(&p)).await?;
+    // The bytes of artifacts are files beside the database, not in it: the
+    // client is told where they are, to copy them when it can reach them.
+    let artifacts_dir = st.artifacts.dir.clone();
+    let (blobs, artifacts_dir) = tokio::task::spawn_blocking(move || {
+        let dir = std::fs::canonicalize(&artifacts_dir).unwrap_or(artifacts_dir);
+        (crate::server::artifacts::count_blobs(&dir), dir)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("counting the artifacts: {e}")))?;
     let file = std::fs::File::open(&path)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading the backup: {e}")))?;
     // The copy is unlinked at once; the open file streams on.
@@ -74,7 +83,7 @@ pub(super) async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
             Err(e) => Some((Err(std::io::Error::other(e)), None)),
         }
     });
-    Ok((
+    let mut resp = (
         [
             (header::CONTENT_TYPE, "application/vnd.sqlite3"),
             (
@@ -84,5 +93,14 @@ pub(super) async fn backup(State(st): State<AppState>) -> ApiResult<Response> {
         ],
         axum::body::Body::from_stream(stream),
     )
-        .into_response())
+        .into_response();
+    let headers = resp.headers_mut();
+    headers.insert(crate::wire::ARTIFACT_FILES_HEADER, blobs.into());
+    if let Some(dir) = artifacts_dir
+        .to_str()
+        .and_then(|d| header::HeaderValue::from_str(d).ok())
+    {
+        headers.insert(crate::wire::ARTIFACTS_DIR_HEADER, dir);
+    }
+    Ok(resp)
 }
