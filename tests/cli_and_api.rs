@@ -375,10 +375,16 @@ fn a_wait_is_answered_when_a_job_ends_not_by_polling() {
     ));
     assert_eq!(code, 200, "{started_jobs}");
     assert_eq!(started_jobs[0]["state"], "running", "{started_jobs}");
-    // An id that names no job is a 404 once the time is up; bad input 400.
-    let (code, body) = wait(r#"{"ids": [999999], "wait": 0.2}"#.to_string());
+    // An id that names no job is a 404 at once, beside an ended job too;
+    // bad input 400.
+    let started = std::time::Instant::now();
+    let (code, body) = wait(r#"{"ids": [999999], "wait": 20}"#.to_string());
     assert_eq!(code, 404, "{body}");
     assert!(body["error"].as_str().unwrap().contains("999999"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let (code, body) = wait(format!(r#"{{"ids": [{nap}, 999998], "wait": 20}}"#));
+    assert_eq!(code, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("999998"), "{body}");
     let many: Vec<String> = (1..=1001).map(|i| i.to_string()).collect();
     for bad in [
         format!(r#"{{"ids": [{}]}}"#, many.join(",")),

@@ -243,7 +243,8 @@ pub(super) async fn wait_jobs(
     let mut changes = st.changes.subscribe();
     let mut shutdown = st.shutdown.clone();
     // Only the jobs that got there are read; whether every id names a job
-    // is checked when the time is up with none there.
+    // is checked at the first look (and again when the time is up with
+    // none there: a job may be deleted meanwhile).
     let mut first = true;
     loop {
         let first_look = std::mem::take(&mut first);
@@ -264,6 +265,26 @@ pub(super) async fn wait_jobs(
         let mut found = st
             .db_short_if(ids.len() <= QUICK, move |s| s.jobs(&filter))
             .await?;
+        if first_look && found.len() < ids.len() {
+            // Every id must name a job: said at once, not when the time
+            // is up (or never, when the others end).
+            let there: std::collections::HashSet<i64> = found.iter().map(|j| j.id).collect();
+            let rest: Vec<i64> = ids.iter().copied().filter(|i| !there.contains(i)).collect();
+            let all = JobFilter {
+                ids: rest.clone(),
+                limit: rest.len(),
+                ..Default::default()
+            };
+            let known: std::collections::HashSet<i64> = st
+                .db_short_if(rest.len() <= QUICK, move |s| s.jobs(&all))
+                .await?
+                .iter()
+                .map(|j| j.id)
+                .collect();
+            if let Some(missing) = rest.iter().find(|i| !known.contains(i)) {
+                return Err(ApiError::NotFound(format!("no job {missing}")));
+            }
+        }
         let now = tokio::time::Instant::now();
         // Some but not all of several jobs already there: the others of
         // a build of quick jobs end within moments, and a client that
