@@ -250,6 +250,17 @@ fn messages_that_tell_a_new_user_what_happened() {
         "{}",
         text(&out)
     );
+    // An id that names no job is said, and the ids after it are canceled.
+    let queued = server.submit(&["nobody-runs-this"])[0];
+    let out = server.cli(&["cancel", "999999", &queued.to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("job 999999"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(&format!("{queued} canceled")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(server.job(queued)["state"], "canceled");
 }
 
 #[test]
