@@ -85,7 +85,11 @@ fn wait_blocks_until_jobs_or_builds_end_and_exits_by_their_outcome() {
     assert_eq!(stdout(&out).lines().count(), 2, "{}", text(&out));
     let built = server.cli(&["submit", "--build", "mixed", "hello", "fail"]);
     assert!(built.status.success(), "{}", text(&built));
-    for args in [&["wait", "b1"][..], &["wait", "--build", "1"]] {
+    for args in [
+        &["wait", "b1"][..],
+        &["wait", "--build", "1"],
+        &["wait", "--build", "b1"],
+    ] {
         let out = server.cli(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(stdout(&out).contains("failed"), "{}", text(&out));

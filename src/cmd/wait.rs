@@ -15,13 +15,22 @@ use super::{Exit, Globals};
 use crate::client::{Client, ClientError};
 use crate::wire::{Build, Job, JobState};
 
+/// A build id as `7` or as `b7`, the way it is shown.
+fn build_id(s: &str) -> Result<i64, String> {
+    let n = s.strip_prefix('b').unwrap_or(s);
+    match n.parse::<i64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a build id (7 or b7)")),
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Jobs by id, and builds as `bN` (`b7` is build 7).
     #[arg(value_name = "JOB_OR_BUILD")]
     targets: Vec<String>,
-    /// A build's jobs (as `bN`).
-    #[arg(long = "build", value_name = "BUILD_ID")]
+    /// A build's jobs: its id, `7` or `b7`.
+    #[arg(long = "build", value_name = "BUILD_ID", value_parser = build_id)]
     builds: Vec<i64>,
     /// Print the jobs as JSON once all have ended.
     #[arg(long)]
