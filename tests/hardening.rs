@@ -577,3 +577,56 @@ fn every_error_is_json_and_the_bearer_scheme_is_case_insensitive() {
         );
     }
 }
+
+#[test]
+fn files_a_job_leaves_cannot_crash_hang_or_bloat_its_worker() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let deep = format!(
+        "<testsuites>{}<testcase name='t'/>{}</testsuites>",
+        "<testsuite>".repeat(2000),
+        "</testsuite>".repeat(2000)
+    );
+    std::fs::write(dir.path().join("deep.xml"), deep).unwrap();
+    let deep_path = dir.path().join("deep.xml");
+    let mut w = Worker::start(
+        dir.path(),
+        &server.url,
+        "sturdy",
+        &format!(
+            "[jobtypes.deep]\ncommand = \"cp {} $TESTBOT_JUNIT_DIR/r.xml\"\n\
+             [jobtypes.fifo]\ncommand = \"rm -f $TESTBOT_RESULT_FILE; mkfifo $TESTBOT_RESULT_FILE\"\n\
+             [jobtypes.endless]\ncommand = \"ln -s /dev/zero $TESTBOT_JUNIT_DIR/z.xml; ln -sf /dev/zero $TESTBOT_RESULT_FILE\"\n",
+            deep_path.display()
+        ),
+    );
+    wait_online(&server, "sturdy");
+    let ids = server.submit(&["deep", "fifo", "endless"]);
+    let deep = server.wait_final(ids[0], 30 * SEC);
+    assert_eq!(deep["state"], "passed", "{deep}");
+    let unreadable = deep["result"]["tests"]["unreadable"].to_string();
+    assert!(unreadable.contains("levels deep"), "{deep}");
+    let fifo = server.wait_final(ids[1], 30 * SEC);
+    assert_eq!(fifo["state"], "passed", "{fifo}");
+    assert!(
+        fifo["result"]["result_file_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("regular"),
+        "{fifo}"
+    );
+    let endless = server.wait_final(ids[2], 30 * SEC);
+    assert!(
+        endless["result"]["tests"]["unreadable"]
+            .to_string()
+            .contains("regular"),
+        "{endless}"
+    );
+    assert!(
+        endless["result"]["result_file_error"].is_string(),
+        "{endless}"
+    );
+    // The worker is the same process, still serving.
+    assert_eq!(w.wait_exit(Duration::from_millis(100)), None);
+    assert_eq!(server.get("/api/v1/workers/sturdy")["status"], "idle");
+}

@@ -238,8 +238,21 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
 
     let mut data = Extra::new();
     let mut had_result = true;
-    match std::fs::read(files.result_file()) {
+    match super::files::read_left_behind(&files.result_file(), RESULT_MAX as u64) {
         Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v @ serde_json::Value::Object(_))
+                if crate::server::checks::json_depth(&v)
+                    > crate::server::checks::limits::JSON_DEPTH =>
+            {
+                data.insert(
+                    "result_file_error".into(),
+                    format!(
+                        "the result file nests deeper than {} levels; not sent",
+                        crate::server::checks::limits::JSON_DEPTH
+                    )
+                    .into(),
+                );
+            }
             Ok(serde_json::Value::Object(map)) => data = map,
             Ok(_) => {
                 data.insert(
@@ -254,8 +267,13 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                 );
             }
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => had_result = false,
-        Err(_) => {}
+        Err(super::files::LeftBehind::Missing) => had_result = false,
+        Err(super::files::LeftBehind::Unreadable(why)) => {
+            data.insert(
+                "result_file_error".into(),
+                format!("the result file: {why}").into(),
+            );
+        }
     }
     let (reports, junit_used) =
         super::junit::find_files_and_more(&files.junit_dir(), &files.dir, jobtype.junit.as_deref());

@@ -41,7 +41,8 @@ fn collect_xml(dir: &Path, out: &mut Vec<PathBuf>) -> bool {
     for e in entries.flatten() {
         any = true;
         let p = e.path();
-        if p.is_dir() {
+        // Directories linked to are not followed: a link to `..` would loop.
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             collect_xml(&p, out);
         } else if p.extension().is_some_and(|x| x == "xml") {
             out.push(p);
@@ -57,12 +58,7 @@ pub fn read(files: &[PathBuf]) -> Option<TestReport> {
     }
     let mut r = TestReport::default();
     for f in files {
-        let parsed = std::fs::File::open(f)
-            .map_err(|e| e.to_string())
-            .and_then(|file| {
-                junit_parser::from_reader(std::io::BufReader::new(file)).map_err(|e| e.to_string())
-            });
-        match parsed {
+        match parse_file(f) {
             Ok(suites) => {
                 for s in &suites.suites {
                     add_suite(&mut r, s);
@@ -75,6 +71,51 @@ pub fn read(files: &[PathBuf]) -> Option<TestReport> {
         }
     }
     Some(r)
+}
+
+/// The most of one JUnit file that is read.
+pub const FILE_MAX: u64 = 64 << 20;
+
+/// The deepest nesting of elements read: JUnit nests a few levels (suites
+/// in suites, cases, failures); the parser recurses per level, and a file
+/// nested thousands deep would overflow the worker's stack.
+const DEPTH_MAX: usize = 64;
+
+/// Reads and parses one JUnit file, guarded like every file a job leaves
+/// (regular, at most [`FILE_MAX`]) and refused when it nests deeper than
+/// [`DEPTH_MAX`].
+fn parse_file(f: &Path) -> Result<junit_parser::TestSuites, String> {
+    let bytes = super::files::read_left_behind(f, FILE_MAX).map_err(|e| match e {
+        super::files::LeftBehind::Missing => "no such file".to_string(),
+        super::files::LeftBehind::Unreadable(why) => why,
+    })?;
+    check_depth(&bytes)?;
+    junit_parser::from_reader(&bytes[..]).map_err(|e| format!("not JUnit XML: {e}"))
+}
+
+/// Refuses XML whose elements nest deeper than [`DEPTH_MAX`]; syntax
+/// errors are left for the parser to name.
+fn check_depth(bytes: &[u8]) -> Result<(), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(_)) => {
+                depth += 1;
+                if depth > DEPTH_MAX {
+                    return Err(format!(
+                        "elements nest more than {DEPTH_MAX} levels deep; not read"
+                    ));
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+        buf.clear();
+    }
 }
 
 fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
@@ -181,9 +222,7 @@ pub fn cases(files: &[PathBuf]) -> Result<Vec<Case>, String> {
     }
     let mut out = Vec::new();
     for f in files {
-        let file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let suites = junit_parser::from_reader(std::io::BufReader::new(file))
-            .map_err(|e| format!("{}: not JUnit XML: {e}", f.display()))?;
+        let suites = parse_file(f).map_err(|e| format!("{}: {e}", f.display()))?;
         for s in &suites.suites {
             walk(s, &mut out);
         }
@@ -209,6 +248,30 @@ fn first_non_empty(a: &str, b: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_nested_too_deep_is_unreadable_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("deep.xml");
+        let xml = format!(
+            "<testsuites>{}<testcase name=\"t\"/>{}</testsuites>",
+            "<testsuite>".repeat(5000),
+            "</testsuite>".repeat(5000)
+        );
+        std::fs::write(&deep, xml).unwrap();
+        let r = read(&[deep]).unwrap();
+        assert_eq!(r.total, 0);
+        assert!(
+            r.unreadable[0].contains("levels deep"),
+            "{:?}",
+            r.unreadable
+        );
+        // A link to an endless device is not read.
+        let zero = dir.path().join("zero.xml");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let r = read(&[zero]).unwrap();
+        assert!(r.unreadable[0].contains("regular"), "{:?}", r.unreadable);
+    }
 
     #[test]
     fn counts_durations_and_failures() {
