@@ -630,3 +630,38 @@ fn files_a_job_leaves_cannot_crash_hang_or_bloat_its_worker() {
     assert_eq!(w.wait_exit(Duration::from_millis(100)), None);
     assert_eq!(server.get("/api/v1/workers/sturdy")["status"], "idle");
 }
+
+#[test]
+fn params_that_cannot_be_an_environment_are_refused_at_submit() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let big: serde_json::Map<String, Value> = (0..40)
+        .map(|i| (format!("p{i}"), Value::from("v".repeat(65_000))))
+        .collect();
+    for (params, says) in [
+        (json!({"a": "x\u{0}y"}), "NUL"),
+        (json!({"a\u{0}b": "x"}), "NUL"),
+        (Value::Object(big), "bytes together"),
+        (json!({"wide": "é".repeat(65_000)}), "bytes"),
+    ] {
+        let body = json!({"jobtype": "unit", "params": params}).to_string();
+        let (code, answer) = post(&server.url, "/api/v1/jobs", &body);
+        assert_eq!(code, 400, "{answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains("params") && error.contains(says), "{error}");
+    }
+    // Within the limits: accepted, and the command gets them.
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "envy",
+        "[jobtypes.unit]\ncommand = \"printf %s \\\"$TESTBOT_PARAM_A\\\" | wc -c\"\n",
+    );
+    wait_online(&server, "envy");
+    let body = json!({"jobtype": "unit", "params": {"a": "v".repeat(60_000)}}).to_string();
+    let (code, job) = post(&server.url, "/api/v1/jobs", &body);
+    assert_eq!(code, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(server.wait_final(id, 30 * SEC)["state"], "passed");
+    assert!(server.log_of(id).contains("60000"), "{}", server.log_of(id));
+}

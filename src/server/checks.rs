@@ -15,6 +15,12 @@ pub mod limits {
     pub const PARAMS: usize = 200;
     pub const KEY_LEN: usize = 128;
     pub const PARAM_VALUE_LEN: usize = 64 << 10;
+    /// One environment variable holds at most 128 KiB on Linux.
+    pub const PARAM_VALUE_BYTES: usize = 120 << 10;
+    /// All params of a job together, as environment variables: well inside
+    /// what `exec` takes (2 MiB with the default stack limit), with room for
+    /// the worker's own variables.
+    pub const PARAMS_BYTES: usize = 512 << 10;
     pub const REQUIREMENTS: usize = 64;
     pub const PROPERTY_VALUE_LEN: usize = 256;
     pub const META_BYTES: usize = 64 << 10;
@@ -210,15 +216,35 @@ fn check_params(params: &Props) -> ApiResult<()> {
                 format!("key {k:?} must be 1 to {} characters", limits::KEY_LEN),
             ));
         }
-        if chars(v) > limits::PARAM_VALUE_LEN {
+        if chars(v) > limits::PARAM_VALUE_LEN || v.len() > limits::PARAM_VALUE_BYTES {
             return Err(too_big(
                 "params",
                 format!(
-                    "the value of {k:?} is over {} characters",
-                    limits::PARAM_VALUE_LEN
+                    "the value of {k:?} is over {} characters ({} bytes): an environment \
+                     variable holds no more",
+                    limits::PARAM_VALUE_LEN,
+                    limits::PARAM_VALUE_BYTES
                 ),
             ));
         }
+        // Params reach the command as environment variables, which end at
+        // a NUL: the command could not be started at all.
+        if k.contains('\0') || v.contains('\0') {
+            return Err(ApiError::bad(format!(
+                "params: {k:?} holds a NUL character, which an environment variable cannot"
+            )));
+        }
+    }
+    let total: usize = params.iter().map(|(k, v)| k.len() + v.len() + 16).sum();
+    if total > limits::PARAMS_BYTES {
+        return Err(too_big(
+            "params",
+            format!(
+                "{total} bytes together, at most {} (they reach the command as its \
+                 environment, which the system caps)",
+                limits::PARAMS_BYTES
+            ),
+        ));
     }
     Ok(())
 }

@@ -167,13 +167,30 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
             Ok(started) => started,
             Err(e) => {
                 slot.finish(&files, true, had_shard_tests);
-                let mut outcome = ended(
-                    JobState::Error,
-                    None,
-                    Some(format!("cannot start the command: {e}")),
-                    Extra::new(),
-                );
-                outcome.infrastructure = true;
+                // Params that cannot be an environment (a NUL, too large)
+                // are the job's fault, not the machine's: no retry
+                // elsewhere, no strike against this worker.
+                let jobs_fault = e.kind() == std::io::ErrorKind::InvalidInput
+                    || e.raw_os_error() == Some(libc::E2BIG);
+                let mut outcome = if jobs_fault {
+                    ended(
+                        JobState::Failed,
+                        None,
+                        Some(format!(
+                            "cannot start the command: {e} (the job's params do not fit in its \
+                             environment)"
+                        )),
+                        Extra::new(),
+                    )
+                } else {
+                    ended(
+                        JobState::Error,
+                        None,
+                        Some(format!("cannot start the command: {e}")),
+                        Extra::new(),
+                    )
+                };
+                outcome.infrastructure = !jobs_fault;
                 return Finished {
                     outcome,
                     log: Some(streamer.close()),
