@@ -19,6 +19,8 @@ use super::send;
 /// Request bodies up to this size are read whole before the handler runs;
 /// longer and chunked ones are streamed to it.
 const SMALL_BODY: u64 = 64 * 1024;
+/// The longest a streamed request body may pause between two bytes.
+const BODY_IDLE: Duration = Duration::from_secs(30);
 /// Bytes read at a time for a streamed request body.
 const CHUNK: usize = 16 * 1024;
 /// The longest line of a chunked body's framing (a size and extensions, or
@@ -278,7 +280,7 @@ async fn take<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>, left: u64) ->
         return Ok(data);
     }
     let mut piece = Vec::with_capacity(most.min(CHUNK));
-    if io.read_buf(&mut piece).await? == 0 {
+    if read_some(io, &mut piece).await? == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the client closed the connection before the request body ended",
@@ -299,12 +301,28 @@ async fn line<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::Result
             return Err(invalid("a line of the chunked request body is too long"));
         }
         buf.reserve(1024);
-        if io.read_buf(buf).await? == 0 {
+        if read_some(io, buf).await? == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the client closed the connection before the request body ended",
             ));
         }
+    }
+}
+
+/// One read of a streamed body from the connection, given up after
+/// [`BODY_IDLE`] without a byte: a client that stops sending half-way would
+/// otherwise keep its connection busy, never closed for room, for ever.
+async fn read_some<I: AsyncRead + Unpin>(io: &mut I, buf: &mut Vec<u8>) -> io::Result<usize> {
+    match tokio::time::timeout(BODY_IDLE, io.read_buf(buf)).await {
+        Ok(read) => read,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the client sent nothing of the request body for {} s",
+                BODY_IDLE.as_secs()
+            ),
+        )),
     }
 }
 

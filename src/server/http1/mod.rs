@@ -507,4 +507,34 @@ mod tests {
         assert!(served.is_ok(), "the connection is still held");
         drop(client);
     }
+
+    /// A client that stops sending a streamed body half-way (a declared
+    /// length over the small-body size, or chunks) is let go too.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_sending_its_body_is_let_go() {
+        use tokio::io::AsyncWriteExt;
+        for head in [
+            &b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"[..],
+            b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ] {
+            let app = axum::Router::new().route(
+                "/in",
+                axum::routing::post(
+                    |body: axum::body::Bytes| async move { body.len().to_string() },
+                ),
+            );
+            let (mut client, server) = tokio::io::duplex(64 << 10);
+            let tracker = crate::server::connections::Tracker::new(4);
+            let ticket = tracker.admit().unwrap();
+            let (_stop, stopping) = watch::channel(false);
+            client.write_all(head).await.unwrap();
+            let served = tokio::time::timeout(
+                Duration::from_secs(120),
+                serve_connection(server, app, &ticket, Duration::from_secs(30), stopping),
+            )
+            .await;
+            assert!(served.is_ok(), "the connection is still held");
+            drop(client);
+        }
+    }
 }
