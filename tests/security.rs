@@ -133,6 +133,87 @@ fn a_private_server_closes_reads_too() {
     assert_eq!(code, 200);
 }
 
+/// One request on a fresh connection, written as given; the status.
+fn raw_status(addr: &str, request: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(10 * SEC)).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+#[test]
+fn pages_of_other_sites_cannot_drive_a_server_through_a_browser() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let get = |host: &str| {
+        raw_status(
+            &server.addr,
+            &format!("GET /api/v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    // An open server answers only names of its loopback: a page whose name
+    // was rebound to 127.0.0.1 is refused.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "[::1]".into(),
+    ] {
+        assert_eq!(get(&host).0, 200, "{host}");
+    }
+    let (status, text) = get(&format!("evil.example:{port}"));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("loopback name"), "{text}");
+    // A change from a page of another origin is refused; from its own
+    // pages, and without an Origin (every other client), it is taken.
+    let post = |origin: Option<&str>| {
+        let origin = origin
+            .map(|o| format!("Origin: {o}\r\n"))
+            .unwrap_or_default();
+        let body = r#"{"jobtype":"x"}"#;
+        raw_status(
+            &server.addr,
+            &format!(
+                "POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{origin}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let (status, text) = post(Some("http://evil.example"));
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("another site"), "{text}");
+    assert_eq!(post(Some("null")).0, 403);
+    assert_eq!(post(Some(&format!("http://127.0.0.1:{port}"))).0, 201);
+    assert_eq!(post(None).0, 201);
+    assert_eq!(
+        server.get("/api/v1/jobs").as_array().unwrap().len(),
+        2,
+        "only the two allowed submits made jobs"
+    );
+    // A server with tokens answers any name: a page has no token to send.
+    let other = tempdir();
+    let workers = write_tokens(other.path(), "w", &["wtoken"]);
+    let clients = write_tokens(other.path(), "c", &["ctoken"]);
+    let guarded = Server::start_with(
+        other.path(),
+        "127.0.0.1:0",
+        &["--worker-tokens", &workers, "--client-tokens", &clients],
+    );
+    let (status, text) = raw_status(
+        &guarded.addr,
+        "GET /api/v1/health HTTP/1.1\r\nHost: ci.example.org\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{text}");
+}
+
 #[test]
 fn an_open_server_refuses_to_listen_beyond_loopback() {
     let dir = tempdir();

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -35,6 +36,9 @@ struct Tokens {
 pub struct Auth {
     worker_file: Option<PathBuf>,
     client_file: Option<PathBuf>,
+    /// An open server on loopback answers only requests addressed to a
+    /// loopback name: see [`host_is_loopback`].
+    loopback_names_only: AtomicBool,
     /// Reads need a token too.
     private: bool,
     tokens: RwLock<Tokens>,
@@ -100,6 +104,7 @@ impl Auth {
             private,
             tokens: RwLock::default(),
             bound: Mutex::default(),
+            loopback_names_only: AtomicBool::new(false),
         };
         auth.reload()?;
         Ok(auth)
@@ -112,6 +117,12 @@ impl Auth {
 
     pub fn enabled(&self) -> bool {
         self.worker_file.is_some() || self.client_file.is_some()
+    }
+
+    /// Set for a server without token files that was not told `--insecure`
+    /// (so it listens on loopback only).
+    pub fn answer_loopback_names_only(&self, yes: bool) {
+        self.loopback_names_only.store(yes, Ordering::Relaxed);
     }
 
     /// Re-reads the token files; on error the old tokens stay.
@@ -195,6 +206,9 @@ fn refuse(status: StatusCode, error: String) -> Response {
 /// The middleware: sorts each request by the route's access class and
 /// checks the bearer token for it.
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    if let Some(refusal) = cross_site(&st.auth, &req) {
+        return refusal;
+    }
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -299,9 +313,94 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     next.run(req).await
 }
 
+/// Requests a web page elsewhere may have made a browser send:
+///
+/// - to an open server (no tokens, on loopback), addressed to any name but
+///   a loopback one: a page whose own name was rebound to 127.0.0.1 (DNS
+///   rebinding) would otherwise read and drive it as its own origin;
+/// - to any server, a change (any method but GET and HEAD) from a page of
+///   another origin (`Origin` names another host than `Host`): a form
+///   posting `text/plain` needs no preflight.
+///
+/// Clients other than browsers send no `Origin`, and a `Host` of the
+/// address they were given.
+fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if auth.loopback_names_only.load(Ordering::Relaxed) {
+        if let Some(host) = host.filter(|h| !host_is_loopback(h)) {
+            return Some(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this server has no token files, so it answers only requests addressed to \
+                     it by a loopback name (127.0.0.1, localhost, [::1]), not to {host:?}; \
+                     give it --worker-tokens and --client-tokens to serve other names (or \
+                     --insecure if the network is yours alone)"
+                ),
+            ));
+        }
+    }
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD);
+    if let (true, Some(origin)) = (changes, headers.get(header::ORIGIN)) {
+        let origin = origin.to_str().unwrap_or("");
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| host.is_some_and(|h| h.eq_ignore_ascii_case(authority)));
+        if !same {
+            return Some(refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} {} from a page of another site ({origin:?}) is refused",
+                    req.method(),
+                    req.uri().path()
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`,
+/// an address of 127.0.0.0/8 or `[::1]`, with or without a port.
+fn host_is_loopback(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:1",
+            "LOCALHOST",
+            "[::1]:80",
+            "[::1]",
+            "127.9.9.9:5",
+        ] {
+            assert!(host_is_loopback(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example:8080",
+            "evil.example",
+            "10.0.0.1:80",
+            "[::2]:80",
+            "localhost.evil:1",
+            "",
+        ] {
+            assert!(!host_is_loopback(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn constant_time_equality() {

@@ -260,6 +260,7 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.private,
     )?;
     check_exposure(&opts.listen, auth.enabled(), opts.insecure)?;
+    auth.answer_loopback_names_only(!auth.enabled() && !opts.insecure);
     let tls = match &opts.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
