@@ -665,3 +665,34 @@ fn params_that_cannot_be_an_environment_are_refused_at_submit() {
     assert_eq!(server.wait_final(id, 30 * SEC)["state"], "passed");
     assert!(server.log_of(id).contains("60000"), "{}", server.log_of(id));
 }
+
+#[test]
+fn registration_fields_are_bounded() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let rules: Vec<String> = (0..65).map(|i| format!("k{i}=v")).collect();
+    for (body, field) in [
+        (
+            json!({"name": "big", "version": "v".repeat(200)}),
+            "version",
+        ),
+        (json!({"name": "big", "accept": rules}), "accept"),
+        (
+            json!({"name": "big", "accept": [format!("k={}", "v".repeat(1000))]}),
+            "accept",
+        ),
+    ] {
+        let (code, answer) = post(&server.url, "/api/v1/workers", &body.to_string());
+        assert_eq!(code, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    let (code, answer) = post(
+        &server.url,
+        "/api/v1/workers",
+        &json!({"name": "fine", "version": "1.2.3", "accept": ["pool=a"]}).to_string(),
+    );
+    assert_eq!(code, 200, "{answer}");
+}

@@ -386,7 +386,18 @@ pub fn check_registration(reg: &Registration) -> ApiResult<()> {
     check_json("info", &reg.info, limits::INFO_BYTES)?;
     check_json("extra fields", &reg.extra, limits::EXTRA_BYTES)?;
     check_reserved(WORKER_FIELDS, &reg.extra)?;
+    at_most("accept", reg.accept.len(), limits::REQUIREMENTS, "rules")?;
     for rule in &reg.accept {
+        if chars(rule) > limits::KEY_LEN + limits::PROPERTY_VALUE_LEN + 1 {
+            return Err(too_big(
+                "accept",
+                format!(
+                    "rule of {} characters, at most {}",
+                    chars(rule),
+                    limits::KEY_LEN + limits::PROPERTY_VALUE_LEN + 1
+                ),
+            ));
+        }
         if rule
             .split_once('=')
             .is_none_or(|(k, v)| k.is_empty() || v.is_empty())
@@ -410,6 +421,9 @@ pub fn check_registration(reg: &Registration) -> ApiResult<()> {
     }
     if chars(&reg.host) > 255 {
         return Err(ApiError::bad("host must be at most 255 characters"));
+    }
+    if chars(&reg.version) > 128 {
+        return Err(ApiError::bad("version must be at most 128 characters"));
     }
     check_running("running", &reg.running)
 }
