@@ -703,3 +703,53 @@ fn a_backup_and_a_database_copy_take_the_artifact_files_along() {
     let copied = Server::start_db(safe.path(), copy.to_str().unwrap(), &[]);
     download(&copied);
 }
+
+#[test]
+fn uploads_of_one_file_at_once_conflict_rather_than_fail() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        "[jobtypes.a]\ncommand = \"true\"\n",
+    );
+    wait_online(&server, "w");
+    let id = server.submit(&["a"])[0];
+    server.wait_final(id, 20 * SEC);
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let decl = format!(
+        r#"{{"attempt": 1, "worker": "w", "files": [{{"path": "d0", "size": {}, "sha256": "{}"}}]}}"#,
+        data.len(),
+        sha256_hex(&data)
+    );
+    let r = http(
+        "POST",
+        &format!("{}/api/v1/jobs/{id}/artifacts", server.url),
+        &[("Content-Type", "application/json")],
+        Some(decl.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let url = format!(
+        "{}/api/v1/jobs/{id}/artifacts/d0?attempt=1&worker=w",
+        server.url
+    );
+    let statuses: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = http("PUT", &url, &[], Some(&data));
+                    (r.status, r.body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, body) in &statuses {
+        assert!(*status == 200 || *status == 409, "{status}: {body}");
+    }
+    let list = wait_artifacts(&server, id, 1, 20 * SEC);
+    assert_eq!(list[0]["state"], "complete", "{list:?}");
+    let got = http_bytes(&format!("{}/api/v1/jobs/{id}/artifacts/d0", server.url));
+    assert!(got == data, "the stored bytes differ");
+}

@@ -147,6 +147,14 @@ pub(super) async fn declare_artifacts(
 }
 
 fn storage(e: std::io::Error, what: &str) -> ApiError {
+    // An append at an offset the upload is no longer at: another upload of
+    // the same file wrote first. The sender's conflict, not the disk's.
+    if e.kind() == std::io::ErrorKind::InvalidInput {
+        return ApiError::conflict(format!(
+            "{e}: another upload of this file wrote meanwhile; send again from the \
+             offset the server holds"
+        ));
+    }
     ApiError::Unavailable(format!("the artifacts directory: {what}: {e}"))
 }
 
