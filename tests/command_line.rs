@@ -404,3 +404,37 @@ fn clients_and_workers_move_to_the_next_server_in_their_list() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(stderr(&out).contains("http://x:0"), "{}", text(&out));
 }
+
+#[test]
+fn text_from_the_server_cannot_drive_the_terminal() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let evil = "evil\u{1b}]0;pwned\u{7}\u{1b}[2J\r\nfake line";
+    let body = serde_json::json!({
+        "name": evil,
+        "jobs": [{"jobtype": "nobody-runs-this", "params": {"p": evil}}],
+    });
+    let (code, build) = post(&server.url, "/api/v1/builds", &body.to_string());
+    assert_eq!(code, 201, "{build}");
+    let job = build["jobs"][0]["id"].as_i64().unwrap().to_string();
+    let b = build["id"].to_string();
+    for args in [
+        vec!["status", "--builds"],
+        vec!["status", "--build", &b],
+        vec!["status", &job],
+        vec!["status"],
+    ] {
+        let out = server.cli(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let shown = stdout(&out);
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}') && !shown.contains('\r'),
+            "{args:?}: {shown:?}"
+        );
+        assert!(
+            !shown.lines().any(|l| l.starts_with("fake line")),
+            "{args:?}: {shown}"
+        );
+    }
+    assert!(stdout(&server.cli(&["status", &job])).contains("\\u{1b}"));
+}

@@ -5,6 +5,13 @@
 //! Exit codes: 0 success; 1 a job did not pass; 2 bad usage, bad config or
 //! input refused by the server; 3 server unreachable or failing.
 
+/// `println!` for human output that shows text users or workers sent:
+/// control characters in it are shown escaped, not sent to the terminal.
+macro_rules! say {
+    () => { println!() };
+    ($($t:tt)*) => { println!("{}", $crate::cmd::visible(&format!($($t)*))) };
+}
+
 pub mod artifacts;
 pub mod backup;
 pub mod cancel;
@@ -191,6 +198,26 @@ fn init_logging(default: &str, format: &str, level: Option<&str>) {
 }
 
 /// Colour only on a terminal, and never with NO_COLOR set.
+/// `s` with its control characters (escape sequences that would retitle
+/// or clear a terminal, carriage returns and line feeds that would forge
+/// lines of a table) shown as escapes: text from the server is data.
+pub fn visible(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 pub fn color_stdout() -> bool {
     std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none()
 }

@@ -48,9 +48,9 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             }
             println!("{}", serde_json::to_string_pretty(&b)?);
         } else {
-            println!("build {}  {}  {}  {}", b.id, b.name, b.state, b.created_at);
+            say!("build {}  {}  {}  {}", b.id, b.name, b.state, b.created_at);
             for (k, v) in &b.meta {
-                println!(
+                say!(
                     "  {k}: {}",
                     v.as_str().map(str::to_string).unwrap_or(v.to_string())
                 );
@@ -70,7 +70,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             // Why a worker claims nothing (low disk...), as it said.
             for w in &w {
                 if let Some(p) = w.info.get("problem").and_then(|v| v.as_str()) {
-                    println!("{}: {p}", w.name);
+                    say!("{}: {p}", w.name);
                 }
             }
         }
@@ -116,9 +116,12 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         if a.json {
             println!("{}", serde_json::to_string_pretty(&s)?);
         } else {
-            println!(
+            say!(
                 "workers: {} online ({} busy, {} idle), {} offline",
-                s.workers.online, s.workers.busy, s.workers.idle, s.workers.offline
+                s.workers.online,
+                s.workers.busy,
+                s.workers.idle,
+                s.workers.offline
             );
             let counts: Vec<String> = s
                 .jobs
@@ -127,12 +130,12 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
                 .map(|(k, v)| format!("{v} {k}"))
                 .collect();
             if counts.is_empty() {
-                println!("jobs:    none");
+                say!("jobs:    none");
             } else {
-                println!("jobs:    {}", counts.join(", "));
+                say!("jobs:    {}", counts.join(", "));
             }
             if !s.builds.is_empty() {
-                println!();
+                say!();
                 builds_table(&s.builds).print();
             }
         }
@@ -152,66 +155,70 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    println!("job {}  {}  {}", job.id, job.jobtype, job.state);
+    say!("job {}  {}  {}", job.id, job.jobtype, job.state);
     // Attempts are reruns after lost workers and infrastructure failures,
     // not after a test's failure: say so rather than suggest a retry.
-    println!(
+    say!(
         "  attempt:   {} (up to {} when workers are lost)",
-        job.attempt, job.max_attempts
+        job.attempt,
+        job.max_attempts
     );
-    println!("  worker:    {}", job.worker.as_deref().unwrap_or("-"));
+    say!("  worker:    {}", job.worker.as_deref().unwrap_or("-"));
     if !job.requirements.is_empty() {
         let written: Vec<String> = job
             .requirements
             .iter()
             .map(|(k, v)| crate::matching::display_requirement(k, v))
             .collect();
-        println!("  requires:  {}", written.join(" "));
+        say!("  requires:  {}", written.join(" "));
     }
     if let Some(p) = &job.matched_platform {
-        println!("  platform:  {}", props(p));
+        say!("  platform:  {}", props(p));
     }
     if !job.params.is_empty() {
-        println!("  params:    {}", props(&job.params));
+        say!("  params:    {}", props(&job.params));
     }
     if let Some(b) = job.build {
-        println!("  build:     {b}");
+        say!("  build:     {b}");
     }
-    println!("  created:   {}", job.created_at);
+    say!("  created:   {}", job.created_at);
     if let Some(t) = &job.started_at {
-        println!("  started:   {t}");
+        say!("  started:   {t}");
     }
     if let Some(t) = &job.finished_at {
-        println!("  finished:  {t}");
+        say!("  finished:  {t}");
     }
     if let Some(r) = &job.reason {
-        println!("  reason:    {r}");
+        say!("  reason:    {r}");
     }
     if job.state == JobState::Queued {
         let e: crate::wire::Explanation = client.get(&format!("/api/v1/jobs/{id}/explain"))?;
-        println!("  waiting:   {}", e.message);
+        say!("  waiting:   {}", e.message);
     }
     if job.flaky {
-        println!("  flaky:     passed on rerun {} after failing", job.reruns);
+        say!("  flaky:     passed on rerun {} after failing", job.reruns);
     }
     if let Some(t) = job.test_report() {
-        println!(
+        say!(
             "  tests:     {} passed, {} failed, {} errors, {} skipped",
-            t.passed, t.failed, t.errors, t.skipped
+            t.passed,
+            t.failed,
+            t.errors,
+            t.skipped
         );
     }
     for f in job.failed_tests() {
-        println!(
+        say!(
             "    FAILED {}: {}",
             f.name,
             f.message.lines().next().unwrap_or("")
         );
     }
     for t in &job.flaky_tests {
-        println!("    FLAKY  {t}");
+        say!("    FLAKY  {t}");
     }
     if let Some(r) = &job.result {
-        println!("  result:    {r}");
+        say!("  result:    {r}");
     }
     if job.attempt > 0 {
         if let Ok(resp) = client.get_raw(
@@ -222,9 +229,9 @@ fn show_job(client: &Client, id: i64, json: bool) -> anyhow::Result<u8> {
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(20)..];
             if !tail.is_empty() {
-                println!("  log (last {} lines):", tail.len());
+                say!("  log (last {} lines):", tail.len());
                 for l in tail {
-                    println!("    {l}");
+                    say!("    {l}");
                 }
             }
         }

@@ -89,7 +89,11 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             };
             let build: Build = client.post("/api/v1/builds", &spec)?;
             if !a.json {
-                eprintln!("build {} ({}) queued", build.id, build.name);
+                eprintln!(
+                    "build {} ({}) queued",
+                    build.id,
+                    super::visible(&build.name)
+                );
             }
             build.jobs
         }

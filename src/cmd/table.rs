@@ -22,7 +22,12 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(
+            cells
+                .into_iter()
+                .map(|c| super::visible(&c).into_owned())
+                .collect(),
+        );
     }
 
     pub fn print(&self) {

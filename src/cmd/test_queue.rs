@@ -390,7 +390,7 @@ fn stats(g: &Globals, kind: &str, a: StatsArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if tests.is_empty() {
-        println!(
+        say!(
             "no {} tests{}",
             if kind == "flaky" { "flaky" } else { "timed" },
             a.jobtype
@@ -437,7 +437,7 @@ fn repro(g: &Globals, build: i64, test: &str) -> anyhow::Result<u8> {
             )
         })
         .collect();
-    println!(
+    say!(
         "# {} (jobtype {}) in build {build}: {}{}",
         t.id,
         t.jobtype,
@@ -486,7 +486,7 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
     if t.not_run > 0 {
         line.push_str(&format!("; {} never run", t.not_run));
     }
-    println!("{line}");
+    say!("{line}");
     let ran = |x: &BuildTest| -> String {
         x.runs
             .iter()
@@ -500,10 +500,10 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
             .as_deref()
             .and_then(|m| m.lines().find(|l| !l.trim().is_empty()))
             .unwrap_or("");
-        println!("  FAILED {} ({}): {msg}", x.id, ran(x));
+        say!("  FAILED {} ({}): {msg}", x.id, ran(x));
     }
     if failing.count > failing.tests.len() as u64 {
-        println!(
+        say!(
             "  ... and {} more failing (testbot status --build {build} --json)",
             failing.count - failing.tests.len() as u64
         );
@@ -513,7 +513,7 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
             "/api/v1/builds/{build}/tests?outcome=flaky&limit={limit}"
         ))?;
         for x in &flaky.tests {
-            println!("  FLAKY  {} ({})", x.id, ran(x));
+            say!("  FLAKY  {} ({})", x.id, ran(x));
         }
     }
     if t.not_run > 0 {
@@ -521,7 +521,7 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
             "/api/v1/builds/{build}/tests?outcome=not_run&limit={limit}"
         ))?;
         for x in &never.tests {
-            println!("  NOT RUN {} (its jobs ended without running it)", x.id);
+            say!("  NOT RUN {} (its jobs ended without running it)", x.id);
         }
     }
     Ok(())

@@ -203,7 +203,7 @@ pub fn wait_for(
                                 }
                             }
                             None if print => {
-                                println!("{}", line(&j));
+                                say!("{}", line(&j));
                                 let _ = std::io::stdout().flush();
                             }
                             None => {}
