@@ -696,3 +696,52 @@ fn registration_fields_are_bounded() {
     );
     assert_eq!(code, 200, "{answer}");
 }
+
+#[test]
+fn a_result_is_not_refused_for_a_long_reason_or_deep_data() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
+    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
+    let mut deep = json!("bottom");
+    for _ in 0..40 {
+        deep = json!({ "d": deep });
+    }
+    for (extra, check) in [
+        (json!({"reason": "r".repeat(70_000)}), "reason"),
+        (json!({"data": {"deep": deep.clone()}}), "data"),
+    ] {
+        let (code, job) = post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#);
+        assert_eq!(code, 201, "{job}");
+        let (code, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
+        assert_eq!(code, 200, "{claimed}");
+        let id = claimed["id"].as_i64().unwrap();
+        let mut result = json!({"attempt": 1, "state": "failed", "worker": "r"});
+        for (k, v) in extra.as_object().unwrap() {
+            result[k] = v.clone();
+        }
+        let (code, answer) = post(
+            base,
+            &format!("/api/v1/jobs/{id}/result"),
+            &result.to_string(),
+        );
+        assert_eq!(code, 200, "{check}: {answer}");
+        let job = server.job(id);
+        assert_eq!(job["state"], "failed", "{check}: {job}");
+        match check {
+            "reason" => {
+                let reason = job["result"]["reason"]
+                    .as_str()
+                    .or(job["reason"].as_str())
+                    .unwrap();
+                assert!(
+                    reason.contains("70000 characters in all"),
+                    "{}",
+                    &reason[reason.len() - 80..]
+                );
+            }
+            _ => assert!(job.to_string().contains("data_error"), "{job}"),
+        }
+    }
+}

@@ -15,6 +15,8 @@ pub mod limits {
     pub const PARAMS: usize = 200;
     pub const KEY_LEN: usize = 128;
     pub const PARAM_VALUE_LEN: usize = 64 << 10;
+    /// A result's reason, in characters; a longer one is cut.
+    pub const REASON_LEN: usize = 64 << 10;
     /// One environment variable holds at most 128 KiB on Linux.
     pub const PARAM_VALUE_BYTES: usize = 120 << 10;
     /// All params of a job together, as environment variables: well inside
@@ -477,12 +479,29 @@ pub fn check_result(outcome: &mut Outcome) -> ApiResult<()> {
     outcome.trim_to(limits::RESULT_BYTES);
     check_range("attempt", outcome.attempt, 1, u32::MAX)?;
     check_range("duration_ms", outcome.duration_ms, 0, limits::MAX_INT)?;
-    if outcome
-        .reason
-        .as_deref()
-        .is_some_and(|r| chars(r) > 64 << 10)
-    {
-        return Err(ApiError::bad("reason: at most 65536 characters"));
+    // A result is never refused for what its command printed or left: a
+    // long reason is cut, data nested too deep is dropped, each with a note.
+    if let Some(r) = &mut outcome.reason {
+        let n = chars(r);
+        if n > limits::REASON_LEN {
+            let cut: String = r.chars().take(limits::REASON_LEN - 100).collect();
+            *r = format!("{cut}… (cut: {n} characters in all)");
+        }
+    }
+    let depth = outcome
+        .data
+        .values()
+        .map(|v| json_depth(v) + 1)
+        .max()
+        .unwrap_or(0);
+    if depth > limits::JSON_DEPTH {
+        outcome.data = serde_json::Map::from_iter([(
+            "data_error".to_string(),
+            serde_json::Value::from(format!(
+                "the result's data nested {depth} levels deep, at most {}; dropped",
+                limits::JSON_DEPTH
+            )),
+        )]);
     }
     check_json("data", &outcome.data, limits::RESULT_BYTES)?;
     if let Some(t) = &outcome.tests {
