@@ -745,3 +745,27 @@ fn a_result_is_not_refused_for_a_long_reason_or_deep_data() {
         }
     }
 }
+
+#[test]
+fn unknown_fields_of_a_result_are_kept_and_returned() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
+    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
+    assert_eq!(post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#).0, 201);
+    let (_, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
+    let id = claimed["id"].as_i64().unwrap();
+    let result =
+        json!({"attempt": 1, "state": "passed", "mydata": {"k": 1}, "data": {"own": true}});
+    let (code, answer) = post(
+        base,
+        &format!("/api/v1/jobs/{id}/result"),
+        &result.to_string(),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let job = server.job(id);
+    assert_eq!(job["result"]["mydata"]["k"], 1, "{job}");
+    assert_eq!(job["result"]["own"], true, "{job}");
+    assert_eq!(job["state"], "passed");
+}

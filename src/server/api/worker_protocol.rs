@@ -449,9 +449,56 @@ pub(super) async fn finish(
 
 /// Reads a result; it may say `passed` or give `exit_code` instead of
 /// `state`. Errors name the field.
+/// The fields of a result the server reads; any other a client sends is
+/// kept with the result, among its `data`.
+const OUTCOME_FIELDS: &[&str] = &[
+    "worker",
+    "attempt",
+    "state",
+    "passed",
+    "exit_code",
+    "duration_ms",
+    "started_at",
+    "finished_at",
+    "reason",
+    "infrastructure",
+    "retry",
+    "tests",
+    "data",
+];
+
 pub(super) fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
     whole_numbers(&mut body);
     if let Some(obj) = body.as_object_mut() {
+        let unknown: Vec<String> = obj
+            .keys()
+            .filter(|k| !OUTCOME_FIELDS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            let data = obj
+                .entry("data")
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if data.is_null() {
+                *data = serde_json::Value::Object(Default::default());
+            }
+            if data.is_object() {
+                let moved: Vec<(String, serde_json::Value)> = unknown
+                    .iter()
+                    .filter_map(|k| Some((k.clone(), obj.get(k)?.clone())))
+                    .collect();
+                for k in &unknown {
+                    obj.remove(k);
+                }
+                let data = obj
+                    .get_mut("data")
+                    .and_then(|d| d.as_object_mut())
+                    .expect("data is an object");
+                for (k, v) in moved {
+                    data.entry(k).or_insert(v);
+                }
+            }
+        }
         if !obj.contains_key("state") {
             let passed = match (obj.get("passed"), obj.get("exit_code")) {
                 (Some(serde_json::Value::Bool(p)), _) => Some(*p),
