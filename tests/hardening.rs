@@ -769,3 +769,29 @@ fn unknown_fields_of_a_result_are_kept_and_returned() {
     assert_eq!(job["result"]["own"], true, "{job}");
     assert_eq!(job["state"], "passed");
 }
+
+#[test]
+fn the_log_of_an_attempt_that_never_began_is_not_found() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let base = &server.url;
+    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
+    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
+    assert_eq!(post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#).0, 201);
+    let (_, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
+    let id = claimed["id"].as_i64().unwrap();
+    let result = json!({"attempt": 1, "state": "passed"}).to_string();
+    assert_eq!(
+        post(base, &format!("/api/v1/jobs/{id}/result"), &result).0,
+        200
+    );
+    assert_eq!(
+        http_get(&format!("{base}/api/v1/jobs/{id}/log?attempt=1")).status,
+        200
+    );
+    let missing = http_get(&format!("{base}/api/v1/jobs/{id}/log?attempt=7"));
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(missing.body.contains("no attempt 7"), "{}", missing.body);
+    let out = server.cli(&["logs", &id.to_string(), "--attempt", "7"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out));
+}

@@ -27,6 +27,16 @@ pub(super) async fn read_log(
         check_range("attempt", a, 1, u32::MAX)?;
     }
     let attempt = q.attempt;
+    if let (Some(a), false) = (attempt, q.follow) {
+        // An attempt that never began has no log, not an empty one.
+        let job = st.db(move |s| s.job(id)).await?;
+        if a > job.attempt {
+            return Err(ApiError::not_found(format!(
+                "job {id} has no attempt {a} (it has had {})",
+                job.attempt
+            )));
+        }
+    }
     let first = st.db(move |s| s.read_log(id, attempt, q.offset)).await?;
     let headers = [
         (
