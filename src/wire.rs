@@ -642,16 +642,24 @@ pub mod opt_duration {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        let d = match Option::<Raw>::deserialize(d)? {
-            None => return Ok(None),
-            Some(Raw::Secs(s)) => Duration::from_secs(s),
-            Some(Raw::Text(t)) => parse_duration(&t).map_err(serde::de::Error::custom)?,
+        use serde::de::Error;
+        let d = match Option::<serde_json::Value>::deserialize(d)? {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(t)) => parse_duration(&t).map_err(Error::custom)?,
+            Some(serde_json::Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
+                (Some(s), _) => Duration::from_secs(s),
+                (None, Some(f)) if f > 0.0 && f <= MAX_TIMEOUT.as_secs_f64() => {
+                    Duration::from_secs_f64(f)
+                }
+                (None, Some(f)) if f > 0.0 => Duration::MAX,
+                _ => return Err(Error::custom(format!("timeout must be positive, not {n}"))),
+            },
+            Some(other) => {
+                return Err(Error::custom(format!(
+                    "timeout must be a duration such as \"90s\" or \"1h30m\", or a number \
+                     of seconds, not {other}"
+                )))
+            }
         };
         if d.is_zero() {
             return Err(serde::de::Error::custom("timeout must be positive"));
