@@ -128,6 +128,29 @@ fn each_platform_makes_one_job_per_distinct_platform() {
     devices.sort();
     assert_eq!(devices, ["N900", "iPad"]);
 
+    // A platform with a property more than another: each gets its job,
+    // the smaller one's requiring the property absent.
+    let _w4 = Worker::start(
+        dir.path(),
+        &server.url,
+        "ipad-pro",
+        "[platform]\ndevice = \"iPad\"\npool = \"pro\"\n[jobtypes.unit]\ncommand = \"echo ran on $TESTBOT_WORKER\"\n",
+    );
+    wait_online(&server, "ipad-pro");
+    let out = server.cli(&["submit", "--each-platform", "--json", "--wait", "unit"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let jobs = json(&out);
+    let mut ran: Vec<String> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["worker"].as_str().unwrap().to_string())
+        .collect();
+    ran.sort();
+    assert_eq!(ran.len(), 3, "{jobs}");
+    assert!(ran.contains(&"ipad".to_string()), "{ran:?}");
+    assert!(ran.contains(&"ipad-pro".to_string()), "{ran:?}");
+
     // Only the properties named count: by os.family alone, one platform.
     let out = server.cli(&[
         "submit",

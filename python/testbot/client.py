@@ -79,15 +79,29 @@ def _os_name():
     return _platform.system() or "unknown"
 
 
+def _semantic(version):
+    """A version as testbot's own worker writes it (the ``os_info`` crate):
+    one to three numbers become MAJOR.MINOR.PATCH (``12`` is ``12.0.0``,
+    ``22.04`` is ``22.4.0``), so one requirement matches both kinds of
+    worker on the same machine; anything else stays as it is."""
+    parts = version.strip().split(".")
+    if 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
+        numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
+        return "%d.%d.%d" % tuple(numbers)
+    return version
+
+
 def _os_version():
     if sys.platform.startswith("linux"):
         try:
-            return _platform.freedesktop_os_release().get("VERSION_ID", _platform.release())
+            found = _platform.freedesktop_os_release().get("VERSION_ID", _platform.release())
         except (OSError, AttributeError):
-            return _platform.release()
-    if sys.platform == "darwin":
-        return _platform.mac_ver()[0]
-    return _platform.version()
+            found = _platform.release()
+    elif sys.platform == "darwin":
+        found = _platform.mac_ver()[0]
+    else:
+        found = _platform.version()
+    return _semantic(found)
 
 
 def detect_platform():

@@ -247,3 +247,24 @@ def test_helpers():
     p = detect_platform()
     for key in ('os.name', 'os.version', 'os.family', 'os.arch', 'hostname', 'python.version'):
         assert p[key], key
+
+
+def test_the_detected_platform_is_the_rust_workers(tmp_path):
+    """One requirement on the detected properties matches a Python client
+    and testbot's own worker on the same machine alike."""
+    import json
+    import subprocess
+
+    from conftest import binary
+
+    config = tmp_path / "w.toml"
+    config.write_text(
+        'server = "http://127.0.0.1:9"\nname = "same"\nwork_dir = "%s"\n'
+        '[jobtypes.x]\ncommand = "true"\n' % (tmp_path / "work")
+    )
+    out = subprocess.run([binary(), "worker", "--config", str(config), "--check"],
+                         capture_output=True, text=True, check=True)
+    rust = json.loads(out.stdout)["platforms"][0]["properties"]
+    python = detect_platform()
+    for key in ('os.name', 'os.version', 'os.family', 'os.arch', 'hostname'):
+        assert python[key] == rust[key], (key, python[key], rust[key])

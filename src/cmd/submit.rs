@@ -26,8 +26,8 @@ pub struct Args {
     /// Put the jobs in a new build with this name.
     #[arg(long, value_name = "NAME")]
     build: Option<String>,
-    /// Build metadata (revision, branch, URL...).
-    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    /// Build metadata (revision, branch, URL...); with --build.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, requires = "build")]
     meta: Vec<(String, String)>,
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
@@ -43,7 +43,12 @@ pub struct Args {
     each_platform: bool,
     /// With --each-platform: the properties that make platforms distinct
     /// (default: all but hostname).
-    #[arg(long, value_name = "KEY,...", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "KEY,...",
+        value_delimiter = ',',
+        requires = "each_platform"
+    )]
     platform_keys: Vec<String>,
     /// One job per combination: `--matrix python.version=3.11,3.12
     /// --matrix os.family=linux,macos` makes four, each requiring its values.
@@ -157,6 +162,22 @@ fn requirement(s: &str) -> Result<(String, String), String> {
 }
 
 fn make_specs(client: &Client, a: &Args) -> anyhow::Result<Vec<JobSpec>> {
+    // One condition per property: a second would silently replace the
+    // first (`-p os.family=linux -p os.family=windows`).
+    for (i, (k, _)) in a.platform.iter().enumerate() {
+        if a.platform[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(Exit(
+                2,
+                format!("-p: two conditions on {k:?}; give one (KEY=A|B matches either value)"),
+            )
+            .into());
+        }
+    }
+    for (i, (k, _)) in a.params.iter().enumerate() {
+        if a.params[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(Exit(2, format!("-P: the param {k:?} is given twice")).into());
+        }
+    }
     let requirements: Props = a.platform.iter().cloned().collect();
     let params: Props = a.params.iter().cloned().collect();
     if a.shards == Some(0) {
@@ -259,8 +280,17 @@ fn distinct_platforms(
             seen.insert(distinct);
         }
     }
+    // A platform that lacks a property another has requires it absent:
+    // else the job for the smaller platform could run on the larger one
+    // (its properties are a subset), and the smaller one go untested.
+    let keys: BTreeSet<String> = seen.iter().flat_map(|p| p.keys().cloned()).collect();
     seen.into_iter()
         .map(|mut p| {
+            for k in &keys {
+                if !p.contains_key(k) && !requirements.contains_key(k) {
+                    p.insert(k.clone(), "!".into());
+                }
+            }
             for (k, v) in requirements {
                 p.entry(k.clone()).or_insert_with(|| v.clone());
             }
@@ -285,16 +315,20 @@ fn follow_logs(client: &Client, jobs: &[Job], to_stderr: bool) -> Vec<std::threa
 }
 
 fn follow_one(client: &Client, id: i64, prefix: bool, to_stderr: bool, out: &std::sync::Mutex<()>) {
-    // Wait for the job to start (or end without starting).
+    // Wait for the job to start (or end without starting): held by the
+    // server, answered when it does, not asked again and again.
     let attempt = loop {
-        match client.get::<Job>(&format!("/api/v1/jobs/{id}")) {
-            Ok(j) if j.attempt > 0 => break j.attempt,
-            Ok(j) if j.state.is_final() => return,
+        let started: crate::client::Result<Vec<Job>> = client.post(
+            "/api/v1/jobs/wait",
+            &serde_json::json!({"ids": [id], "until": "started", "wait": 30}),
+        );
+        match started.map(|jobs| jobs.into_iter().next()) {
+            Ok(Some(j)) if j.attempt > 0 => break j.attempt,
+            Ok(Some(j)) if j.state.is_final() => return,
             Ok(_) => {}
             Err(ClientError::Refused { .. }) => return,
-            Err(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
         }
-        std::thread::sleep(Duration::from_millis(100));
     };
     let path = format!("/api/v1/jobs/{id}/log?follow=true&attempt={attempt}");
     let Ok(resp) = client.get_raw(&path, Duration::from_secs(7 * 24 * 3600)) else {

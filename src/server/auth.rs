@@ -294,6 +294,9 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
             Access::Upload => "a worker token or the job's token",
         };
         let what = match (&caller, bearer.is_some()) {
+            (Caller::Anonymous, false) if req.headers().contains_key(header::AUTHORIZATION) => {
+                "the Authorization header is not `Bearer TOKEN`".to_string()
+            }
             (Caller::Anonymous, false) => "no token was sent".to_string(),
             (Caller::Anonymous, true) => "the token is not valid".to_string(),
             (Caller::Worker(_), _) => "a worker token is not a client token".to_string(),
@@ -315,9 +318,10 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
 
 /// Requests a web page elsewhere may have made a browser send:
 ///
-/// - to an open server (no tokens, on loopback), addressed to any name but
-///   a loopback one: a page whose own name was rebound to 127.0.0.1 (DNS
-///   rebinding) would otherwise read and drive it as its own origin;
+/// - to an open server (no tokens, on loopback), from a browser, addressed
+///   to any name but a loopback one: a page whose own name was rebound to
+///   127.0.0.1 (DNS rebinding) would otherwise read and drive it as its
+///   own origin;
 /// - to any server, a change (any method but GET and HEAD) from a page of
 ///   another origin (`Origin` names another host than `Host`): a form
 ///   posting `text/plain` needs no preflight.
@@ -327,7 +331,13 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
 fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if auth.loopback_names_only.load(Ordering::Relaxed) {
+    // Browsers (every one says `Mozilla/`) are what a page can drive;
+    // scripts and tools are let be, whatever Host they write.
+    let browser = headers
+        .get(header::USER_AGENT)
+        .and_then(|u| u.to_str().ok())
+        .is_some_and(|u| u.starts_with("Mozilla/"));
+    if browser && auth.loopback_names_only.load(Ordering::Relaxed) {
         if let Some(host) = host.filter(|h| !host_is_loopback(h)) {
             return Some(refuse(
                 StatusCode::FORBIDDEN,

@@ -101,6 +101,13 @@ pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
             "{what} {name:?} has the character {c:?}; use letters, digits, '.', '_' and '-'"
         )));
     }
+    // `.` and `..` are path steps, not names: a page at /workers/.. is
+    // another page.
+    if name.chars().all(|c| c == '.') {
+        return Err(ApiError::bad(format!(
+            "{what} {name:?} is only dots; use a letter or digit too"
+        )));
+    }
     Ok(())
 }
 

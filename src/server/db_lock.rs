@@ -60,7 +60,7 @@ pub fn take(db: &Path, url: &str) -> anyhow::Result<DbLock> {
                 2,
                 format!(
                     "the database {} is in use by {who}; two servers cannot share a SQLite \
-                     file: stop that one, or give this one another --db",
+                     file: stop that one, or use another database",
                     db.display()
                 ),
             )

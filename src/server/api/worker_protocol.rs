@@ -287,7 +287,7 @@ pub(super) async fn claim_with_result(
     }) {
         Ok(o) => o,
         Err(e) => {
-            end_refused(st, id, name, &r.outcome, &e).await;
+            let _ = end_refused(st, id, name, &r.outcome, &e).await;
             return Ok((None, Some(format!("refused: {e}"))));
         }
     };
@@ -331,15 +331,12 @@ pub(super) async fn end_refused(
     worker: &str,
     body: &serde_json::Value,
     why: &ApiError,
-) {
-    let Some(attempt) = body
+) -> Option<u32> {
+    let attempt = body
         .get("attempt")
         .and_then(|a| a.as_u64())
         .and_then(|a| u32::try_from(a).ok())
-        .filter(|&a| a >= 1)
-    else {
-        return;
-    };
+        .filter(|&a| a >= 1)?;
     let outcome = Outcome {
         worker: worker.to_string(),
         attempt,
@@ -365,8 +362,12 @@ pub(super) async fn end_refused(
             );
             st.job_changed();
             let _ = job;
+            Some(attempt)
         }
-        Err(e) => tracing::debug!(job = id, attempt, "a refused result ended nothing: {e}"),
+        Err(e) => {
+            tracing::debug!(job = id, attempt, "a refused result ended nothing: {e}");
+            None
+        }
     }
 }
 
@@ -439,10 +440,20 @@ pub(super) async fn finish(
         Err(e) => {
             // Refused whatever comes of it; it ends a running attempt only
             // when the caller holds it.
+            let mut ended = None;
             if let Ok(worker) = acting_worker(&st, &caller, id, &named).await {
-                end_refused(&st, id, &worker, &body, &e).await;
+                ended = end_refused(&st, id, &worker, &body, &e).await;
             }
-            Err(e)
+            match (e, ended) {
+                // Said, so a client does not take the attempt to be still
+                // open for a corrected result.
+                (ApiError::BadRequest(m), Some(attempt)) => Err(ApiError::bad(format!(
+                    "{m}; attempt {attempt} of job {id} was ended as error with this for its \
+                     reason (a result the server cannot take would otherwise wait for its \
+                     lease)"
+                ))),
+                (e, _) => Err(e),
+            }
         }
     }
 }

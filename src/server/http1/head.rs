@@ -149,9 +149,21 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, (StatusCode, String)>
             }
             length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
-            // The last coding of the last field decides.
-            let last = field.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // Only chunked is understood, once: a body under another coding
+            // (gzip, chunked) would reach the handler still encoded.
+            for coding in field.value.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                if coding.is_empty() {
+                    continue;
+                }
+                let chunked = coding.eq_ignore_ascii_case(b"chunked");
+                transfer_encoding = Some(chunked && transfer_encoding.is_none());
+                if !chunked {
+                    return Err(bad(
+                        "unsupported Transfer-Encoding: only chunked is understood",
+                    ));
+                }
+            }
         } else if name == header::CONNECTION {
             for token in field.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -175,7 +187,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, (StatusCode, String)>
         (Some(true), None) => Framing::Chunked,
         (Some(false), None) => {
             return Err(bad(
-                "unsupported Transfer-Encoding: only chunked (last) is understood",
+                "unsupported Transfer-Encoding: chunked may be applied once",
             ))
         }
         (None, Some(0) | None) => Framing::Empty,
@@ -241,11 +253,12 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!h.keep_alive);
-        let (h, _) = head(
-            "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nExpect: 100-continue\r\n\r\n",
-        )
-        .unwrap()
-        .unwrap();
+        assert!(head("PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").is_err());
+        assert!(head("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n").is_err());
+        let (h, _) =
+            head("PUT / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert_eq!(h.parts.framing, Framing::Chunked);
         assert!(h.parts.expect_continue);
         assert!(head("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
