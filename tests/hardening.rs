@@ -756,8 +756,7 @@ fn unknown_fields_of_a_result_are_kept_and_returned() {
     assert_eq!(post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#).0, 201);
     let (_, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
     let id = claimed["id"].as_i64().unwrap();
-    let result =
-        json!({"attempt": 1, "state": "passed", "mydata": {"k": 1}, "data": {"own": true}});
+    let result = json!({"attempt": 1, "state": "passed", "mydata": {"k": 1}, "data": {"own": true}, "started_at": "yesterday"});
     let (code, answer) = post(
         base,
         &format!("/api/v1/jobs/{id}/result"),
@@ -768,6 +767,11 @@ fn unknown_fields_of_a_result_are_kept_and_returned() {
     assert_eq!(job["result"]["mydata"]["k"], 1, "{job}");
     assert_eq!(job["result"]["own"], true, "{job}");
     assert_eq!(job["state"], "passed");
+    // A time that is not one is the server's, with a note.
+    let started = job["result"]["started_at"].as_str().unwrap();
+    assert!(started.starts_with("20"), "{job}");
+    let note = job["result"]["started_at_error"].as_str().unwrap();
+    assert!(note.contains("yesterday"), "{job}");
 }
 
 #[test]

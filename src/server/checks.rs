@@ -486,6 +486,24 @@ pub fn check_result(outcome: &mut Outcome) -> ApiResult<()> {
     outcome.trim_to(limits::RESULT_BYTES);
     check_range("attempt", outcome.attempt, 1, u32::MAX)?;
     check_range("duration_ms", outcome.duration_ms, 0, limits::MAX_INT)?;
+    // Times that are not RFC 3339 are the server's own (when it got the
+    // result, when the attempt began), with a note of what was sent.
+    for (field, value) in [
+        ("started_at", &mut outcome.started_at),
+        ("finished_at", &mut outcome.finished_at),
+    ] {
+        if !value.is_empty() && crate::time::parse_rfc3339(value).is_none() {
+            let sent = std::mem::take(value);
+            let mut note: String = sent.chars().take(64).collect();
+            if note.len() < sent.len() {
+                note.push('…');
+            }
+            outcome.data.insert(
+                format!("{field}_error"),
+                format!("{note:?} is not an RFC 3339 time; the server's is used").into(),
+            );
+        }
+    }
     // A result is never refused for what its command printed or left: a
     // long reason is cut, data nested too deep is dropped, each with a note.
     if let Some(r) = &mut outcome.reason {
