@@ -70,12 +70,12 @@ fn at_most(field: &str, n: usize, max: usize, things: &str) -> ApiResult<()> {
 /// Names of workers, jobtypes and platform properties: letters, digits and
 /// `._-`, so they are safe in paths, environment names and pages.
 /// Text a list is filtered by: no NUL (PostgreSQL text cannot hold one),
-/// at most 1,000 bytes.
+/// at most 1,000 characters (as the OpenAPI document's maxLength counts).
 pub fn check_filter(what: &str, text: &str) -> ApiResult<()> {
-    if text.len() > 1000 {
+    if chars(text) > 1000 {
         return Err(ApiError::bad(format!(
-            "{what}: at most 1000 bytes, got {}",
-            text.len()
+            "{what}: at most 1000 characters, got {}",
+            chars(text)
         )));
     }
     if text.contains('\0') {
