@@ -136,8 +136,15 @@ impl SqliteStore {
             .map_err(|e| {
                 let cause = crate::server::store_health::storage_cause(&e)
                     .map_or_else(|| e.to_string(), str::to_string);
-                let corrupt = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt);
-                if corrupt {
+                let code = e.sqlite_error_code();
+                let corrupt = code == Some(rusqlite::ErrorCode::DatabaseCorrupt);
+                if code == Some(rusqlite::ErrorCode::NotADatabase) {
+                    anyhow::anyhow!(
+                        "cannot use {}: the file is not a testbot database (not an SQLite \
+                         database at all); name another file (a new one starts empty)",
+                        path.display()
+                    )
+                } else if corrupt {
                     anyhow::anyhow!(
                         "cannot use the database {}: {cause}; restore it from a backup \
                          (`testbot backup` makes one), or move it away to start with an empty one",
