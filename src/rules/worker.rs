@@ -182,8 +182,8 @@ pub fn may_take_name(
         };
         return Err(NameRefusal::InUse(format!(
             "the worker name {name:?} is in use by another worker on {host} (last heartbeat \
-             {ago}s ago, at {}); two workers cannot share a name: set name = \"...\" in this \
-             worker's config (or pass --name)",
+             {ago}s ago, at {}); two workers cannot share a name: give this one another (set \
+             name = \"...\" in its config or pass --name; a Python client takes name=...)",
             rfc3339(last)
         )));
     }
