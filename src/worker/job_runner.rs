@@ -162,10 +162,12 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         slot.spool(),
         control_tx.clone(),
     );
+    slot.group.starting(job.id, job.attempt);
     let (child, (reader, notes)) =
         match super::orphans::spawn_leader(|| spawn(&jobtype.command, &files.dir, &env)) {
             Ok(started) => started,
             Err(e) => {
+                slot.group.clear();
                 slot.finish(&files, true, had_shard_tests);
                 // Params that cannot be an environment (a NUL, too large)
                 // are the job's fault, not the machine's: no retry

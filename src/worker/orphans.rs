@@ -3,6 +3,10 @@
 //! - Each slot records its running job's process group (with the leader's
 //!   start time, so a reused id is never mistaken for it) in
 //!   `outbox/slot-N.pgid`, and empties the record once the group is gone.
+//!   Before the job's shell is started the record names the job alone: a
+//!   worker killed in between is followed by one that finds the job's
+//!   processes by their environment (`TESTBOT_JOB_ID`, and a
+//!   `TESTBOT_JOB_FILE` in this work_dir).
 //!   A worker that starts kills whatever an earlier run of it (killed with
 //!   SIGKILL, or by the OOM killer) left in those groups before it takes new
 //!   work, and logs what it killed.
@@ -207,6 +211,19 @@ impl GroupRecord {
         }
     }
 
+    /// Notes that job `id` (attempt `attempt`) is about to be started, its
+    /// group not known yet: a worker killed between the start and
+    /// [`GroupRecord::set`] leaves this, and its next run finds the job's
+    /// processes by their environment instead.
+    pub fn starting(&mut self, id: i64, attempt: u32) {
+        if let Err(e) = self.write(&format!("0 0 {id} {attempt}")) {
+            tracing::warn!(
+                "cannot record that job {id} starts in {}: {e}",
+                self.path.display()
+            );
+        }
+    }
+
     /// The group is gone: nothing to kill after a crash.
     pub fn clear(&mut self) {
         let _ = self.write("");
@@ -260,7 +277,11 @@ pub fn kill_left_behind(work_dir: &Path) -> usize {
             .filter_map(|x| x.parse().ok())
             .collect();
         if let [pgid, start, job, attempt] = f[..] {
-            let pids = members(pgid as i32, start, me);
+            let pids = if pgid == 0 {
+                started_by_job(work_dir, job, me)
+            } else {
+                members(pgid as i32, start, me)
+            };
             for &pid in &pids {
                 if let Some(p) = Pid::from_raw(pid) {
                     let _ = kill_process(p, Signal::KILL);
@@ -280,6 +301,48 @@ pub fn kill_left_behind(work_dir: &Path) -> usize {
         let _ = super::files::empty(&path);
     }
     killed
+}
+
+/// The live processes of job `job` run from `work_dir` (its
+/// `TESTBOT_JOB_ID`, and a `TESTBOT_JOB_FILE` below `work_dir`, which one
+/// worker at a time holds), with everything in their groups: what a worker
+/// killed while starting the job, before it knew the group, left.
+fn started_by_job(work_dir: &Path, job: u64, me: i32) -> Vec<i32> {
+    let want_id = format!("TESTBOT_JOB_ID={job}");
+    let mut want_file = format!("TESTBOT_JOB_FILE={}", work_dir.display()).into_bytes();
+    if !want_file.ends_with(b"/") {
+        want_file.push(b'/');
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let leaders: Vec<i32> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                let mut vars = env.split(|&b| b == 0);
+                let (mut id, mut file) = (false, false);
+                for v in &mut vars {
+                    id |= v == want_id.as_bytes();
+                    file |= v.starts_with(&want_file);
+                }
+                id && file
+            })
+        })
+        .collect();
+    let mut pids: Vec<i32> = leaders.clone();
+    for pid in leaders {
+        if let Some(s) = stat(pid) {
+            if s.pgrp != me && s.pgrp > 1 {
+                pids.extend(members(s.pgrp, 0, me));
+            }
+        }
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// The live processes of group `pgid` that started no earlier than its
@@ -375,6 +438,48 @@ mod tests {
         let s = s.expect("read");
         assert_eq!(s.pgrp, child.id() as i32);
         assert!(s.start >= me.start);
+    }
+
+    /// A worker killed after starting a job's shell but before recording
+    /// its group left only "starting job J": its next run finds the job's
+    /// processes by their environment.
+    #[test]
+    fn a_job_started_but_not_recorded_is_found_by_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("outbox")).unwrap();
+        let job_file = work.join("slot-0.testbot/job.json");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("TESTBOT_JOB_ID", "424242")
+            .env("TESTBOT_JOB_FILE", &job_file)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // Another worker's job of the same id is not touched.
+        let other = dir.path().join("other/slot-0.testbot/job.json");
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("30")
+            .env("TESTBOT_JOB_ID", "424242")
+            .env("TESTBOT_JOB_FILE", &other)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut record = GroupRecord::new(record_path(&work, 0));
+        record.starting(424242, 1);
+        assert_eq!(kill_left_behind(&work), 1);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "killed");
+        assert!(
+            bystander.try_wait().unwrap().is_none(),
+            "the other job's process lives"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+        assert!(
+            fields(&record_path(&work, 0)).is_empty(),
+            "the record is emptied"
+        );
     }
 
     #[test]
