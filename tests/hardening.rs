@@ -697,13 +697,24 @@ fn registration_fields_are_bounded() {
     assert_eq!(code, 200, "{answer}");
 }
 
+/// A job of jobtype `t` submitted and claimed through the API by worker
+/// `r` (registered the first time): its id, attempt 1 running.
+fn claimed_by_hand(base: &str) -> i64 {
+    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
+    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
+    let (code, job) = post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#);
+    assert_eq!(code, 201, "{job}");
+    let (code, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
+    assert_eq!(code, 200, "{claimed}");
+    assert_eq!(claimed["id"], job["id"], "{claimed}");
+    claimed["id"].as_i64().unwrap()
+}
+
 #[test]
 fn a_result_is_not_refused_for_a_long_reason_or_deep_data() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let base = &server.url;
-    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
-    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
     let mut deep = json!("bottom");
     for _ in 0..40 {
         deep = json!({ "d": deep });
@@ -712,11 +723,7 @@ fn a_result_is_not_refused_for_a_long_reason_or_deep_data() {
         (json!({"reason": "r".repeat(70_000)}), "reason"),
         (json!({"data": {"deep": deep.clone()}}), "data"),
     ] {
-        let (code, job) = post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#);
-        assert_eq!(code, 201, "{job}");
-        let (code, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
-        assert_eq!(code, 200, "{claimed}");
-        let id = claimed["id"].as_i64().unwrap();
+        let id = claimed_by_hand(base);
         let mut result = json!({"attempt": 1, "state": "failed", "worker": "r"});
         for (k, v) in extra.as_object().unwrap() {
             result[k] = v.clone();
@@ -751,11 +758,7 @@ fn unknown_fields_of_a_result_are_kept_and_returned() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let base = &server.url;
-    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
-    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
-    assert_eq!(post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#).0, 201);
-    let (_, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
-    let id = claimed["id"].as_i64().unwrap();
+    let id = claimed_by_hand(base);
     let result = json!({"attempt": 1, "state": "passed", "mydata": {"k": 1}, "data": {"own": true}, "started_at": "yesterday"});
     let (code, answer) = post(
         base,
@@ -779,11 +782,7 @@ fn the_log_of_an_attempt_that_never_began_is_not_found() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let base = &server.url;
-    let reg = json!({"name": "r", "jobtypes": ["t"]}).to_string();
-    assert_eq!(post(base, "/api/v1/workers", &reg).0, 200);
-    assert_eq!(post(base, "/api/v1/jobs", r#"{"jobtype":"t"}"#).0, 201);
-    let (_, claimed) = post(base, "/api/v1/workers/r/claim", r#"{"wait": 5}"#);
-    let id = claimed["id"].as_i64().unwrap();
+    let id = claimed_by_hand(base);
     let result = json!({"attempt": 1, "state": "passed"}).to_string();
     assert_eq!(
         post(base, &format!("/api/v1/jobs/{id}/result"), &result).0,

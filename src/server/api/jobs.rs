@@ -211,6 +211,25 @@ pub(crate) const WAIT_MAX_IDS: usize = 1000;
 /// How often a wait on several jobs looks at most.
 const WAIT_GATHER: Duration = Duration::from_millis(20);
 
+/// A 404 naming the first of `ids` that names no job.
+async fn all_known(st: &AppState, ids: Vec<i64>) -> ApiResult<()> {
+    let all = JobFilter {
+        ids: ids.clone(),
+        limit: ids.len(),
+        ..Default::default()
+    };
+    let known: std::collections::HashSet<i64> = st
+        .db_short_if(ids.len() <= QUICK, move |s| s.jobs(&all))
+        .await?
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    match ids.iter().find(|i| !known.contains(i)) {
+        Some(missing) => Err(ApiError::NotFound(format!("no job {missing}"))),
+        None => Ok(()),
+    }
+}
+
 /// Long-poll: the jobs of `ids` that have ended (or, with `until:
 /// "started"`, are no longer queued), as soon as one has (at once when all
 /// already had; of several, those that got there within [`WAIT_GATHER`] of
@@ -270,20 +289,7 @@ pub(super) async fn wait_jobs(
             // is up (or never, when the others end).
             let there: std::collections::HashSet<i64> = found.iter().map(|j| j.id).collect();
             let rest: Vec<i64> = ids.iter().copied().filter(|i| !there.contains(i)).collect();
-            let all = JobFilter {
-                ids: rest.clone(),
-                limit: rest.len(),
-                ..Default::default()
-            };
-            let known: std::collections::HashSet<i64> = st
-                .db_short_if(rest.len() <= QUICK, move |s| s.jobs(&all))
-                .await?
-                .iter()
-                .map(|j| j.id)
-                .collect();
-            if let Some(missing) = rest.iter().find(|i| !known.contains(i)) {
-                return Err(ApiError::NotFound(format!("no job {missing}")));
-            }
+            all_known(&st, rest).await?;
         }
         let now = tokio::time::Instant::now();
         // Some but not all of several jobs already there: the others of
@@ -293,20 +299,7 @@ pub(super) async fn wait_jobs(
             continue;
         }
         if found.is_empty() && now >= deadline {
-            let all = JobFilter {
-                ids: ids.clone(),
-                limit: ids.len(),
-                ..Default::default()
-            };
-            let known: std::collections::HashSet<i64> = st
-                .db(move |s| s.jobs(&all))
-                .await?
-                .iter()
-                .map(|j| j.id)
-                .collect();
-            if let Some(missing) = ids.iter().find(|i| !known.contains(i)) {
-                return Err(ApiError::NotFound(format!("no job {missing}")));
-            }
+            all_known(&st, ids.clone()).await?;
         }
         if !found.is_empty() || now >= deadline {
             found.reverse();
