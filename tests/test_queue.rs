@@ -113,6 +113,15 @@ fn the_cli_loop_runs_every_test_once_and_retries_a_failure_on_another_job() {
             "the failing test is named: {}",
             text(&out)
         );
+        // On a line of its own, not after an escaped line break.
+        assert!(
+            stdout(&out)
+                .lines()
+                .any(|l| l.trim_start().starts_with("FAILED ")),
+            "{}",
+            text(&out)
+        );
+        assert!(!stdout(&out).contains("\\n"), "{}", text(&out));
         let ids: Vec<i64> = server
             .get("/api/v1/jobs?limit=10")
             .as_array()
@@ -403,4 +412,46 @@ fi
     );
     let t = build_tests(&server, build_of(&server, ids[0]));
     assert_eq!(t["totals"]["total"], 6, "{t}");
+}
+
+#[test]
+fn a_build_whose_jobs_pass_without_running_every_test_does_not_pass() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let tests: Vec<String> = (0..6).map(|i| format!("pass_{i}")).collect();
+    std::fs::write(dir.path().join("all.txt"), tests.join("\n") + "\n").unwrap();
+    // A runner that takes one test, reports it and stops asking.
+    std::fs::write(
+        dir.path().join("quitter.sh"),
+        "set -e\ncd \"$SUITE\"\nt=$(testbot tests next --list all.txt --max 1)\n\
+         printf '{\"id\":\"%s\",\"outcome\":\"passed\"}\\n' \"$t\" | testbot tests report\n\
+         testbot tests finish\n",
+    )
+    .unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap().display().to_string();
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "quits",
+        &format!(
+            "[jobtypes.quitter]\ncommand = \"PATH={bin_dir}:$PATH SUITE={} sh {}/quitter.sh\"\n",
+            dir.path().display(),
+            dir.path().display()
+        ),
+    );
+    wait_online(&server, "quits");
+    let out = server.cli(&[
+        "submit", "quitter", "--shards", "1", "--build", "q", "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("never ran"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("passed"),
+        "the job itself passed: {}",
+        text(&out)
+    );
+    let out = server.cli(&["wait", "b1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = server.cli(&["wait", "--json", "b1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{key_value, Exit, Globals};
 use crate::client::{Client, ClientError};
-use crate::wire::{parse_duration, Build, BuildSpec, Job, JobSpec, JobState, Props, Worker};
+use crate::wire::{parse_duration, Build, BuildSpec, Job, JobSpec, Props, Worker};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -138,14 +138,9 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
-    } else {
-        super::wait::print_test_summaries(&client, &done);
     }
-    Ok(if done.iter().all(|j| j.state == JobState::Passed) {
-        0
-    } else {
-        1
-    })
+    let never_run = super::wait::test_summaries(&client, &done, !a.json);
+    Ok(super::wait::exit_code(&done, never_run))
 }
 
 /// A timeout: a duration of at least a second.

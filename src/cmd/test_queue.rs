@@ -464,14 +464,15 @@ fn repro(g: &Globals, build: i64, test: &str) -> anyhow::Result<u8> {
 /// A build's tests for people: the totals, then the failing tests (each
 /// once, with the jobs and workers that ran it) and the flaky ones, at most
 /// `max` of each. Nothing when the build reported no tests.
-pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Result<()> {
+/// Returns how many of the build's tests were never run.
+pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Result<u64> {
     let limit = max.clamp(1, 1000);
     let failing: BuildTests = client.get(&format!(
         "/api/v1/builds/{build}/tests?outcome=failing&limit={limit}"
     ))?;
     let t = &failing.totals;
     if t.total == 0 {
-        return Ok(());
+        return Ok(0);
     }
     let mut line = format!(
         "build {build}: {} tests: {} passed, {} failed, {} errors, {} skipped",
@@ -524,7 +525,7 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
             say!("  NOT RUN {} (its jobs ended without running it)", x.id);
         }
     }
-    Ok(())
+    Ok(t.not_run)
 }
 
 /// `s` for a URL's query: every byte but the unreserved ones %-encoded.

@@ -78,26 +78,52 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
     let done = wait_for(&client, &jobs, !a.json, progress)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done)?);
-    } else {
-        print_test_summaries(&client, &done);
     }
-    Ok(if done.iter().all(|j| j.state == JobState::Passed) {
-        0
-    } else {
-        1
-    })
+    let never_run = test_summaries(&client, &done, !a.json);
+    Ok(exit_code(&done, never_run))
+}
+
+/// 0 only when every job passed and no test of their builds went unrun:
+/// a sharded build whose jobs passed without running some of its tests
+/// has not passed them.
+pub fn exit_code(done: &[Job], never_run: u64) -> u8 {
+    if !done.iter().all(|j| j.state == JobState::Passed) {
+        return 1;
+    }
+    if never_run > 0 {
+        eprintln!(
+            "testbot: {never_run} test{} of the build never ran; that is not a pass",
+            if never_run == 1 { "" } else { "s" }
+        );
+        return 1;
+    }
+    0
 }
 
 /// After a wait: the tests of each build the jobs belong to, counted once
-/// per build (sharded jobs share their tests). A server that cannot say is
-/// no reason to fail the wait.
-pub fn print_test_summaries(client: &Client, done: &[Job]) {
+/// per build (sharded jobs share their tests), printed when `print`.
+/// Returns how many were never run. A server that cannot say is no reason
+/// to fail the wait.
+pub fn test_summaries(client: &Client, done: &[Job], print: bool) -> u64 {
     let builds: std::collections::BTreeSet<i64> = done.iter().filter_map(|j| j.build).collect();
+    let mut never_run = 0;
     for b in builds {
-        if let Err(e) = super::test_queue::print_build_tests(client, b, 20) {
-            eprintln!("testbot: cannot read the tests of build {b}: {e:#}");
+        let counted = if print {
+            super::test_queue::print_build_tests(client, b, 20)
+        } else {
+            client
+                .get::<crate::wire::BuildTests>(&format!(
+                    "/api/v1/builds/{b}/tests?outcome=not_run&limit=1"
+                ))
+                .map(|t| t.totals.not_run)
+                .map_err(Into::into)
+        };
+        match counted {
+            Ok(n) => never_run += n,
+            Err(e) => eprintln!("testbot: cannot read the tests of build {b}: {e:#}"),
         }
     }
+    never_run
 }
 
 /// Set by Ctrl-C (SIGINT) once a wait began: the wait ends and says how to
@@ -203,7 +229,7 @@ pub fn wait_for(
                                 }
                             }
                             None if print => {
-                                say!("{}", line(&j));
+                                println!("{}", line(&j));
                                 let _ = std::io::stdout().flush();
                             }
                             None => {}
@@ -243,12 +269,15 @@ pub fn line(j: &Job) -> String {
         .and_then(|d| d.as_u64())
         .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
         .unwrap_or_else(|| "-".into());
+    // Each part from the server shown with its control characters escaped;
+    // the line breaks between parts are this line's own.
+    use super::visible as v;
     let mut s = format!(
         "{}  {}  {}  {}  {}",
         j.id,
-        j.jobtype,
+        v(&j.jobtype),
         j.state,
-        j.worker.as_deref().unwrap_or("-"),
+        v(j.worker.as_deref().unwrap_or("-")),
         duration
     );
     if j.flaky {
@@ -256,15 +285,15 @@ pub fn line(j: &Job) -> String {
     }
     if j.state != JobState::Passed {
         if let Some(r) = &j.reason {
-            s.push_str(&format!("  ({r})"));
+            s.push_str(&format!("  ({})", v(r)));
         }
     }
     for f in j.failed_tests() {
         let msg = f.message.lines().next().unwrap_or("");
-        s.push_str(&format!("\n    FAILED {}: {msg}", f.name));
+        s.push_str(&format!("\n    FAILED {}: {}", v(&f.name), v(msg)));
     }
     for t in &j.flaky_tests {
-        s.push_str(&format!("\n    FLAKY  {t}"));
+        s.push_str(&format!("\n    FLAKY  {}", v(t)));
     }
     s
 }
