@@ -15,7 +15,7 @@ const SEC: Duration = Duration::from_secs(1);
 
 /// A suite in `sh`: each test's id says what it does. `pass_*` passes,
 /// `fail_*` always fails, `flaky_*` fails the first time it runs anywhere
-/// and passes after, `slow_*` takes a tenth of a second. Every run is
+/// and passes after, `slow_*` takes a tenth of a second, `hang_*` hangs. Every run is
 /// appended to `runs.log` as "ID JOB ATTEMPT".
 fn write_suite(dir: &Path, tests: &[String]) {
     std::fs::write(dir.join("all.txt"), tests.join("\n") + "\n").unwrap();
@@ -26,6 +26,7 @@ while batch=$(testbot tests next --list all.txt --repro 'suite-run {id}') && [ -
     echo "$t $TESTBOT_JOB_ID $TESTBOT_ATTEMPT" >> runs.log
     case $t in
       slow_*) sleep 0.1; o=passed ;;
+      hang_*) sleep 120; o=passed ;;
       fail_*) o=failed ;;
       flaky_*) if mkdir "flaked-$t" 2>/dev/null; then o=failed; else o=passed; fi ;;
       *) o=passed ;;
@@ -454,4 +455,51 @@ fn a_build_whose_jobs_pass_without_running_every_test_does_not_pass() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let out = server.cli(&["wait", "--json", "b1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn a_hanging_test_times_out_its_own_shard_only() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let mut tests: Vec<String> = (0..8).map(|i| format!("pass_{i}")).collect();
+    tests.push("hang_forever".into());
+    write_suite(dir.path(), &tests);
+    let _w1 = suite_worker(dir.path(), &server.url, "w1", 1);
+    let _w2 = suite_worker(dir.path(), &server.url, "w2", 1);
+    wait_online(&server, "w1");
+    wait_online(&server, "w2");
+    let started = std::time::Instant::now();
+    let out = server.cli(&[
+        "submit",
+        "suite",
+        "--shards",
+        "2",
+        "--timeout",
+        "30s",
+        "--build",
+        "hang",
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let jobs: Vec<Value> = server
+        .get("/api/v1/jobs?limit=10")
+        .as_array()
+        .unwrap()
+        .clone();
+    let states: Vec<&str> = jobs.iter().map(|j| j["state"].as_str().unwrap()).collect();
+    // The shard running the hanging test times out; the other stops
+    // waiting for it once it is held far past its estimate, and passes.
+    assert!(states.contains(&"timed_out"), "{states:?}");
+    assert!(states.contains(&"passed"), "{states:?}: {}", text(&out));
+    let passed = jobs.iter().find(|j| j["state"] == "passed").unwrap();
+    let finished = passed["finished_at"].as_str().unwrap();
+    let timed_out = jobs.iter().find(|j| j["state"] == "timed_out").unwrap();
+    assert!(
+        finished < timed_out["finished_at"].as_str().unwrap(),
+        "the other shard ended first: {passed}\n{timed_out}"
+    );
+    let t = build_tests(&server, build_of(&server, jobs[0]["id"].as_i64().unwrap()));
+    assert_eq!(t["totals"]["passed"], 8, "{t}");
+    assert_eq!(t["totals"]["not_run"], 1, "{t}");
+    assert!(started.elapsed() < 60 * SEC);
 }

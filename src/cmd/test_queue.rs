@@ -522,7 +522,7 @@ pub fn print_build_tests(client: &Client, build: i64, max: usize) -> anyhow::Res
             "/api/v1/builds/{build}/tests?outcome=not_run&limit={limit}"
         ))?;
         for x in &never.tests {
-            say!("  NOT RUN {} (its jobs ended without running it)", x.id);
+            say!("  NOT RUN {} (no job reported it: never handed out, or held by a job that ended without reporting it)", x.id);
         }
     }
     Ok(t.not_run)

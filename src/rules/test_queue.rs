@@ -31,6 +31,9 @@ pub struct Facts {
     pub set_aside: u64,
     /// Tests other attempts hold now.
     pub held_by_others: u64,
+    /// Those tests have been held far longer than they were expected to
+    /// take (see [`held_too_long`]): their holder is stuck, not busy.
+    pub held_overdue: bool,
     /// Other jobs of the queue that are running.
     pub others_running: u64,
     /// Other jobs of the queue still queued (they will ask later).
@@ -67,11 +70,30 @@ pub fn next(f: &Facts) -> Next {
         } else {
             Next::TakeAny
         }
-    } else if f.held_by_others > 0 {
+    } else if f.held_by_others > 0 && !f.held_overdue {
         Next::Wait
     } else {
+        // Held far past their estimates (a test that hangs): this shard is
+        // done rather than waiting out its own timeout beside the stuck
+        // one. If the holder ends without reporting them they go back to
+        // the queue, for any shard still running, else they never run and
+        // the build says so.
         Next::Done
     }
+}
+
+/// How many times their estimate tests may be held before a shard with
+/// nothing left stops waiting for them, and the grace added to it.
+pub const HELD_PATIENCE: u64 = 3;
+pub const HELD_GRACE_MS: u64 = 10_000;
+
+/// Whether tests held by other shards for `held_ms` (since the earliest
+/// was handed out), estimated at `est_ms` together, are overdue.
+pub fn held_too_long(held_ms: u64, est_ms: u64) -> bool {
+    held_ms
+        > est_ms
+            .saturating_mul(HELD_PATIENCE)
+            .saturating_add(HELD_GRACE_MS)
 }
 
 /// Batches of tests without a history hold at most the pending tests
@@ -240,6 +262,17 @@ mod tests {
             ..facts()
         };
         assert_eq!(next(&held), Next::Wait);
+        let stuck = Facts {
+            held_overdue: true,
+            ..held
+        };
+        assert_eq!(next(&stuck), Next::Done, "a stuck holder is not waited for");
+        assert!(
+            !held_too_long(12_000, 1_000),
+            "3 s of estimate + 10 s grace"
+        );
+        assert!(held_too_long(13_001, 1_000));
+        assert!(!held_too_long(u64::MAX, u64::MAX), "never wraps");
         assert_eq!(next(&facts()), Next::Done);
     }
 

@@ -41,7 +41,7 @@ const TABLES: &[(&str, &str)] = &[
     (
         "queue_tests",
         "queue_id, test, seq, est_ms, est_known, state, job_id, attempt, avoid_job, runs, failures, \
-         outcome, duration_ms, message, flaky",
+         outcome, duration_ms, message, flaky, reserved_at",
     ),
     (
         "test_runs",

@@ -239,7 +239,7 @@ pub(crate) fn next(
     job: i64,
     attempt: u32,
     req: &TestsNext,
-    _now: i64,
+    now: i64,
 ) -> StoreResult<Step> {
     let c = current(s, job, attempt)?;
     if let Some(tests) = &req.tests {
@@ -286,11 +286,26 @@ pub(crate) fn next(
          AND (job_id <> $2 OR attempt <> $3)",
         vals![c.queue, job, attempt],
     )?;
+    // Since when, and for how long together, the others hold theirs (a
+    // test reserved before reserved_at existed counts as just now).
+    let held_overdue = held_by_others > 0
+        && one(
+            s,
+            "SELECT MIN(COALESCE(reserved_at, $1)), CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) \
+             FROM queue_tests \
+             WHERE queue_id = $2 AND state = 'reserved' AND (job_id <> $3 OR attempt <> $4)",
+            vals![now, c.queue, job, attempt],
+        )?
+        .is_some_and(|r| {
+            let since = r[0].int().unwrap_or(now);
+            rules::held_too_long(now.saturating_sub(since).max(0) as u64, r[1].u())
+        });
     let mut f = rules::Facts {
         listed,
         for_me: pending.saturating_sub(set_aside),
         set_aside,
         held_by_others,
+        held_overdue,
         ..Default::default()
     };
     // This job runs (`current` said so): the others are the rest. (No
@@ -365,9 +380,9 @@ pub(crate) fn next(
     let mut batch_ms = 0i64;
     for (test, cand) in candidates.into_iter().take(n) {
         let took = s.exec(
-            "UPDATE queue_tests SET state = 'reserved', job_id = $1, attempt = $2 \
-             WHERE queue_id = $3 AND test = $4 AND state = 'pending'",
-            vals![job, attempt, c.queue, &test],
+            "UPDATE queue_tests SET state = 'reserved', job_id = $1, attempt = $2, \
+             reserved_at = $3 WHERE queue_id = $4 AND test = $5 AND state = 'pending'",
+            vals![job, attempt, now, c.queue, &test],
         )?;
         if took == 1 {
             batch_ms += cand.est_ms as i64;

@@ -355,3 +355,33 @@ fn junit_reports_count_each_test_once_per_build_and_feed_the_history() {
 }
 
 // Artifacts: metadata on both backends.
+
+#[test]
+fn a_shard_with_nothing_left_stops_waiting_for_tests_held_far_too_long() {
+    for b in backends() {
+        sharded_build(&b, 2, 0);
+        register(&b, "w1", &["suite"], json!([{}]));
+        register(&b, "w2", &["suite"], json!([{}]));
+        let hung = claim(&b, "w1").unwrap();
+        // One test, estimated at the default second: w1 holds it.
+        assert_eq!(
+            take(&b, &hung, Some(&["stuck"]), 1),
+            ["stuck"],
+            "{}",
+            b.name
+        );
+        let idle = claim(&b, "w2").unwrap();
+        // Busy, as far as anyone can tell: wait for it to come back or end.
+        assert!(
+            batch(next(&b, &idle, Some(&["stuck"]), None)).is_none(),
+            "{}",
+            b.name
+        );
+        b.advance(12_000);
+        assert!(batch(next(&b, &idle, None, None)).is_none(), "{}", b.name);
+        // Held for over 3 × its estimate + 10 s: the holder is stuck.
+        b.advance(2_000);
+        let done = batch(next(&b, &idle, None, None)).expect("an answer, not a wait");
+        assert!(done.done && done.tests.is_empty(), "{}: {done:?}", b.name);
+    }
+}

@@ -209,4 +209,9 @@ CREATE TABLE artifact_garbage (
 CREATE INDEX attempts_worker ON attempts(worker, started_at);
 ALTER TABLE workers ADD COLUMN drained_at INTEGER;
 "#,
+    // When a shard took each test it holds: a shard with nothing left
+    // stops waiting for tests held far past their estimates.
+    r#"
+ALTER TABLE queue_tests ADD COLUMN reserved_at INTEGER;
+"#,
 ];
