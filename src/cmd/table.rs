@@ -1,9 +1,23 @@
-//! Plain aligned tables for human output: at most 80 columns wide (long
-//! cells are cut with `…`), and job and worker states coloured on a
-//! terminal unless NO_COLOR is set.
+//! Plain aligned tables for human output: at most 80 columns wide off a
+//! terminal, as wide as the terminal on one (long cells are cut with `…`),
+//! and job and worker states coloured on a terminal unless NO_COLOR is set.
 
-/// The widest a table may be.
+/// The widest a table may be off a terminal (or on a narrower one).
 const WIDTH: usize = 80;
+
+/// The widest a table may be now: the terminal's width when standard
+/// output is one wider than [`WIDTH`], else [`WIDTH`].
+fn width() -> usize {
+    let out = std::io::stdout();
+    if !std::io::IsTerminal::is_terminal(&out) {
+        return WIDTH;
+    }
+    rustix::termios::tcgetwinsize(&out)
+        .map(|w| usize::from(w.ws_col))
+        .ok()
+        .filter(|&w| w > WIDTH)
+        .map_or(WIDTH, |w| w.min(1000))
+}
 /// No column is cut narrower than this.
 const MIN_COLUMN: usize = 8;
 
@@ -35,6 +49,10 @@ impl Table {
     }
 
     pub fn render(&self, color: bool) -> String {
+        self.render_within(color, width())
+    }
+
+    fn render_within(&self, color: bool, most: usize) -> String {
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let mut widths: Vec<usize> = (0..cols)
             .map(|c| {
@@ -48,7 +66,7 @@ impl Table {
             .collect();
         // Shrink the widest columns until the table fits.
         let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
-        while total(&widths) > WIDTH {
+        while total(&widths) > most {
             let (i, &w) = widths
                 .iter()
                 .enumerate()
@@ -131,11 +149,15 @@ mod tests {
             "x,".repeat(40),
             "11-25 01:02:03".into(),
         ]);
-        let out = t.render(false);
+        let out = t.render_within(false, WIDTH);
         for line in out.lines() {
             assert!(line.chars().count() <= 80, "{line}");
         }
         assert!(out.contains('…'));
+        // On a wide terminal, as wide as it is: nothing cut.
+        let wide = t.render_within(false, 200);
+        assert!(!wide.contains('…'), "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= 200));
     }
 
     #[test]
