@@ -275,10 +275,31 @@ pub(crate) fn next(
         )));
     };
     let (pending, remaining, shards) = (q[0].u(), q[1].u(), q[2].u());
+    // A test that failed is rerun by another job, and by a job on another
+    // worker while one of the queue's jobs runs elsewhere: then the jobs
+    // that ran on this worker count as this one.
+    let elsewhere = count(
+        s,
+        "SELECT COUNT(*) FROM jobs WHERE queue_id = $1 AND state = 'running' AND worker <> $2",
+        vals![c.queue, &c.worker],
+    )?;
+    let mine: Vec<i64> = if elsewhere > 0 {
+        s.rows(
+            "SELECT id FROM jobs WHERE queue_id = $1 AND worker = $2",
+            vals![c.queue, &c.worker],
+        )?
+        .iter()
+        .filter_map(|r| r[0].int())
+        .collect()
+    } else {
+        vec![job]
+    };
     let set_aside = count(
         s,
-        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND avoid_job = $2 AND state = 'pending'",
-        vals![c.queue, job],
+        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND state = 'pending' \
+         AND (avoid_job = $2 OR ($3 > 0 AND avoid_job IN \
+         (SELECT id FROM jobs WHERE queue_id = $1 AND worker = $4)))",
+        vals![c.queue, job, elsewhere, &c.worker],
     )?;
     let held_by_others = count(
         s,
@@ -363,7 +384,7 @@ pub(crate) fn next(
             look.saturating_add(skip).min(usize::MAX as u64) as usize,
         )?
         .into_iter()
-        .filter(|r| avoid == 0 || r[3].int() != Some(avoid))
+        .filter(|r| avoid == 0 || !r[3].int().is_some_and(|a| mine.contains(&a)))
         .map(|r| {
             let c = rules::Candidate {
                 est_ms: r[1].u(),

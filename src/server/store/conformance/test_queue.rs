@@ -385,3 +385,40 @@ fn a_shard_with_nothing_left_stops_waiting_for_tests_held_far_too_long() {
         assert!(done.done && done.tests.is_empty(), "{}: {done:?}", b.name);
     }
 }
+
+#[test]
+fn a_failed_test_is_rerun_on_another_worker_while_one_runs_a_shard() {
+    for b in backends() {
+        sharded_build(&b, 3, 1);
+        register(&b, "w1", &["suite"], json!([{}]));
+        register(&b, "w2", &["suite"], json!([{}]));
+        // Two shards on w1 (two slots), one on w2.
+        let a = claim(&b, "w1").unwrap();
+        let a2 = claim(&b, "w1").unwrap();
+        let c = claim(&b, "w2").unwrap();
+        let list = ["broken", "fine"];
+        assert_eq!(
+            take(&b, &a, Some(&list), 2),
+            ["broken", "fine"],
+            "{}",
+            b.name
+        );
+        b.tests_report(
+            a.id,
+            a.attempt,
+            &[
+                run("broken", TestOutcome::Failed),
+                run("fine", TestOutcome::Passed),
+            ],
+            b.now(),
+        )
+        .unwrap();
+        // Not to the other shard on the same worker while w2 runs one.
+        assert!(
+            batch(next(&b, &a2, Some(&list), None)).is_none(),
+            "{}: the shard on w1 waits",
+            b.name
+        );
+        assert_eq!(take(&b, &c, Some(&list), 1), ["broken"], "{}", b.name);
+    }
+}
