@@ -80,6 +80,41 @@ fn a_job_submitted_to_one_server_runs_on_a_worker_of_another_at_once() {
 }
 
 #[test]
+fn jobs_queued_together_start_at_once_on_free_slots_behind_two_servers() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let c = Server::start_db(dir.path(), &db, &[]);
+    let body = format!("slots = 2\n{JOBTYPES}");
+    let _w1 = Worker::start(dir.path(), &a.url, "two-on-a", &body);
+    let _w2 = Worker::start(dir.path(), &b.url, "two-on-b", &body);
+    wait_online(&c, "two-on-a");
+    wait_online(&c, "two-on-b");
+    std::thread::sleep(SEC);
+    // Four held claims wake together for three jobs: the claims that find
+    // them held by another claim in flight must not wait for news that
+    // never comes (the jobs left queued are announced by nobody).
+    for round in 0..5 {
+        let ids = c.submit(&["slow", "slow", "slow"]);
+        let running = wait_until(5 * SEC, || {
+            ids.iter().all(|id| c.job(*id)["state"] == "running")
+        });
+        let states: Vec<serde_json::Value> =
+            ids.iter().map(|id| c.job(*id)["state"].clone()).collect();
+        assert!(running, "round {round}: {states:?}");
+        let mut args = vec!["cancel".to_string()];
+        args.extend(ids.iter().map(|i| i.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        c.cli(&args);
+        for id in &ids {
+            c.wait_final(*id, 30 * SEC);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
 fn cancel_and_followed_logs_cross_servers() {
     let Some(db) = postgres_db() else { return };
     let dir = tempdir();

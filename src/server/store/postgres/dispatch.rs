@@ -13,12 +13,16 @@ const LOCKED_CANDIDATES: i64 = 4;
 const CANDIDATES: i64 = 256;
 
 /// Gives `name` the best queued job it can run, in `tx`.
+/// `contended` is set when a job that fitted was skipped because another
+/// claim in flight held it: "nothing" is then no answer to wait on, as
+/// that claim may take one job and leave the rest queued, with no news.
 pub(crate) fn claim_in(
     tx: &mut Tx,
     name: &str,
     tag: Option<ClaimTag>,
     now: i64,
     jobtypes: &mut Vec<String>,
+    contended: &mut bool,
 ) -> StoreResult<Claim> {
     if let Some((slot, seq)) = tag {
         // Asked again: the answer to the first ask was lost.
@@ -92,6 +96,7 @@ pub(crate) fn claim_in(
                 picked = Some((id, index));
                 break;
             }
+            *contended = true;
         }
         if picked.is_some() {
             break;
@@ -384,6 +389,34 @@ pub(crate) fn avoid_worker(tx: &mut Tx, id: i64, worker: &str, now: i64) -> Stor
 }
 
 impl PgStore {
+    /// A claim that found nothing because other claims in flight held the
+    /// jobs that fitted: the held claims on this server look again in a
+    /// moment, when those have committed (they announce nothing about the
+    /// jobs they left queued).
+    fn look_again_if(&self, contended: bool, claim: &Claim) {
+        if !contended || !matches!(claim, Claim::Nothing) {
+            return;
+        }
+        static SCHEDULED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if SCHEDULED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let Some(wake) = self.wake.get().cloned() else {
+            SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("claim-again".into())
+            .spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
+                wake();
+            });
+        if spawned.is_err() {
+            SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Remembers what a claim found, for [`Workers::may_claim`]: after
     /// "nothing", the stamp taken before the claim (news that came during
     /// it makes the next look go to the database).
@@ -405,8 +438,13 @@ impl Dispatch for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .stamp_of(name);
         let mut jobtypes = Vec::new();
-        let claim = self.with_tx(|tx, now| claim_in(tx, name, tag, now, &mut jobtypes))?;
-        self.after_claim(name, jobtypes, stamp, &claim);
+        let mut contended = false;
+        let claim = self.with_tx(|tx, now| {
+            contended = false;
+            claim_in(tx, name, tag, now, &mut jobtypes, &mut contended)
+        })?;
+        self.after_claim(name, jobtypes, stamp.filter(|_| !contended), &claim);
+        self.look_again_if(contended, &claim);
         Ok(claim)
     }
 
@@ -424,6 +462,7 @@ impl Dispatch for PgStore {
             .unwrap_or_else(|e| e.into_inner())
             .stamp_of(name);
         let mut jobtypes = Vec::new();
+        let mut contended = false;
         let out = self.with_tx(|tx, now| {
             // The result's refusal is the result's alone: undo what it
             // did and claim all the same. Failures of the database fail
@@ -441,10 +480,12 @@ impl Dispatch for PgStore {
                     Err(refused)
                 }
             };
-            let claim = claim_in(tx, name, tag, now, &mut jobtypes)?;
+            contended = false;
+            let claim = claim_in(tx, name, tag, now, &mut jobtypes, &mut contended)?;
             Ok((finished, claim))
         })?;
-        self.after_claim(name, jobtypes, stamp, &out.1);
+        self.after_claim(name, jobtypes, stamp.filter(|_| !contended), &out.1);
+        self.look_again_if(contended, &out.1);
         Ok(out)
     }
 

@@ -75,6 +75,8 @@ pub struct PgStore {
     /// Idle workers' last heartbeat as written here: its info, status and
     /// time, and whether one came since that was not written yet.
     pub(crate) idle: std::sync::Mutex<std::collections::HashMap<String, IdleBeat>>,
+    /// What wakes this server's held claims and waits (set by `listen`).
+    pub(crate) wake: std::sync::OnceLock<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A URL as it may be shown: without a password.
@@ -122,6 +124,7 @@ impl PgStore {
             skew: Default::default(),
             gens: Default::default(),
             idle: Default::default(),
+            wake: Default::default(),
         };
         store
             .migrate()
@@ -299,6 +302,7 @@ impl PgStore {
         let config = self.config.clone();
         let shown = self.shown.clone();
         let gens = self.gens.clone();
+        let _ = self.wake.set(wake.clone());
         let spawned = std::thread::Builder::new()
             .name("pg-listen".into())
             .spawn(move || {
