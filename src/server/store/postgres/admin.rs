@@ -58,7 +58,7 @@ impl Admin for PgStore {
                 |r| r.get(0),
             )?;
             Ok(Gauges {
-                summary,
+                summary: summary.clone(),
                 jobs,
                 oldest_queued,
                 log_bytes,

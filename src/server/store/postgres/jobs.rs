@@ -60,7 +60,7 @@ impl Jobs for PgStore {
         _now: i64,
     ) -> StoreResult<(Option<i64>, Vec<Job>)> {
         let out = self.with_tx(|tx, now| {
-            let build_id: Option<i64> = match build {
+            let build_id: Option<i64> = match &build {
                 Some((name, meta, extra)) => Some(tx.one(
                     "INSERT INTO builds (name, meta, extra, created_at) VALUES ($1, $2, $3, $4) \
                      RETURNING id",
@@ -87,8 +87,8 @@ impl Jobs for PgStore {
                  VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
                  RETURNING id",
             )?;
-            for spec in jobs {
-                let job_build = build_of(tx, &spec, build_id, now)?;
+            for spec in jobs.iter() {
+                let job_build = build_of(tx, spec, build_id, now)?;
                 let shard_tests = match (spec.shard_index, spec.shard_total) {
                     (Some(i), Some(n)) => {
                         let key = (spec.jobtype.clone(), n);
@@ -135,7 +135,7 @@ impl Jobs for PgStore {
                     .and_then(|s| serde_json::from_str(s).ok());
                 out.push(queued_job(
                     id,
-                    spec,
+                    spec.clone(),
                     job_build,
                     shard_tests,
                     &created_at,

@@ -175,8 +175,30 @@ impl PgStore {
     /// replicas share.
     pub(crate) fn with_tx<T>(
         &self,
-        f: impl FnOnce(&mut Tx, i64) -> StoreResult<T>,
+        mut f: impl FnMut(&mut Tx, i64) -> StoreResult<T>,
     ) -> StoreResult<T> {
+        // A transaction PostgreSQL ended for a deadlock (or a
+        // serialization failure) changed nothing: run it again, a few
+        // times, rather than fail the request as if the server were broken.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.try_tx(&mut f) {
+                Err(StoreError::Broken(e)) if sql::is_transient(&e) => {
+                    if tries >= TX_TRIES {
+                        return Err(StoreError::Unavailable(format!(
+                            "the PostgreSQL database is busy: {e:#} ({tries} tries); try again"
+                        )));
+                    }
+                    tracing::debug!("transaction retried: {e:#}");
+                    std::thread::sleep(Duration::from_millis(2 * tries));
+                }
+                out => return out,
+            }
+        }
+    }
+
+    fn try_tx<T>(&self, f: &mut impl FnMut(&mut Tx, i64) -> StoreResult<T>) -> StoreResult<T> {
         let mut conn = self.pool.get()?;
         let sql::Conn { client, cache } = &mut *conn;
         let mut tx = sql::Cx {
@@ -192,7 +214,7 @@ impl PgStore {
     /// Runs reads `f` in one transaction (one snapshot), rolled back.
     pub(crate) fn with_conn<T>(
         &self,
-        f: impl FnOnce(&mut Tx, i64) -> StoreResult<T>,
+        f: impl FnMut(&mut Tx, i64) -> StoreResult<T>,
     ) -> StoreResult<T> {
         self.with_tx(f)
     }
@@ -206,6 +228,9 @@ pub(crate) struct IdleBeat {
     /// One came since that is not written yet.
     pub(crate) pending: bool,
 }
+
+/// How many times a transaction PostgreSQL ended for a deadlock is run.
+const TX_TRIES: u64 = 4;
 
 /// How long an unchanged idle heartbeat is only noted in memory: after
 /// that it is written again in full, in case the worker spoke to another

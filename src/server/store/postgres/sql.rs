@@ -369,8 +369,61 @@ impl From<::postgres::Error> for StoreError {
     }
 }
 
+/// Whether `e` is PostgreSQL ending a transaction that may succeed when
+/// run again: a deadlock (40P01) or a serialization failure (40001).
+pub(crate) fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<::postgres::Error>())
+        .filter_map(|p| p.code())
+        .any(|c| matches!(c.code(), "40P01" | "40001"))
+}
+
 impl From<r2d2_postgres::r2d2::Error> for StoreError {
     fn from(e: r2d2_postgres::r2d2::Error) -> StoreError {
         StoreError::Unavailable(format!("no connection to the PostgreSQL database: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A real deadlock between two transactions is what the store runs
+    /// again; other errors are not.
+    #[test]
+    fn a_deadlock_is_transient() {
+        let Some(url) = crate::server::store::conformance::fresh_postgres_url() else {
+            return;
+        };
+        let connect = || ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut setup = connect();
+        setup
+            .batch_execute(
+                "CREATE TABLE t (id INT PRIMARY KEY, n INT); INSERT INTO t VALUES (1, 0), (2, 0)",
+            )
+            .unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let run = |first: i32, second: i32| {
+            let barrier = barrier.clone();
+            let mut c = connect();
+            std::thread::spawn(move || -> Result<(), ::postgres::Error> {
+                let mut tx = c.transaction()?;
+                tx.execute("UPDATE t SET n = n + 1 WHERE id = $1", &[&first])?;
+                barrier.wait();
+                tx.execute("UPDATE t SET n = n + 1 WHERE id = $1", &[&second])?;
+                tx.commit()
+            })
+        };
+        let (a, b) = (run(1, 2), run(2, 1));
+        let results = [a.join().unwrap(), b.join().unwrap()];
+        let failed: Vec<anyhow::Error> = results
+            .into_iter()
+            .filter_map(Result::err)
+            .map(anyhow::Error::new)
+            .collect();
+        assert_eq!(failed.len(), 1, "one of the two is ended: {failed:?}");
+        assert!(super::is_transient(&failed[0]), "{:#}", failed[0]);
+        let other = setup
+            .execute("SELECT * FROM missing_table", &[])
+            .unwrap_err();
+        assert!(!super::is_transient(&anyhow::Error::new(other)));
     }
 }

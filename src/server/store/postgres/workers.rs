@@ -206,7 +206,7 @@ impl Workers for PgStore {
             tx.exec(
                 "UPDATE workers SET last_seen = GREATEST(last_seen, $2) WHERE name = ANY($1)",
                 &[
-                    super::sql::Arg::TextArray(heard),
+                    super::sql::Arg::TextArray(heard.clone()),
                     super::sql::Arg::from(now),
                 ],
             )?;
