@@ -115,6 +115,28 @@ fn jobs_queued_together_start_at_once_on_free_slots_behind_two_servers() {
 }
 
 #[test]
+fn a_wait_on_one_server_answers_when_a_job_ends_through_another() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let _w = Worker::start(dir.path(), &a.url, "on-a", JOBTYPES);
+    wait_online(&b, "on-a");
+    std::thread::sleep(SEC);
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = b.cli(&["submit", "--wait", "hello"]);
+        assert!(out.status.success(), "{}", text(&out));
+        took.push(started.elapsed());
+    }
+    took.sort();
+    // Told by the server that recorded the result, not found by a look a
+    // second later.
+    assert!(took[2] < Duration::from_millis(900), "{took:?}");
+}
+
+#[test]
 fn cancel_and_followed_logs_cross_servers() {
     let Some(db) = postgres_db() else { return };
     let dir = tempdir();

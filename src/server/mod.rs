@@ -417,8 +417,13 @@ async fn run(
             state.changes.clone(),
             state.cancels.clone(),
         );
-        state.store.watch_changes(Arc::new(move || {
-            for w in [&queue, &events, &changes, &cancels] {
+        state.store.watch_changes(Arc::new(move |woken| {
+            let all = [&queue, &events, &changes, &cancels];
+            let woken: &[_] = match woken {
+                store::Woken::Anything => &all,
+                store::Woken::JobEnded => &all[1..3],
+            };
+            for w in woken {
                 w.send_modify(|n| *n = n.wrapping_add(1));
             }
         }));

@@ -179,6 +179,15 @@ pub struct LogSlice {
     pub live: bool,
 }
 
+/// What another server's change may concern, for [`Store::watch_changes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// Anything: queued jobs, cancels, workers, logs.
+    Anything,
+    /// Only that a job ended: what waits on jobs, not claims or heartbeats.
+    JobEnded,
+}
+
 /// What a claim got.
 #[derive(Debug)]
 pub enum Claim {
@@ -414,7 +423,7 @@ pub trait Admin {
     /// Calls `wake` whenever another server on the same database may have
     /// changed what this one waits on (a job queued, canceled or ended, a
     /// log grown). One server alone needs none of it.
-    fn watch_changes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+    fn watch_changes(&self, wake: std::sync::Arc<dyn Fn(Woken) + Send + Sync>) {
         let _ = wake;
     }
     /// The database is a file this process reads and writes itself, so a

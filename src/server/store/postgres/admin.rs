@@ -130,7 +130,7 @@ impl Admin for PgStore {
 
     fn check_storage(&self) {}
 
-    fn watch_changes(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+    fn watch_changes(&self, wake: std::sync::Arc<dyn Fn(super::super::Woken) + Send + Sync>) {
         self.listen(wake);
     }
 }

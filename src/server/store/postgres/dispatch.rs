@@ -234,6 +234,7 @@ pub(crate) fn finish_in(tx: &mut Tx, id: i64, o: &Outcome, now: i64) -> StoreRes
                     o.attempt
                 )));
             }
+            notify(tx, Change::Ended)?;
         }
     }
     load_job(tx, id)
@@ -410,7 +411,7 @@ impl PgStore {
             .spawn(move || {
                 std::thread::sleep(std::time::Duration::from_millis(5));
                 SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
-                wake();
+                wake(crate::server::store::Woken::Anything);
             });
         if spawned.is_err() {
             SCHEDULED.store(false, std::sync::atomic::Ordering::Release);

@@ -76,7 +76,7 @@ pub struct PgStore {
     /// time, and whether one came since that was not written yet.
     pub(crate) idle: std::sync::Mutex<std::collections::HashMap<String, IdleBeat>>,
     /// What wakes this server's held claims and waits (set by `listen`).
-    pub(crate) wake: std::sync::OnceLock<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    pub(crate) wake: std::sync::OnceLock<std::sync::Arc<dyn Fn(super::Woken) + Send + Sync>>,
 }
 
 /// A URL as it may be shown: without a password.
@@ -248,11 +248,18 @@ pub(crate) enum Change<'a> {
     /// What some worker may claim changed otherwise (undrained).
     Claims,
     /// A job was canceled: held heartbeats look again (its worker may be
-    /// held on another server); claims need not. Logs and results are not
-    /// announced: NOTIFY serializes the commits that carry it, and
-    /// followers on other servers look again every second anyway.
+    /// held on another server); claims need not. Logs are not announced:
+    /// NOTIFY serializes the commits that carry it, and followers on other
+    /// servers look again every second anyway.
     Events,
+    /// A job ended: waits on it (`submit --wait`, `testbot wait`, pages)
+    /// answer at once on every server, not at their next look a second
+    /// later; claims and heartbeats are not woken for it.
+    Ended,
 }
+
+/// The payload of [`Change::Ended`].
+const ENDED: &str = "f";
 
 /// Tells every server on the database (this one too), when `tx` commits.
 pub(crate) fn notify(tx: &mut Tx, change: Change) -> StoreResult<()> {
@@ -260,6 +267,7 @@ pub(crate) fn notify(tx: &mut Tx, change: Change) -> StoreResult<()> {
         Change::Queued(jobtype) => format!("q:{jobtype}"),
         Change::Claims => "*".to_string(),
         Change::Events => "e".to_string(),
+        Change::Ended => ENDED.to_string(),
     };
     tx.exec("SELECT pg_notify($1, $2)", args![CHANNEL, payload])?;
     Ok(())
@@ -322,7 +330,7 @@ impl PgStore {
     /// Listens on a connection of its own, calling `wake` for each change
     /// another server (or this one) announced; reconnects when it drops,
     /// waking once then, as changes may have been missed.
-    pub(crate) fn listen(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+    pub(crate) fn listen(&self, wake: std::sync::Arc<dyn Fn(super::Woken) + Send + Sync>) {
         use ::postgres::fallible_iterator::FallibleIterator;
         let config = self.config.clone();
         let shown = self.shown.clone();
@@ -345,14 +353,18 @@ impl PgStore {
                             }
                             // Changes may have gone unheard meanwhile.
                             gens.lock().unwrap_or_else(|e| e.into_inner()).heard("*");
-                            wake();
+                            wake(super::Woken::Anything);
                             let mut n = c.notifications();
                             let mut it = n.blocking_iter();
                             while let Ok(Some(n)) = it.next() {
+                                if n.payload() == ENDED {
+                                    wake(super::Woken::JobEnded);
+                                    continue;
+                                }
                                 gens.lock()
                                     .unwrap_or_else(|e| e.into_inner())
                                     .heard(n.payload());
-                                wake();
+                                wake(super::Woken::Anything);
                             }
                             tracing::warn!(db = %shown, "lost the connection that listens for changes; reconnecting");
                         }
