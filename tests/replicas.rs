@@ -137,6 +137,47 @@ fn a_wait_on_one_server_answers_when_a_job_ends_through_another() {
 }
 
 #[test]
+fn a_followed_log_goes_on_from_the_next_server_when_its_server_dies() {
+    let Some(db) = postgres_db() else { return };
+    let dir = tempdir();
+    let mut a = Server::start_db(dir.path(), &db, &[]);
+    let b = Server::start_db(dir.path(), &db, &[]);
+    let _w = Worker::start(dir.path(), &b.url, "steady", JOBTYPES);
+    wait_online(&a, "steady");
+    let ids = b.submit(&["chatty"]);
+    let running = wait_until(20 * SEC, || b.job(ids[0])["state"] == "running");
+    assert!(running, "{}", b.job(ids[0]));
+    let mut follow = Command::new(BIN)
+        .args(["logs", "-f", &ids[0].to_string()])
+        .env("TESTBOT_SERVER", format!("{},{}", a.url, b.url))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    // The follower reads through a; a dies while the job still prints.
+    std::thread::sleep(Duration::from_millis(400));
+    a.kill9();
+    let deadline = Instant::now() + 30 * SEC;
+    while Instant::now() < deadline && matches!(follow.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = follow.kill();
+    let status = follow.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    for i in 1..=5 {
+        assert_eq!(out.matches(&format!("line {i}\n")).count(), 1, "{out}");
+    }
+}
+
+#[test]
 fn cancel_and_followed_logs_cross_servers() {
     let Some(db) = postgres_db() else { return };
     let dir = tempdir();
