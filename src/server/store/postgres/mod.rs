@@ -97,9 +97,13 @@ impl PgStore {
     /// Connects, and creates or migrates the schema.
     pub fn open(url: &str) -> anyhow::Result<PgStore> {
         let shown = redact(url);
-        let config: ::postgres::Config = url
+        let mut config: ::postgres::Config = url
             .parse()
             .with_context(|| format!("invalid PostgreSQL URL {shown}"))?;
+        // PostgreSQL's notices ("relation ... already exists, skipping"
+        // from every server after the first) are not the operator's news.
+        let options = config.get_options().unwrap_or("").to_string();
+        config.options(format!("{options} -c client_min_messages=warning").trim());
         // One connection first: a wrong address or password is said at
         // once, not after the pool's retries.
         drop(
