@@ -275,72 +275,67 @@ pub(crate) fn next(
         )));
     };
     let (pending, remaining, shards) = (q[0].u(), q[1].u(), q[2].u());
-    // A test that failed is rerun by another job, and by a job on another
-    // worker while one of the queue's jobs runs elsewhere: then the jobs
-    // that ran on this worker count as this one.
-    let elsewhere = count(
-        s,
-        "SELECT COUNT(*) FROM jobs WHERE queue_id = $1 AND state = 'running' AND worker <> $2",
-        vals![c.queue, &c.worker],
-    )?;
-    let mine: Vec<i64> = if elsewhere > 0 {
-        s.rows(
-            "SELECT id FROM jobs WHERE queue_id = $1 AND worker = $2",
-            vals![c.queue, &c.worker],
+    // The queue's jobs, read once: how many others run or wait, and which
+    // count as this one for a failed test's rerun (this job; and every job
+    // that ran on this worker while one of the queue's jobs runs on
+    // another, so that the rerun goes there). A shard count's rows.
+    let (mut others_running, mut others_queued, mut elsewhere) = (0u64, 0u64, false);
+    let mut here = Vec::new();
+    for r in s.rows(
+        "SELECT id, state, worker FROM jobs WHERE queue_id = $1",
+        vals![c.queue],
+    )? {
+        let (id, state, worker) = (r[0].i(), r[1].s(), r[2].text());
+        let on_this_worker = worker.as_deref() == Some(c.worker.as_str());
+        if on_this_worker {
+            here.push(id);
+        }
+        match state.as_str() {
+            "running" if id != job => {
+                others_running += 1;
+                elsewhere |= !on_this_worker;
+            }
+            "queued" => others_queued += 1,
+            _ => {}
+        }
+    }
+    let mine: Vec<i64> = if elsewhere { here } else { vec![job] };
+    // Pending tests set aside for another job than these.
+    let set_aside: u64 = s
+        .rows(
+            "SELECT avoid_job, COUNT(*) FROM queue_tests WHERE queue_id = $1 \
+             AND state = 'pending' AND avoid_job IS NOT NULL GROUP BY avoid_job",
+            vals![c.queue],
         )?
         .iter()
-        .filter_map(|r| r[0].int())
-        .collect()
-    } else {
-        vec![job]
-    };
-    let set_aside = count(
+        .filter(|r| r[0].int().is_some_and(|a| mine.contains(&a)))
+        .map(|r| r[1].u())
+        .sum();
+    // What the others hold: how many, since when, and for how long
+    // together (a test reserved before reserved_at existed counts as
+    // just now).
+    let held = one(
         s,
-        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND state = 'pending' \
-         AND (avoid_job = $2 OR ($3 > 0 AND avoid_job IN \
-         (SELECT id FROM jobs WHERE queue_id = $1 AND worker = $4)))",
-        vals![c.queue, job, elsewhere, &c.worker],
+        "SELECT COUNT(*), MIN(COALESCE(reserved_at, $1)), \
+         CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) FROM queue_tests \
+         WHERE queue_id = $2 AND state = 'reserved' AND (job_id <> $3 OR attempt <> $4)",
+        vals![now, c.queue, job, attempt],
     )?;
-    let held_by_others = count(
-        s,
-        "SELECT COUNT(*) FROM queue_tests WHERE queue_id = $1 AND state = 'reserved' \
-         AND (job_id <> $2 OR attempt <> $3)",
-        vals![c.queue, job, attempt],
-    )?;
-    // Since when, and for how long together, the others hold theirs (a
-    // test reserved before reserved_at existed counts as just now).
+    let held_by_others = held.as_ref().map_or(0, |r| r[0].u());
     let held_overdue = held_by_others > 0
-        && one(
-            s,
-            "SELECT MIN(COALESCE(reserved_at, $1)), CAST(COALESCE(SUM(est_ms), 0) AS BIGINT) \
-             FROM queue_tests \
-             WHERE queue_id = $2 AND state = 'reserved' AND (job_id <> $3 OR attempt <> $4)",
-            vals![now, c.queue, job, attempt],
-        )?
-        .is_some_and(|r| {
-            let since = r[0].int().unwrap_or(now);
-            rules::held_too_long(now.saturating_sub(since).max(0) as u64, r[1].u())
+        && held.is_some_and(|r| {
+            let since = r[1].int().unwrap_or(now);
+            rules::held_too_long(now.saturating_sub(since).max(0) as u64, r[2].u())
         });
-    let mut f = rules::Facts {
+    let f = rules::Facts {
         listed,
         for_me: pending.saturating_sub(set_aside),
         set_aside,
         held_by_others,
         held_overdue,
-        ..Default::default()
+        others_running,
+        others_queued,
     };
-    // This job runs (`current` said so): the others are the rest. (No
-    // `id <> $2` here: SQLite would plan the statement anew for each id.)
-    for r in s.rows(
-        "SELECT state, COUNT(*) FROM jobs WHERE queue_id = $1 \
-         AND state IN ('queued', 'running') GROUP BY state",
-        vals![c.queue],
-    )? {
-        match r[0].s().as_str() {
-            "running" => f.others_running = r[1].u().saturating_sub(1),
-            _ => f.others_queued = r[1].u(),
-        }
-    }
     // The job whose set-aside tests the batch leaves out: this one, or
     // none (0, no job's id) when it may take them too.
     let avoid = match rules::next(&f) {
