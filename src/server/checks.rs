@@ -67,8 +67,6 @@ fn at_most(field: &str, n: usize, max: usize, things: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Names of workers, jobtypes and platform properties: letters, digits and
-/// `._-`, so they are safe in paths, environment names and pages.
 /// Text a list is filtered by: no NUL (PostgreSQL text cannot hold one),
 /// at most 1,000 characters (as the OpenAPI document's maxLength counts).
 pub fn check_filter(what: &str, text: &str) -> ApiResult<()> {
@@ -86,6 +84,8 @@ pub fn check_filter(what: &str, text: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Names of workers, jobtypes and platform properties: letters, digits and
+/// `._-`, so they are safe in paths, environment names and pages.
 pub fn check_name(what: &str, name: &str) -> ApiResult<()> {
     if name.is_empty() || name.len() > 128 {
         return Err(ApiError::bad(format!(

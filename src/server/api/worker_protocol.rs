@@ -458,8 +458,6 @@ pub(super) async fn finish(
     }
 }
 
-/// Reads a result; it may say `passed` or give `exit_code` instead of
-/// `state`. Errors name the field.
 /// The fields of a result the server reads; any other a client sends is
 /// kept with the result, among its `data`.
 const OUTCOME_FIELDS: &[&str] = &[
@@ -478,36 +476,29 @@ const OUTCOME_FIELDS: &[&str] = &[
     "data",
 ];
 
+/// Reads a result; it may say `passed` or give `exit_code` instead of
+/// `state`. Errors name the field.
 pub(super) fn parse_outcome(mut body: serde_json::Value) -> ApiResult<Outcome> {
     whole_numbers(&mut body);
     if let Some(obj) = body.as_object_mut() {
-        let unknown: Vec<String> = obj
+        let names: Vec<String> = obj
             .keys()
             .filter(|k| !OUTCOME_FIELDS.contains(&k.as_str()))
             .cloned()
             .collect();
+        let unknown: serde_json::Map<String, serde_json::Value> =
+            names.iter().filter_map(|k| obj.remove_entry(k)).collect();
         if !unknown.is_empty() {
-            let data = obj
-                .entry("data")
-                .or_insert_with(|| serde_json::Value::Object(Default::default()));
-            if data.is_null() {
-                *data = serde_json::Value::Object(Default::default());
-            }
-            if data.is_object() {
-                let moved: Vec<(String, serde_json::Value)> = unknown
-                    .iter()
-                    .filter_map(|k| Some((k.clone(), obj.get(k)?.clone())))
-                    .collect();
-                for k in &unknown {
-                    obj.remove(k);
+            // Beside the data's own fields, which win; `data` that is not
+            // an object is refused below whatever it had beside it.
+            match obj.entry("data").or_insert(serde_json::Value::Null) {
+                d @ serde_json::Value::Null => *d = serde_json::Value::Object(unknown),
+                serde_json::Value::Object(d) => {
+                    for (k, v) in unknown {
+                        d.entry(k).or_insert(v);
+                    }
                 }
-                let data = obj
-                    .get_mut("data")
-                    .and_then(|d| d.as_object_mut())
-                    .expect("data is an object");
-                for (k, v) in moved {
-                    data.entry(k).or_insert(v);
-                }
+                _ => {}
             }
         }
         if !obj.contains_key("state") {
