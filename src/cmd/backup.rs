@@ -93,13 +93,17 @@ fn copy_artifacts(out: &Path, blobs: u64, from: Option<&Path>) -> anyhow::Result
             );
         }
         None => {
+            let held = from.map_or_else(
+                || "the server's --artifacts-dir".to_string(),
+                |d| d.display().to_string(),
+            );
             eprintln!(
-            "testbot: the bytes of {blobs} artifact files are not in {}: they are in {} on the \
-             server's machine; copy that directory to {} for a server on the copy to serve them",
-            out.display(),
-            from.map_or_else(|| "the server's --artifacts-dir".into(), |d| d.display().to_string()),
-            to.display()
-        )
+                "testbot: the bytes of {blobs} artifact files are not in {}: they are in {held} \
+                 on the server's machine; copy that directory to {} for a server on the copy to \
+                 serve them",
+                out.display(),
+                to.display()
+            );
         }
     }
     Ok(())

@@ -7,10 +7,7 @@ use super::{Exit, Globals};
 
 /// Where `serve --db DB` keeps artifact files when not told.
 fn artifacts_dir(db: &str) -> PathBuf {
-    match crate::server::Database::parse(db) {
-        crate::server::Database::Sqlite(path) => crate::server::artifacts::default_dir(Some(&path)),
-        crate::server::Database::Postgres(_) => crate::server::artifacts::default_dir(None),
-    }
+    crate::server::Database::parse(db).default_artifacts_dir()
 }
 
 #[derive(clap::Args)]

@@ -293,12 +293,10 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", listener.local_addr()?);
     let database = Database::parse(&opts.db);
-    let artifacts_dir = opts.artifacts_dir.clone().unwrap_or_else(|| {
-        artifacts::default_dir(match &database {
-            Database::Sqlite(p) => Some(p.as_path()),
-            Database::Postgres(_) => None,
-        })
-    });
+    let artifacts_dir = opts
+        .artifacts_dir
+        .clone()
+        .unwrap_or_else(|| database.default_artifacts_dir());
     let blobs = artifacts::DirBlobs::open(&artifacts_dir)?;
     let artifact_store = Arc::new(artifacts::ArtifactStore {
         blobs: Box::new(blobs),
@@ -344,6 +342,14 @@ impl Database {
     }
 
     /// As it may be logged: a URL without its password.
+    /// Where artifact files are kept when `--artifacts-dir` does not say.
+    pub fn default_artifacts_dir(&self) -> PathBuf {
+        artifacts::default_dir(match self {
+            Database::Sqlite(p) => Some(p.as_path()),
+            Database::Postgres(_) => None,
+        })
+    }
+
     pub fn shown(db: &str) -> String {
         match Database::parse(db) {
             Database::Postgres(url) => store::postgres::redact(&url),
