@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -36,9 +35,9 @@ struct Tokens {
 pub struct Auth {
     worker_file: Option<PathBuf>,
     client_file: Option<PathBuf>,
-    /// An open server on loopback answers only requests addressed to a
-    /// loopback name: see [`host_is_loopback`].
-    loopback_names_only: AtomicBool,
+    /// An open server on loopback answers a browser only when addressed
+    /// by a loopback name: see [`host_is_loopback`].
+    loopback_names_only: bool,
     /// Reads need a token too.
     private: bool,
     tokens: RwLock<Tokens>,
@@ -93,18 +92,20 @@ fn one_of(set: &[Vec<u8>], token: &[u8]) -> bool {
 }
 
 impl Auth {
+    /// `insecure`: an open server was told to listen beyond loopback.
     pub fn new(
         worker_file: Option<PathBuf>,
         client_file: Option<PathBuf>,
         private: bool,
+        insecure: bool,
     ) -> anyhow::Result<Auth> {
         let auth = Auth {
+            loopback_names_only: worker_file.is_none() && client_file.is_none() && !insecure,
             worker_file,
             client_file,
             private,
             tokens: RwLock::default(),
             bound: Mutex::default(),
-            loopback_names_only: AtomicBool::new(false),
         };
         auth.reload()?;
         Ok(auth)
@@ -117,12 +118,6 @@ impl Auth {
 
     pub fn enabled(&self) -> bool {
         self.worker_file.is_some() || self.client_file.is_some()
-    }
-
-    /// Set for a server without token files that was not told `--insecure`
-    /// (so it listens on loopback only).
-    pub fn answer_loopback_names_only(&self, yes: bool) {
-        self.loopback_names_only.store(yes, Ordering::Relaxed);
     }
 
     /// Re-reads the token files; on error the old tokens stay.
@@ -337,7 +332,7 @@ fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
         .get(header::USER_AGENT)
         .and_then(|u| u.to_str().ok())
         .is_some_and(|u| u.starts_with("Mozilla/"));
-    if browser && auth.loopback_names_only.load(Ordering::Relaxed) {
+    if browser && auth.loopback_names_only {
         if let Some(host) = host.filter(|h| !host_is_loopback(h)) {
             return Some(refuse(
                 StatusCode::FORBIDDEN,

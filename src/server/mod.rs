@@ -258,9 +258,9 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.worker_tokens.clone(),
         opts.client_tokens.clone(),
         opts.private,
+        opts.insecure,
     )?;
     check_exposure(&opts.listen, auth.enabled(), opts.insecure)?;
-    auth.answer_loopback_names_only(!auth.enabled() && !opts.insecure);
     let tls = match &opts.tls {
         Some((cert, key)) => Some(crate::tls::server_config(cert, key)?),
         None => None,
