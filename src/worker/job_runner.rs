@@ -174,24 +174,16 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                 // elsewhere, no strike against this worker.
                 let jobs_fault = e.kind() == std::io::ErrorKind::InvalidInput
                     || e.raw_os_error() == Some(libc::E2BIG);
-                let mut outcome = if jobs_fault {
-                    ended(
+                let (state, why) = if jobs_fault {
+                    (
                         JobState::Failed,
-                        None,
-                        Some(format!(
-                            "cannot start the command: {e} (the job's params do not fit in its \
-                             environment)"
-                        )),
-                        Extra::new(),
+                        " (the job's params do not fit in its environment)",
                     )
                 } else {
-                    ended(
-                        JobState::Error,
-                        None,
-                        Some(format!("cannot start the command: {e}")),
-                        Extra::new(),
-                    )
+                    (JobState::Error, "")
                 };
+                let reason = format!("cannot start the command: {e}{why}");
+                let mut outcome = ended(state, None, Some(reason), Extra::new());
                 outcome.infrastructure = !jobs_fault;
                 return Finished {
                     outcome,
