@@ -617,8 +617,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+/// A duration as the SPEC writes them (`90s` is `1m30s`, `10m`, `1h30m`,
+/// `30d`): whole seconds, at least one, units without spaces, so that
+/// what testbot prints reads back as what it was given.
 pub fn format_duration(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+    use std::fmt::Write;
+    let secs = d.as_secs().max(1);
+    let mut out = String::new();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hours, rest) = (rest / 3_600, rest % 3_600);
+    let (minutes, seconds) = (rest / 60, rest % 60);
+    for (n, unit) in [(days, 'd'), (hours, 'h'), (minutes, 'm'), (seconds, 's')] {
+        if n > 0 {
+            let _ = write!(out, "{n}{unit}");
+        }
+    }
+    out
 }
 
 /// The longest timeout a job may have: 30 days. Longer ones are refused
@@ -699,6 +713,23 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("3x").unwrap_err().contains("3x"));
+    }
+
+    #[test]
+    fn durations_are_written_as_the_spec_writes_them_and_read_back() {
+        for (secs, text) in [
+            (0, "1s"),
+            (90, "1m30s"),
+            (600, "10m"),
+            (5400, "1h30m"),
+            (3601, "1h1s"),
+            (30 * 86400, "30d"),
+            (86400 + 7200 + 5, "1d2h5s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text).unwrap(), d.max(Duration::from_secs(1)));
+        }
     }
 
     #[test]

@@ -365,7 +365,7 @@ fn numbers_out_of_range_are_refused_naming_the_field() {
     );
     assert_eq!(code, 201, "{text}");
     let job: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(job["timeout"], "30days");
+    assert_eq!(job["timeout"], "30d");
 
     for (body, field) in [
         (

@@ -130,8 +130,8 @@ _UNITS = {
 
 
 def parse_duration(text):
-    """Seconds in a duration as testbot writes it (``90s``, ``1h 30m``,
-    ``30days``; a bare number is seconds); None for None."""
+    """Seconds in a duration as testbot writes it (``90s``, ``1h30m``,
+    ``30d``; a bare number is seconds); None for None."""
     if text is None:
         return None
     if isinstance(text, (int, float)):

@@ -240,6 +240,8 @@ def test_tokens_from_the_environment(make_server, tmp_path, monkeypatch):
 def test_helpers():
     assert parse_duration('90s') == 90
     assert parse_duration('1h 30m') == 5400
+    assert parse_duration('1h30m') == 5400
+    assert parse_duration('30d') == 30 * 86400
     assert parse_duration('30days') == 30 * 86400
     assert parse_duration(None) is None
     with pytest.raises(ValueError):
