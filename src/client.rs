@@ -288,11 +288,20 @@ impl Client {
                 self.current.store(i, Ordering::Relaxed);
             }
             match f(self) {
-                Err(e) if k + 1 < n && self.may_fail_over(&e, post) => last = Some(e),
-                other => return other,
+                Err(e) if k + 1 < n && self.may_fail_over(&e, post) => last = Some((i, e)),
+                other => {
+                    if let (Some((failed, e)), true) = (&last, other.is_ok()) {
+                        tracing::warn!(
+                            "{} did not answer ({e}); using {} now",
+                            self.bases[*failed],
+                            self.bases[i]
+                        );
+                    }
+                    return other;
+                }
             }
         }
-        Err(last.expect("at least one server was tried"))
+        Err(last.expect("at least one server was tried").1)
     }
 
     fn may_fail_over(&self, e: &ClientError, post: bool) -> bool {

@@ -376,8 +376,17 @@ fn clients_and_workers_move_to_the_next_server_in_their_list() {
         &format!("server = [\"{dead}\", \"{}\"]", server.url),
     );
     std::fs::write(&config, body).unwrap();
-    let _w = Worker::start_config(dir.path(), "lister", &config, &[]);
+    let w = Worker::start_config(dir.path(), "lister", &config, &[]);
     wait_online(&server, "lister");
+    // Each says which server it moved to, and why.
+    let moved = format!("{dead} did not answer");
+    let now = format!("using {} now", server.url);
+    assert!(
+        wait_until(10 * SEC, || w.stderr().contains(&moved)),
+        "{}",
+        w.stderr()
+    );
+    assert!(w.stderr().contains(&now), "{}", w.stderr());
     let list = format!("{dead},{}", server.url);
     let out = testbot(&list)
         .args(["submit", "--wait", "hello"])
@@ -396,6 +405,9 @@ fn clients_and_workers_move_to_the_next_server_in_their_list() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(stderr(&out).contains(&moved), "{}", text(&out));
+    assert!(stderr(&out).contains(&now), "{}", text(&out));
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("stdout stays JSON");
     // A list with a bad URL is refused, naming it.
     let out = testbot(&format!("{},http://x:0", server.url))
         .args(["status"])
