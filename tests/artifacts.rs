@@ -753,3 +753,55 @@ fn uploads_of_one_file_at_once_conflict_rather_than_fail() {
     let got = http_bytes(&format!("{}/api/v1/jobs/{id}/artifacts/d0", server.url));
     assert!(got == data, "the stored bytes differ");
 }
+
+#[test]
+fn a_job_uploads_files_itself_named_as_it_gives_them() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("far.txt"), "from afar\n").unwrap();
+    // A file below the job's directory, a link (named as the link, holding
+    // its target's bytes), a file elsewhere (named by its file name); a
+    // directory is refused with exit 2 and uploads nothing.
+    let command = format!(
+        "mkdir -p sub && echo one > sub/one.txt && echo target > real.txt \
+         && ln -s real.txt link.txt \
+         && {bin} artifacts upload sub/one.txt link.txt {far} \
+         && {{ {bin} artifacts upload sub; test $? -eq 2; }}",
+        bin = BIN,
+        far = outside.join("far.txt").display()
+    );
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "up",
+        &format!("[jobtypes.up]\ncommand = '''{command}'''\n"),
+    );
+    wait_online(&server, "up");
+    let job = server.submit(&["up"])[0];
+    let done = server.wait_final(job, 60 * SEC);
+    assert_eq!(done["state"], "passed", "{done}\n{}", server.log_of(job));
+    let log = server.log_of(job);
+    for stored in ["sub/one.txt stored", "link.txt stored", "far.txt stored"] {
+        assert!(log.contains(stored), "{log}");
+    }
+    let list = wait_artifacts(&server, job, 3, 30 * SEC);
+    let paths: Vec<&str> = list.iter().map(|a| a["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["far.txt", "link.txt", "sub/one.txt"], "{list:?}");
+    let out = dir.path().join("dl");
+    let got = server.cli(&[
+        "artifacts",
+        &job.to_string(),
+        "--download",
+        out.to_str().unwrap(),
+    ]);
+    assert!(got.status.success(), "{}", text(&got));
+    for (path, bytes) in [
+        ("far.txt", "from afar\n"),
+        ("link.txt", "target\n"),
+        ("sub/one.txt", "one\n"),
+    ] {
+        assert_eq!(std::fs::read_to_string(out.join(path)).unwrap(), bytes);
+    }
+}

@@ -233,13 +233,23 @@ fn upload(g: &Globals, paths: &[PathBuf]) -> anyhow::Result<u8> {
             return Err(Exit(2, format!("{} is not a file", p.display())).into());
         }
         let abs = p.canonicalize()?;
-        let name = match abs.strip_prefix(cwd.canonicalize()?) {
+        // Named as given: a link keeps its own name (its directories are
+        // resolved, its last part is not).
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let named = match p.file_name() {
+            Some(f) => parent.canonicalize()?.join(f),
+            None => abs.clone(),
+        };
+        let name = match named.strip_prefix(cwd.canonicalize()?) {
             Ok(rel) => rel
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy())
                 .collect::<Vec<_>>()
                 .join("/"),
-            Err(_) => abs
+            Err(_) => named
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
