@@ -181,7 +181,7 @@ fn store_alone(dir: &std::path::Path) -> f64 {
             .unwrap()
         })
         .collect();
-    store.submit(None, specs, now).unwrap();
+    store.submit(None, specs, now, None).unwrap();
     let jobs: Vec<Job> = (0..4)
         .map(|_| match store.claim("w", None, now).unwrap() {
             testbot::server::store::Claim::Job(j) => *j,

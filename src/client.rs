@@ -279,6 +279,17 @@ impl Client {
     /// Runs `f` against the server in use, then, while none answers, the
     /// others in turn; the first that answers stays in use.
     fn failover<T>(&self, post: bool, f: impl Fn(&Client) -> Result<T>) -> Result<T> {
+        self.failover_with(post, self.resend_posts, f)
+    }
+
+    /// [`Client::failover`]; `resend` says whether a POST that may have
+    /// reached a server may go to the next one.
+    fn failover_with<T>(
+        &self,
+        post: bool,
+        resend: bool,
+        f: impl Fn(&Client) -> Result<T>,
+    ) -> Result<T> {
         let n = self.bases.len();
         let start = self.current.load(Ordering::Relaxed);
         let mut last = None;
@@ -288,7 +299,7 @@ impl Client {
                 self.current.store(i, Ordering::Relaxed);
             }
             match f(self) {
-                Err(e) if k + 1 < n && self.may_fail_over(&e, post) => last = Some((i, e)),
+                Err(e) if k + 1 < n && self.may_fail_over(&e, post, resend) => last = Some((i, e)),
                 other => {
                     if let (Some((failed, e)), true) = (&last, other.is_ok()) {
                         tracing::warn!(
@@ -304,13 +315,11 @@ impl Client {
         Err(last.expect("at least one server was tried").1)
     }
 
-    fn may_fail_over(&self, e: &ClientError, post: bool) -> bool {
+    fn may_fail_over(&self, e: &ClientError, post: bool, resend: bool) -> bool {
         match e {
-            ClientError::Unreachable { connect, .. } => *connect || !post || self.resend_posts,
+            ClientError::Unreachable { connect, .. } => *connect || !post || resend,
             // A server stopping, or a proxy without its server behind.
-            ClientError::Failing { status, .. } => {
-                matches!(status, 502..=504) && (!post || self.resend_posts)
-            }
+            ClientError::Failing { status, .. } => matches!(status, 502..=504) && (!post || resend),
             ClientError::Refused { .. } => false,
         }
     }
@@ -462,6 +471,50 @@ impl Client {
         decode(&url, resp)
     }
 
+    /// POST of a submission under a fresh `Idempotency-Key`: when its
+    /// answer is lost (a server that died or hung after taking it, a cut
+    /// connection), it is sent again — to the next server of the list, or
+    /// to the same one a moment later — and the server answers with the
+    /// jobs the first one made rather than making them twice.
+    pub fn submit<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let key = submit_key();
+        let json = serde_json::to_vec(body).map_err(|e| ClientError::Failing {
+            status: 0,
+            url: self.url(path),
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        let mut pause = Duration::from_millis(250);
+        let mut tries = 0;
+        loop {
+            let sent = self.failover_with(true, true, |c| {
+                let url = c.url(path);
+                let resp = c
+                    .post_request(path)
+                    .header("Content-Type", "application/json")
+                    .header("Idempotency-Key", &key)
+                    .send(&json[..]);
+                decode(&url, resp)
+            });
+            match sent {
+                Err(e) if tries < 2 && self.may_fail_over_keyed(&e) => {
+                    tracing::warn!("{e}; sending the submission again");
+                    tries += 1;
+                    std::thread::sleep(pause);
+                    pause *= 4;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn may_fail_over_keyed(&self, e: &ClientError) -> bool {
+        match e {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Failing { status, .. } => matches!(status, 502..=504),
+            ClientError::Refused { .. } => false,
+        }
+    }
+
     pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, bytes: &[u8]) -> Result<T> {
         self.failover(true, |c| {
             let url = c.url(path);
@@ -472,6 +525,23 @@ impl Client {
             decode(&url, resp)
         })
     }
+}
+
+/// A key no other submission has: 128 random bits from the kernel, in hex
+/// (the clock and process id where it has none).
+fn submit_key() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..8].copy_from_slice(&(now as u64).to_le_bytes());
+        bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode<T: DeserializeOwned>(

@@ -450,3 +450,149 @@ fn text_from_the_server_cannot_drive_the_terminal() {
     }
     assert!(stdout(&server.cli(&["status", &job])).contains("\\u{1b}"));
 }
+
+/// A proxy to `target` that, for its first `lose` connections, passes the
+/// request on and cuts the connection as the answer begins (the server has
+/// done what was asked; the client never hears it); later ones pass both
+/// ways. Returns its URL.
+fn lossy_proxy(target: &str, lose: usize) -> String {
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = target.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for (n, client) in listener.incoming().enumerate().take(50) {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(Shutdown::Write);
+            });
+            if n < lose {
+                let mut first = [0u8; 1];
+                let _ = server.read(&mut first);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            } else {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server, &mut client);
+                    let _ = client.flush();
+                    let _ = client.shutdown(Shutdown::Both);
+                });
+            }
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_submission_whose_answer_is_lost_is_sent_again_and_made_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let proxy = lossy_proxy(&server.url, 1);
+    let out = testbot(&proxy)
+        .args(["submit", "nobody-runs-this", "-P", "n=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("sending the submission again"),
+        "{}",
+        text(&out)
+    );
+    let ids: Vec<i64> = stdout(&out)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let jobs = server.get("/api/v1/jobs?jobtype=nobody-runs-this");
+    let stored: Vec<i64> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stored, ids, "the lost answer's jobs were made twice");
+    // A build likewise.
+    let proxy = lossy_proxy(&server.url, 1);
+    let out = testbot(&proxy)
+        .args(["submit", "nobody-runs-this", "--build", "once", "-P", "n=2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let builds = server.get("/api/v1/builds");
+    let named: Vec<&Value> = builds
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["name"] == "once")
+        .collect();
+    assert_eq!(named.len(), 1, "{builds}");
+    assert_eq!(
+        server
+            .get("/api/v1/jobs?jobtype=nobody-runs-this")
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn the_api_answers_a_repeated_idempotency_key_with_the_jobs_it_made() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let url = format!("{}/api/v1/jobs", server.url);
+    let body = br#"[{"jobtype":"nobody-runs-this"},{"jobtype":"nobody-runs-this"}]"#;
+    let key = [
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", "abc-1"),
+    ];
+    let first = http("POST", &url, &key, Some(body));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = http("POST", &url, &key, Some(body));
+    assert_eq!(again.status, 200, "{}", again.body);
+    // The same jobs, as they are now (a submit-time warning is not kept).
+    let ids = |r: &Reply| -> Vec<Value> {
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].clone())
+            .collect()
+    };
+    assert_eq!(ids(&again), ids(&first));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    // Another request under the same key is refused, naming it.
+    let other = http(
+        "POST",
+        &url,
+        &key,
+        Some(br#"{"jobtype":"nobody-runs-this"}"#),
+    );
+    assert_eq!(other.status, 409, "{}", other.body);
+    assert!(other.body.contains("abc-1"), "{}", other.body);
+    // A key that cannot be one.
+    for bad in ["", "has space", &"k".repeat(256)] {
+        let r = http(
+            "POST",
+            &url,
+            &[
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", bad),
+            ],
+            Some(body),
+        );
+        assert_eq!(r.status, 400, "{bad:?}: {}", r.body);
+        assert!(r.body.contains("Idempotency-Key"), "{}", r.body);
+    }
+    // Without a key, every request is a new submission.
+    let plain = [("Content-Type", "application/json")];
+    assert_eq!(http("POST", &url, &plain, Some(body)).status, 201);
+    assert_eq!(http("POST", &url, &plain, Some(body)).status, 201);
+    let all = server.get("/api/v1/jobs?jobtype=nobody-runs-this");
+    assert_eq!(all.as_array().unwrap().len(), 6, "{all}");
+}

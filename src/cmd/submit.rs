@@ -92,7 +92,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
                 jobs: specs,
                 extra: Default::default(),
             };
-            let build: Build = client.post("/api/v1/builds", &spec)?;
+            let build: Build = client.submit("/api/v1/builds", &spec)?;
             if !a.json {
                 eprintln!(
                     "build {} ({}) queued",
@@ -102,7 +102,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             }
             build.jobs
         }
-        None => client.post("/api/v1/jobs", &specs)?,
+        None => client.submit("/api/v1/jobs", &specs)?,
     };
     for j in &jobs {
         if let Some(w) = &j.warning {

@@ -18,7 +18,7 @@ use super::auth::Caller;
 use super::checks::*;
 use super::error::{ApiError, ApiResult};
 use super::extract::{whole_numbers, AnyBody, Body, Path, Query, Raw};
-use super::store::{BuildFilter, Claim, JobFilter, Reached, LOG_CHUNK_MAX};
+use super::store::{BuildFilter, Claim, JobFilter, Reached, SubmitKey, LOG_CHUNK_MAX};
 use super::AppState;
 
 mod admin;
@@ -272,13 +272,12 @@ mod tests {
         refs(&doc, &mut all);
         assert!(!all.is_empty());
         for r in all {
-            let name = r
-                .strip_prefix("#/components/schemas/")
-                .expect("local schema ref");
-            assert!(
-                doc["components"]["schemas"][name].is_object(),
-                "dangling {r}"
-            );
+            let (kind, name) = r
+                .strip_prefix("#/components/")
+                .and_then(|k| k.split_once('/'))
+                .expect("local ref");
+            assert!(matches!(kind, "schemas" | "parameters"), "{r}");
+            assert!(doc["components"][kind][name].is_object(), "dangling {r}");
         }
     }
 

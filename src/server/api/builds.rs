@@ -1,8 +1,8 @@
 //! Builds: submit a build of jobs, list builds, read one.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 
@@ -10,9 +10,11 @@ use super::*;
 
 pub(super) async fn submit_build(
     State(st): State<AppState>,
+    headers: HeaderMap,
     Body(spec): Body<BuildSpec>,
 ) -> ApiResult<Response> {
     check_build(&spec)?;
+    let key = submit_key(&headers, &spec)?;
     let BuildSpec {
         name,
         meta,
@@ -20,11 +22,19 @@ pub(super) async fn submit_build(
         extra,
     } = spec;
     let answer = (name.clone(), meta.clone(), extra.clone());
-    let (id, jobs) = st
-        .db(move |s| s.submit(Some((name, meta, extra)), jobs, now_ms()))
+    let made = st
+        .db(move |s| s.submit(Some((name, meta, extra)), jobs, now_ms(), key))
         .await?;
+    let id = made
+        .build
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("build not created")))?;
+    if made.repeated {
+        // Made before: the build as it is now.
+        let build = st.db(move |s| s.build(id)).await?;
+        return Ok(submitted(true, Json(build)));
+    }
     st.wake_claims();
-    let id = id.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("build not created")))?;
+    let jobs = made.jobs;
     // The build as it was stored, from the jobs just written (with their
     // submit-time warnings), rather than read back: a build of thousands of
     // jobs is answered in half the time.
@@ -52,7 +62,7 @@ pub(super) async fn submit_build(
         jobs,
         extra,
     };
-    Ok((StatusCode::CREATED, Json(build)).into_response())
+    Ok(submitted(false, Json(build)))
 }
 
 #[derive(Deserialize)]

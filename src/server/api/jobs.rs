@@ -1,7 +1,7 @@
 //! Jobs for clients: submit, list, read, explain, cancel.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -26,12 +26,59 @@ pub(super) enum OneOrMany {
     One(Box<JobSpec>),
 }
 
+/// The header a client names its submission with, so that sending it again
+/// (after an answer it did not get) makes no second set of jobs.
+pub(super) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on the answer to a submission made before with the same key.
+pub(super) const REPLAYED: &str = "idempotent-replayed";
+
+/// The submission's idempotency key, if it has one: 1 to 255 visible ASCII
+/// characters, with a digest of the request it names.
+pub(super) fn submit_key(
+    headers: &HeaderMap,
+    body: &impl serde::Serialize,
+) -> ApiResult<Option<SubmitKey>> {
+    let mut given = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = given.next() else {
+        return Ok(None);
+    };
+    if given.next().is_some() {
+        return Err(ApiError::bad("Idempotency-Key is given more than once"));
+    }
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })?;
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?;
+    use sha2::Digest;
+    let digest = crate::server::auth::hex(&sha2::Sha256::digest(&bytes).into());
+    Ok(Some(SubmitKey {
+        key: key.to_string(),
+        digest,
+    }))
+}
+
+/// 201 for a new submission; 200, saying so, for one made before.
+pub(super) fn submitted(repeated: bool, body: impl IntoResponse) -> Response {
+    let (status, replayed) = if repeated {
+        (StatusCode::OK, "true")
+    } else {
+        (StatusCode::CREATED, "false")
+    };
+    (status, [(REPLAYED, replayed)], body).into_response()
+}
+
 /// `POST /api/v1/jobs`: one job (the answer is the job) or a list (the
 /// answer is the list).
 pub(super) async fn submit(
     State(st): State<AppState>,
+    headers: HeaderMap,
     AnyBody(body): AnyBody,
 ) -> ApiResult<Response> {
+    let key = submit_key(&headers, &body)?;
     let (specs, many) = match OneOrMany::deserialize(&body) {
         Ok(OneOrMany::Many(v)) => (v, true),
         Ok(OneOrMany::One(s)) => (vec![*s], false),
@@ -57,15 +104,24 @@ pub(super) async fn submit(
         check_spec(spec)?;
     }
     let short = specs.len() <= QUICK;
-    let (_, jobs) = st
-        .db_short_if(short, move |s| s.submit(None, specs, now_ms()))
+    let made = st
+        .db_short_if(short, move |s| s.submit(None, specs, now_ms(), key))
         .await?;
-    st.wake_claims();
-    tracing::info!(jobs = jobs.len(), first = jobs[0].id, "jobs queued");
-    Ok(if many {
-        (StatusCode::CREATED, Json(jobs)).into_response()
+    let jobs = made.jobs;
+    if made.repeated {
+        tracing::info!(
+            jobs = jobs.len(),
+            first = jobs[0].id,
+            "jobs submitted again with their key"
+        );
     } else {
-        (StatusCode::CREATED, Json(&jobs[0])).into_response()
+        st.wake_claims();
+        tracing::info!(jobs = jobs.len(), first = jobs[0].id, "jobs queued");
+    }
+    Ok(if many {
+        submitted(made.repeated, Json(jobs))
+    } else {
+        submitted(made.repeated, Json(&jobs[0]))
     })
 }
 

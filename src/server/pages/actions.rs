@@ -149,7 +149,10 @@ pub async fn rerun_job(
     }
     let spec = spec_of(&job);
     check_spec_for_rerun(&spec)?;
-    let (_, jobs) = st.db(move |s| s.submit(None, vec![spec], now_ms())).await?;
+    let jobs = st
+        .db(move |s| s.submit(None, vec![spec], now_ms(), None))
+        .await?
+        .jobs;
     st.wake_claims();
     st.job_changed();
     tracing::info!(job = id, new = jobs[0].id, "job run again from the pages");
@@ -209,9 +212,17 @@ pub async fn rerun_build(
     let mut meta = b.meta.clone();
     meta.insert("rerun_of".into(), serde_json::Value::from(id));
     let name = b.name.clone();
-    let (new, _) = st
-        .db(move |s| s.submit(Some((name, meta, Default::default())), specs, now_ms()))
-        .await?;
+    let new = st
+        .db(move |s| {
+            s.submit(
+                Some((name, meta, Default::default())),
+                specs,
+                now_ms(),
+                None,
+            )
+        })
+        .await?
+        .build;
     st.wake_claims();
     st.job_changed();
     let new = new.unwrap_or(id);

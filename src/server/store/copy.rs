@@ -56,6 +56,7 @@ const TABLES: &[(&str, &str)] = &[
         "job_id, attempt, path, size, sha256, state, received, note, expires_at, created_at",
     ),
     ("artifact_garbage", "kind, name"),
+    ("submit_keys", "key, digest, created_at, build_id, job_ids"),
 ];
 
 /// Rows written in one transaction of the target.

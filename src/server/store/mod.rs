@@ -24,6 +24,7 @@ pub mod copy;
 pub(crate) mod portable;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
+pub(crate) mod submit_keys;
 pub(crate) mod test_queue;
 pub(crate) mod test_results;
 pub use artifacts::{Caps as ArtifactCaps, Uploader};
@@ -53,6 +54,17 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+pub use submit_keys::SubmitKey;
+
+/// What a submission made: its build, its jobs, and whether an earlier
+/// submission with the same key made them (`repeated`).
+#[derive(Debug)]
+pub struct Submitted {
+    pub build: Option<i64>,
+    pub jobs: Vec<Job>,
+    pub repeated: bool,
+}
 
 impl StoreError {
     pub fn invalid(msg: impl Into<String>) -> StoreError {
@@ -226,13 +238,16 @@ impl<
 
 /// Jobs and builds: submitting, reading, canceling, explaining.
 pub trait Jobs {
-    /// Queues jobs, in a new build when `build` is given, in one transaction.
+    /// Queues jobs, in a new build when `build` is given, in one
+    /// transaction; with a `key` an earlier submission made, its jobs
+    /// instead (see [`submit_keys`]).
     fn submit(
         &self,
         build: Option<(String, Extra, Extra)>,
         jobs: Vec<JobSpec>,
         now: i64,
-    ) -> StoreResult<(Option<i64>, Vec<Job>)>;
+        key: Option<SubmitKey>,
+    ) -> StoreResult<Submitted>;
     fn job(&self, id: i64) -> StoreResult<Job>;
     fn jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
     /// Cancels a queued job at once; marks a running one for its worker.

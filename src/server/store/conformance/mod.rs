@@ -103,7 +103,7 @@ fn register(b: &Backend, name: &str, jobtypes: &[&str], platforms: serde_json::V
 
 fn submit(b: &Backend, specs: serde_json::Value) -> Vec<Job> {
     let specs: Vec<JobSpec> = serde_json::from_value(specs).unwrap();
-    b.submit(None, specs, b.now()).unwrap().1
+    b.submit(None, specs, b.now(), None).unwrap().jobs
 }
 
 fn claim(b: &Backend, worker: &str) -> Option<Job> {
@@ -423,13 +423,15 @@ fn job_and_build_lists_filter_by_jobtype_text_and_name_and_page_by_id() {
         let mut builds = Vec::new();
         for name in ["nightly main", "pr 12", "Nightly release"] {
             let specs: Vec<JobSpec> = serde_json::from_value(json!([{"jobtype": "unit"}])).unwrap();
-            let (id, _) = b
+            let id = b
                 .submit(
                     Some((name.into(), Extra::new(), Extra::new())),
                     specs,
                     b.now(),
+                    None,
                 )
-                .unwrap();
+                .unwrap()
+                .build;
             builds.push(id.unwrap());
         }
         let names = |f: BuildFilter| -> Vec<i64> {
@@ -641,3 +643,72 @@ fn unchanged_idle_heartbeats_are_written_in_batches_and_keep_a_worker_online() {
 
 mod artifacts;
 mod test_queue;
+
+#[test]
+fn a_submission_sent_again_with_its_key_makes_no_new_jobs() {
+    let key = |k: &str, d: &str| {
+        Some(SubmitKey {
+            key: k.into(),
+            digest: d.into(),
+        })
+    };
+    let specs = || -> Vec<JobSpec> {
+        serde_json::from_value(json!([{"jobtype": "unit"}, {"jobtype": "unit"}])).unwrap()
+    };
+    for b in backends() {
+        let first = b.submit(None, specs(), b.now(), key("k1", "d1")).unwrap();
+        assert!(!first.repeated, "{}", b.name);
+        let again = b.submit(None, specs(), b.now(), key("k1", "d1")).unwrap();
+        assert!(again.repeated, "{}", b.name);
+        let ids = |s: &Submitted| s.jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(&again), ids(&first), "{}", b.name);
+        // The key names that request only.
+        let other = b.submit(None, specs(), b.now(), key("k1", "d2"));
+        assert!(
+            matches!(other, Err(StoreError::Conflict(ref m)) if m.contains("k1")),
+            "{}: {other:?}",
+            b.name
+        );
+        // Queued once: a worker gets two jobs, not four.
+        register(&b, "w", &["unit"], json!([{}]));
+        let mut got = Vec::new();
+        while let Some(j) = claim(&b, "w") {
+            got.push(j.id);
+            assert!(got.len() <= 2, "{}: {got:?}", b.name);
+        }
+        got.sort();
+        assert_eq!(got, ids(&first), "{}", b.name);
+        // Builds: the same build, as it is now.
+        let build = |k| {
+            b.submit(
+                Some(("nightly".into(), Extra::new(), Extra::new())),
+                specs(),
+                b.now(),
+                key(k, "d"),
+            )
+            .unwrap()
+        };
+        let (one, two) = (build("k2"), build("k2"));
+        assert!(!one.repeated && two.repeated, "{}", b.name);
+        assert_eq!(one.build, two.build, "{}", b.name);
+        assert_eq!(ids(&one), ids(&two), "{}", b.name);
+        // Sent at once from several clients: one submission.
+        let made: Vec<Submitted> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = b.store.clone();
+                    let now = b.now();
+                    s.spawn(move || store.submit(None, specs(), now, key("k3", "d")).unwrap())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(made.iter().filter(|m| !m.repeated).count(), 1, "{}", b.name);
+        assert!(made.iter().all(|m| ids(m) == ids(&made[0])), "{}", b.name);
+        // A key is kept a day.
+        b.advance(submit_keys::KEEP_MS + 1000);
+        let later = b.submit(None, specs(), b.now(), key("k1", "d1")).unwrap();
+        assert!(!later.repeated, "{}", b.name);
+        assert!(later.jobs[0].id > first.jobs[1].id, "{}", b.name);
+    }
+}

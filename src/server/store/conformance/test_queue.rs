@@ -62,14 +62,15 @@ fn sharded_build(b: &Backend, shards: u32, retry_failed: u32) -> (i64, Vec<Job>)
             .unwrap()
         })
         .collect();
-    let (build, jobs) = b
+    let made = b
         .submit(
             Some(("b".into(), Extra::new(), Extra::new())),
             specs,
             b.now(),
+            None,
         )
         .unwrap();
-    (build.unwrap(), jobs)
+    (made.build.unwrap(), made.jobs)
 }
 
 #[test]

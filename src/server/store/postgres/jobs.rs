@@ -58,8 +58,23 @@ impl Jobs for PgStore {
         build: Option<(String, Extra, Extra)>,
         jobs: Vec<JobSpec>,
         _now: i64,
-    ) -> StoreResult<(Option<i64>, Vec<Job>)> {
+        key: Option<SubmitKey>,
+    ) -> StoreResult<Submitted> {
+        use crate::server::store::submit_keys::{self, Seen};
         let out = self.with_tx(|tx, now| {
+            if let Some(k) = &key {
+                if let Seen::Before { build, ids } = submit_keys::take(tx, k, now)? {
+                    let jobs = ids
+                        .iter()
+                        .map(|id| load_job(tx, *id))
+                        .collect::<StoreResult<Vec<Job>>>()?;
+                    return Ok(Submitted {
+                        build,
+                        jobs,
+                        repeated: true,
+                    });
+                }
+            }
             let build_id: Option<i64> = match &build {
                 Some((name, meta, extra)) => Some(tx.one(
                     "INSERT INTO builds (name, meta, extra, created_at) VALUES ($1, $2, $3, $4) \
@@ -148,12 +163,23 @@ impl Jobs for PgStore {
             for jobtype in jobtypes {
                 notify(tx, Change::Queued(jobtype))?;
             }
-            Ok((build_id, out))
+            if let Some(k) = &key {
+                let ids: Vec<i64> = out.iter().map(|j| j.id).collect();
+                submit_keys::record(tx, k, build_id, &ids)?;
+            }
+            Ok(Submitted {
+                build: build_id,
+                jobs: out,
+                repeated: false,
+            })
         })?;
+        if out.repeated {
+            return Ok(out);
+        }
         // Heard here at once, before the notification comes back: this
         // server's held claims look as soon as the handler wakes them.
         let mut gens = self.gens.lock().unwrap_or_else(|e| e.into_inner());
-        for j in &out.1 {
+        for j in &out.jobs {
             gens.heard(&format!("q:{}", j.jobtype));
         }
         drop(gens);

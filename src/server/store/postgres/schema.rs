@@ -208,4 +208,16 @@ ALTER TABLE workers ADD COLUMN drained_at BIGINT;
     r#"
 ALTER TABLE queue_tests ADD COLUMN reserved_at BIGINT;
 "#,
+    // Submissions' idempotency keys, kept a day: a client that lost the
+    // answer sends the same request again and gets the same jobs.
+    r#"
+CREATE TABLE submit_keys (
+    key TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    build_id BIGINT,
+    job_ids TEXT
+);
+CREATE INDEX submit_keys_age ON submit_keys(created_at);
+"#,
 ];

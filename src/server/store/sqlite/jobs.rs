@@ -39,8 +39,25 @@ impl Jobs for SqliteStore {
         build: Option<(String, Extra, Extra)>,
         jobs: Vec<JobSpec>,
         now: i64,
-    ) -> StoreResult<(Option<i64>, Vec<Job>)> {
+        key: Option<SubmitKey>,
+    ) -> StoreResult<Submitted> {
+        use crate::server::store::submit_keys::{self, Seen};
         let out = self.with_tx(|tx| {
+            if let Some(k) = &key {
+                if let Seen::Before { build, ids } =
+                    submit_keys::take(&mut super::test_queue::Lite(tx), k, now)?
+                {
+                    let jobs = ids
+                        .iter()
+                        .map(|id| load_job(tx, *id))
+                        .collect::<StoreResult<Vec<Job>>>()?;
+                    return Ok(Submitted {
+                        build,
+                        jobs,
+                        repeated: true,
+                    });
+                }
+            }
             let build_id = match build {
                 Some((name, meta, extra)) => {
                     tx.exec(
@@ -127,11 +144,19 @@ impl Jobs for SqliteStore {
                 out.push(queued_job(id, spec, job_build, shard_tests, &created_at, warning));
             }
             crate::server::store::test_queue::assign(&mut super::test_queue::Lite(tx), &mut out, now)?;
-            Ok((build_id, out))
+            if let Some(k) = &key {
+                let ids: Vec<i64> = out.iter().map(|j| j.id).collect();
+                submit_keys::record(&mut super::test_queue::Lite(tx), k, build_id, &ids)?;
+            }
+            Ok(Submitted {
+                build: build_id,
+                jobs: out,
+                repeated: false,
+            })
         })?;
-        {
+        if !out.repeated {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            for j in &out.1 {
+            for j in &out.jobs {
                 q.insert(Queued {
                     id: j.id,
                     jobtype: j.jobtype.clone(),
