@@ -209,17 +209,42 @@ fn over_the_cap_a_file_is_skipped_with_a_log_line_and_the_job_keeps_its_outcome(
     let server = Server::start_with(dir.path(), "127.0.0.1:0", &["--artifact-max-file", "1KiB"]);
     let outside = dir.path().join("outside.txt");
     std::fs::write(&outside, "not the job's").unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("key.txt"), "precious").unwrap();
     let _w = Worker::start(
         dir.path(),
         &server.url,
         "w",
         &format!(
             "[jobtypes.cap]\ncommand = '''head -c 2048 /dev/zero > large.bin && echo small > small.txt \
-             && ln -s /etc/passwd passwd && ln -s {} escape.txt && mkdir -p d && ln -s ../small.txt d/inside.txt && exit 1'''\n\
-             artifacts = [\"*.bin\", \"*.txt\", \"passwd\", \"d/*\", \"../*\", \"/etc/passwd\"]\n",
-            outside.display()
+             && ln -s /etc/passwd passwd && ln -s {} escape.txt && mkdir -p d && ln -s ../small.txt d/inside.txt \
+             && ln -s {} d/secrets && ln -s .. d/up && exit 1'''\n\
+             artifacts = [\"*.bin\", \"*.txt\", \"passwd\", \"d/**\"]\n",
+            outside.display(),
+            secrets.display()
         ),
     );
+    // Patterns that would leave the job directory are the config's error.
+    for bad in ["../*", "/etc/passwd"] {
+        let cfg = worker_config(
+            dir.path(),
+            &server.url,
+            "bad",
+            &format!("[jobtypes.x]\ncommand = \"true\"\nartifacts = [\"{bad}\"]\n"),
+        );
+        let out = std::process::Command::new(BIN)
+            .args(["worker", "--check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            text(&out).contains("jobtypes.x.artifacts"),
+            "{}",
+            text(&out)
+        );
+    }
     wait_online(&server, "w");
     let id = server.submit(&["cap"])[0];
     let job = server.wait_final(id, 30 * SEC);
@@ -245,9 +270,17 @@ fn over_the_cap_a_file_is_skipped_with_a_log_line_and_the_job_keeps_its_outcome(
         "{log}"
     );
     assert!(log.contains("artifact escape.txt skipped"), "{log}");
-    assert!(
-        log.contains("\"../*\" ignored") && log.contains("\"/etc/passwd\" ignored"),
-        "{log}"
+    // Links to directories are not followed, out of the job or round into
+    // it, and what they lead to is left where it is.
+    for link in ["d/secrets", "d/up"] {
+        assert!(
+            log.contains(&format!("artifact {link} skipped: a link to a directory")),
+            "{log}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(secrets.join("key.txt")).unwrap(),
+        "precious"
     );
     let skipped = job["result"]["artifacts_skipped"].as_array().unwrap();
     assert!(skipped.iter().any(|s| s["path"] == "large.bin"), "{job}");

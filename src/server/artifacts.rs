@@ -42,7 +42,10 @@ pub trait Blobs: Send + Sync {
         sha256: &str,
         hashed: Option<&str>,
     ) -> std::io::Result<Result<(), String>>;
-    fn has(&self, sha256: &str) -> bool;
+    /// Whether a complete blob of this hash and size is stored: a
+    /// declaration that names a stored hash with another size is not
+    /// taken as those bytes.
+    fn has(&self, sha256: &str, size: u64) -> bool;
     /// A complete blob, to read.
     fn open(&self, sha256: &str) -> std::io::Result<std::fs::File>;
     fn remove(&self, sha256: &str) -> std::io::Result<()>;
@@ -140,8 +143,8 @@ impl Blobs for DirBlobs {
         Ok(Ok(()))
     }
 
-    fn has(&self, sha256: &str) -> bool {
-        self.blob(sha256).is_file()
+    fn has(&self, sha256: &str, size: u64) -> bool {
+        std::fs::metadata(self.blob(sha256)).is_ok_and(|m| m.is_file() && m.len() == size)
     }
 
     fn open(&self, sha256: &str) -> std::io::Result<std::fs::File> {
@@ -262,7 +265,8 @@ mod tests {
         assert_eq!(b.received(&key).unwrap(), 0);
         b.append(&key, 0, b"hello world").unwrap();
         assert!(b.seal(&key, &sha, None).unwrap().is_ok());
-        assert!(b.has(&sha));
+        assert!(b.has(&sha, 11));
+        assert!(!b.has(&sha, 1000), "another size is not these bytes");
         let mut text = String::new();
         std::io::Read::read_to_string(&mut b.open(&sha).unwrap(), &mut text).unwrap();
         assert_eq!(text, "hello world");
@@ -272,7 +276,7 @@ mod tests {
         assert!(b.seal(&again, &sha, Some(&sha)).unwrap().is_ok());
         assert_eq!(b.received(&again).unwrap(), 0);
         b.remove(&sha).unwrap();
-        assert!(!b.has(&sha));
+        assert!(!b.has(&sha, 11));
     }
 
     #[test]

@@ -313,6 +313,41 @@ impl Config {
                     "the command is empty".into(),
                 ));
             }
+            for pattern in &raw_jt.artifacts {
+                let p = Path::new(pattern);
+                let why = if pattern.trim().is_empty() {
+                    Some("is empty".to_string())
+                } else if p.is_absolute()
+                    || p.components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    Some("must be relative to the job directory, without '..'".to_string())
+                } else {
+                    glob::Pattern::new(pattern)
+                        .err()
+                        .map(|e| format!("is not a valid pattern: {e}"))
+                };
+                if let Some(why) = why {
+                    return Err(err(
+                        find_line(text, "artifacts"),
+                        Some(&format!("{header}.artifacts")),
+                        format!("artifacts pattern {pattern:?} {why}"),
+                    ));
+                }
+            }
+            // The longest the server keeps an artifact: 100 years.
+            const KEEP_MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+            if raw_jt
+                .keep_artifacts
+                .as_ref()
+                .is_some_and(|d| d.0 > KEEP_MAX)
+            {
+                return Err(err(
+                    find_line(text, "keep_artifacts"),
+                    Some(&format!("{header}.keep_artifacts")),
+                    "keep_artifacts is over the 100 years (36500d) a server keeps artifacts".into(),
+                ));
+            }
             jobtypes.insert(
                 jt,
                 Jobtype {
@@ -605,6 +640,24 @@ properties = { "python.version" = 3.12 }
         assert!(c.platforms[0].properties.contains_key("os.family"));
         assert_eq!(c.platforms[0].env["PYTHON"], "python3.11");
         assert_eq!(c.info["rack"], "3");
+    }
+
+    #[test]
+    fn artifact_settings_the_worker_or_server_would_refuse_are_config_errors() {
+        for (line, why) in [
+            ("artifacts = [\"\"]", "is empty"),
+            ("artifacts = [\"../x\"]", "without '..'"),
+            ("artifacts = [\"/abs/*\"]", "without '..'"),
+            ("artifacts = [\"[unclosed\"]", "not a valid pattern"),
+            ("keep_artifacts = \"200y\"", "100 years"),
+        ] {
+            let e = parse(&format!("[jobtypes.u]\ncommand = \"true\"\n{line}\n")).unwrap_err();
+            assert_eq!(e.line, Some(3), "{line}: {e}");
+            assert!(e.key.as_deref().unwrap().starts_with("jobtypes.u."), "{e}");
+            assert!(e.message.contains(why), "{line}: {e}");
+        }
+        let ok = "[jobtypes.u]\ncommand = \"true\"\nartifacts = [\"r/**\", \"*.png\"]\nkeep_artifacts = \"30d\"\n";
+        assert!(parse(ok).is_ok());
     }
 
     #[test]

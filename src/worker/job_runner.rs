@@ -227,7 +227,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     slot.group.clear();
     // Whatever the command's state, the files its artifacts patterns name
     // are kept: what is skipped is said in its log.
-    let collected = (!jobtype.artifacts.is_empty()).then(|| {
+    let mut collected = (!jobtype.artifacts.is_empty()).then(|| {
         super::artifacts::collect(
             &files.dir,
             &jobtype.artifacts,
@@ -291,10 +291,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     let report = super::junit::read(&reports);
     // Moved to the outbox before the slot's directory is emptied.
     let mut staged = None;
-    if let Some(c) = &collected {
-        if !c.skipped.is_empty() {
-            data.insert("artifacts_skipped".into(), c.skipped.clone().into());
-        }
+    if let Some(c) = &mut collected {
         let keep = jobtype
             .keep_artifacts
             .map(|d| d.as_millis().min(u128::from(u64::MAX)) as u64);
@@ -307,6 +304,9 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                     format!("the worker could not keep the artifacts: {e}").into(),
                 );
             }
+        }
+        if !c.skipped.is_empty() {
+            data.insert("artifacts_skipped".into(), c.skipped.clone().into());
         }
     }
     slot.finish(&files, had_result || junit_used, had_shard_tests);

@@ -121,7 +121,7 @@ pub(super) async fn declare_artifacts(
                 &decl.files,
                 decl.keep_ms,
                 caps,
-                &|sha| blobs.blobs.has(sha),
+                &|sha, size| blobs.blobs.has(sha, size),
                 now_ms(),
             )
         })

@@ -91,7 +91,8 @@ pub(crate) fn check_attempt(
 /// when the same bytes are stored already, `skipped` when over a cap). A
 /// file declared again with the same content keeps its progress; with
 /// other content, an upload under way starts over and a complete one is
-/// refused. `stored` says whether a blob of a hash exists.
+/// kept (the new one is answered `skipped`, saying why). `stored` says
+/// whether a blob of a hash and size exists.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn declare(
     s: &mut dyn Sql,
@@ -101,7 +102,7 @@ pub(crate) fn declare(
     files: &[ArtifactFile],
     keep_ms: Option<u64>,
     caps: Caps,
-    stored: &dyn Fn(&str) -> bool,
+    stored: &dyn Fn(&str, u64) -> bool,
     now: i64,
 ) -> StoreResult<Vec<Artifact>> {
     check_attempt(s, job, attempt, who)?;
@@ -131,10 +132,20 @@ pub(crate) fn declare(
                 continue;
             }
             if b.state == ArtifactState::Complete {
-                return Err(StoreError::conflict(format!(
-                    "artifact {:?} of attempt {attempt} of job {job} is stored already with other content",
-                    f.path
-                )));
+                // The file stored first stays; this one is not taken, and
+                // the rest of the declaration goes on.
+                out.push(Artifact {
+                    state: ArtifactState::Skipped,
+                    received: 0,
+                    size: f.size,
+                    sha256: f.sha256.clone(),
+                    note: Some(format!(
+                        "{:?} of attempt {attempt} of job {job} is stored already with other content",
+                        f.path
+                    )),
+                    ..b.clone()
+                });
+                continue;
             }
             // Declared anew with other content: what came of the old is garbage.
             s.exec(
@@ -166,7 +177,7 @@ pub(crate) fn declare(
                     caps.max_job
                 )),
             )
-        } else if stored(&f.sha256) {
+        } else if stored(&f.sha256, f.size) {
             (ArtifactState::Complete, None)
         } else {
             (ArtifactState::Uploading, None)

@@ -386,7 +386,7 @@ pub trait Artifacts {
         files: &[ArtifactFile],
         keep_ms: Option<u64>,
         caps: ArtifactCaps,
-        stored: &dyn Fn(&str) -> bool,
+        stored: &dyn Fn(&str, u64) -> bool,
         now: i64,
     ) -> StoreResult<Vec<Artifact>>;
     /// Whether `who` may upload to the attempt now.

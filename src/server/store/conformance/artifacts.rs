@@ -21,7 +21,7 @@ fn artifacts_are_declared_resumed_capped_and_expired() {
             max_file: 100,
             max_job: 150,
         };
-        let none = |_: &str| false;
+        let none = |_: &str, _: u64| false;
         let files = [
             file("a.txt", 10, 'a'),
             file("big.bin", 101, 'b'),
@@ -112,22 +112,42 @@ fn artifacts_are_declared_resumed_capped_and_expired() {
             b.artifact(job.id, 1, "a.txt").unwrap().unwrap().state,
             ArtifactState::Complete
         );
-        // Other content under a stored name is refused.
-        assert!(matches!(
-            b.declare_artifacts(
+        // Other content under a stored name is not taken: the stored file
+        // stays, the new one is skipped saying why, and the files declared
+        // with it go on.
+        let clash = b
+            .declare_artifacts(
                 job.id,
                 1,
                 Uploader::Worker("w"),
-                &[file("a.txt", 10, 'f')],
-                None,
+                &[file("a.txt", 10, 'f'), file("b.txt", 5, 'b')],
+                Some(1000),
                 caps,
                 &none,
-                b.now()
-            ),
-            Err(StoreError::Conflict(_))
-        ));
+                b.now(),
+            )
+            .unwrap();
+        assert_eq!(clash[0].state, ArtifactState::Skipped, "{}", b.name);
+        assert!(
+            clash[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("stored already with other content"),
+            "{}",
+            b.name
+        );
+        assert_eq!(clash[1].state, ArtifactState::Uploading, "{}", b.name);
+        let kept = b.artifact(job.id, 1, "a.txt").unwrap().unwrap();
+        assert_eq!(
+            (kept.state, kept.sha256.starts_with('a')),
+            (ArtifactState::Complete, true),
+            "{}",
+            b.name
+        );
         // The same bytes stored already are complete at once.
-        let stored = |sha: &str| sha.starts_with('a');
+        // (A stored hash with another size is not those bytes.)
+        let stored = |sha: &str, size: u64| sha.starts_with('a') && size == 10;
         b.finish(job.id, &outcome(&running, "passed", false), b.now())
             .unwrap();
         let other = submit(&b, json!([{"jobtype": "unit"}])).remove(0);
@@ -146,11 +166,11 @@ fn artifacts_are_declared_resumed_capped_and_expired() {
             )
             .unwrap();
         assert_eq!(dup[0].state, ArtifactState::Complete, "{}", b.name);
-        assert_eq!(b.artifacts(job.id, None).unwrap().len(), 4);
+        assert_eq!(b.artifacts(job.id, None).unwrap().len(), 5);
         // Past keep_artifacts: gone, and their bytes are garbage once
         // nothing names them ('a' still is, by the other job).
         b.advance(2000);
-        assert_eq!(b.expire_artifacts(b.now()).unwrap(), 4, "{}", b.name);
+        assert_eq!(b.expire_artifacts(b.now()).unwrap(), 5, "{}", b.name);
         assert!(b.artifacts(job.id, None).unwrap().is_empty());
         let mut garbage = b.artifact_garbage().unwrap();
         garbage.sort();
@@ -164,7 +184,7 @@ fn artifacts_are_declared_resumed_capped_and_expired() {
             "{}: 'a' is still named: {garbage:?}",
             b.name
         );
-        assert_eq!(garbage.iter().filter(|g| g.0 == "partial").count(), 4);
+        assert_eq!(garbage.iter().filter(|g| g.0 == "partial").count(), 5);
         // Retention takes the other job's with it: now 'a' is garbage.
         b.finish(other.id, &outcome(&o, "passed", false), b.now())
             .unwrap();

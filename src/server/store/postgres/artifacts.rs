@@ -12,7 +12,7 @@ impl Artifacts for PgStore {
         files: &[ArtifactFile],
         keep_ms: Option<u64>,
         caps: ArtifactCaps,
-        stored: &dyn Fn(&str) -> bool,
+        stored: &dyn Fn(&str, u64) -> bool,
         _now: i64,
     ) -> StoreResult<Vec<Artifact>> {
         self.with_tx(|tx, now| {

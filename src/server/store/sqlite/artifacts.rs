@@ -13,7 +13,7 @@ impl Artifacts for SqliteStore {
         files: &[ArtifactFile],
         keep_ms: Option<u64>,
         caps: ArtifactCaps,
-        stored: &dyn Fn(&str) -> bool,
+        stored: &dyn Fn(&str, u64) -> bool,
         now: i64,
     ) -> StoreResult<Vec<Artifact>> {
         self.with_tx(|tx| {
