@@ -829,3 +829,55 @@ fn a_worker_without_its_server_stops_promptly_on_sigterm() {
     assert_eq!(w.wait_exit(10 * SEC), Some(0), "{}", w.stderr());
     assert!(t.elapsed() < 3 * SEC, "took {:?}", t.elapsed());
 }
+
+#[test]
+fn logs_follow_goes_on_across_a_server_restart_and_prints_the_whole_log() {
+    let dir = tempdir();
+    let addr = free_addr();
+    let mut server = Server::start_with(dir.path(), &addr, &[]);
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "ticker",
+        "[jobtypes.tick]\ncommand = \"for i in $(seq 1 12); do echo tick-$i; sleep 0.5; done\"\n",
+    );
+    wait_online(&server, "ticker");
+    let id = server.submit(&["tick"])[0];
+    server.wait_state(id, "running", 20 * SEC);
+    let follow = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("TESTBOT_SERVER", &server.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let logs = follow(&["logs", "-f", &id.to_string()]);
+    let submitted = follow(&["submit", "tick", "--follow"]);
+    std::thread::sleep(2 * SEC);
+    // Down for longer than a retry or two, then back on the same address.
+    server.kill9();
+    std::thread::sleep(3 * SEC);
+    let server = Server::start_with(dir.path(), &addr, &[]);
+    let out = logs.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let want: String = (1..=12).map(|i| format!("tick-{i}\n")).collect();
+    assert_eq!(stdout, want, "{stderr}");
+    assert!(stderr.contains("going on from byte"), "{stderr}");
+    assert_eq!(server.job(id)["state"], "passed");
+    // submit --follow: every line of its job, once, then its ending.
+    let out = submitted.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    for i in 1..=12 {
+        assert_eq!(
+            stdout.matches(&format!("tick-{i}\n")).count(),
+            1,
+            "tick-{i}: {stdout}\n{stderr}"
+        );
+    }
+}

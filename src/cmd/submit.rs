@@ -2,7 +2,7 @@
 //! them and exit by their outcome.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,12 +326,14 @@ fn follow_one(client: &Client, id: i64, prefix: bool, to_stderr: bool, out: &std
         }
     };
     let path = format!("/api/v1/jobs/{id}/log?follow=true&attempt={attempt}");
-    let Ok(resp) = client.get_raw(&path, Duration::from_secs(7 * 24 * 3600)) else {
-        return;
-    };
-    let mut reader = resp.into_reader();
+    let reader: Box<dyn std::io::Read> =
+        match client.get_raw(&path, Duration::from_secs(7 * 24 * 3600)) {
+            Ok(resp) => Box::new(resp.into_reader()),
+            Err(e) if e.is_lasting_refusal() => return,
+            // Not there now: the follower tries again (from byte 0).
+            Err(_) => Box::new(std::io::empty()),
+        };
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 64 << 10];
     let emit = |line: &[u8]| {
         let _guard = out.lock().unwrap();
         let mut sink: Box<dyn Write> = if to_stderr {
@@ -345,15 +347,20 @@ fn follow_one(client: &Client, id: i64, prefix: bool, to_stderr: bool, out: &std
         let _ = sink.write_all(line);
         let _ = sink.flush();
     };
-    while let Ok(n) = reader.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        pending.extend_from_slice(&buf[..n]);
+    let mut lines = |bytes: &[u8]| -> std::io::Result<()> {
+        pending.extend_from_slice(bytes);
         while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=pos).collect();
             emit(&line);
         }
+        Ok(())
+    };
+    // A server that goes away mid-log: the follower goes on from the next
+    // one, or this one when it is back, from the byte it stopped at.
+    if let Err(super::logs::Followed::Lost(why)) =
+        super::logs::follow(client, id, attempt, reader, &mut lines)
+    {
+        eprintln!("testbot: {why}");
     }
     if !pending.is_empty() {
         pending.push(b'\n');
