@@ -881,3 +881,47 @@ fn logs_follow_goes_on_across_a_server_restart_and_prints_the_whole_log() {
         );
     }
 }
+
+#[test]
+fn a_stopped_job_gets_its_grace_period_even_when_its_shell_dies_at_once() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let script = dir.path().join("cleanup.sh");
+    // The job's shell does not exec the script (`cd . &&`), so it dies of
+    // the TERM at once; the script traps it and needs a moment to clean up
+    // (the test workers' kill_grace is 1s).
+    std::fs::write(
+        &script,
+        "trap 'sleep 0.3; echo CLEAN > \"$MARKER\"; exit 0' TERM\necho ready > \"$MARKER\"\nwhile true; do sleep 0.1; done\n",
+    )
+    .unwrap();
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "graceful",
+        &format!(
+            "[jobtypes.clean]\ncommand = \"cd . && MARKER={}/marker-$TESTBOT_JOB_ID sh {}\"\n",
+            dir.path().display(),
+            script.display()
+        ),
+    );
+    wait_online(&server, "graceful");
+    let marker = |id: i64| dir.path().join(format!("marker-{id}"));
+    // A timeout, then a cancel: both let the cleanup finish.
+    let timed = server.submit(&["clean", "--timeout", "1s"])[0];
+    let job = server.wait_final(timed, 30 * SEC);
+    assert_eq!(job["state"], "timed_out", "{job}");
+    assert_eq!(std::fs::read_to_string(marker(timed)).unwrap(), "CLEAN\n");
+    let canceled = server.submit(&["clean"])[0];
+    assert!(wait_until(20 * SEC, || marker(canceled).exists()));
+    assert!(server
+        .cli(&["cancel", &canceled.to_string()])
+        .status
+        .success());
+    let job = server.wait_final(canceled, 30 * SEC);
+    assert_eq!(job["state"], "canceled", "{job}");
+    assert_eq!(
+        std::fs::read_to_string(marker(canceled)).unwrap(),
+        "CLEAN\n"
+    );
+}

@@ -197,6 +197,10 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
     let mut notes = (!jobtype.artifacts.is_empty()).then_some(notes);
     let pgid = child.id() as i32;
     slot.group.set(child.id(), job.id, job.attempt);
+    let stop = Arc::new(log_streamer::Stopping {
+        since: Default::default(),
+        grace: config.kill_grace,
+    });
     // One thread reads the output and reaps the command where the kernel
     // gives a pidfd; otherwise a second one waits for the command.
     let pump = match log_streamer::pidfd_open(child.id()) {
@@ -207,11 +211,13 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
                 pidfd,
                 child,
                 control: control_tx,
+                stop: stop.clone(),
             }),
         ),
         None => {
+            let stop = stop.clone();
             std::thread::spawn(move || {
-                if let Some(status) = log_streamer::reap(child) {
+                if let Some(status) = log_streamer::reap(child, &stop) {
                     let _ = control_tx.send(Control::Exited(status));
                 }
             });
@@ -219,7 +225,7 @@ pub fn run(shared: &Arc<Shared>, job: Job, slot: &mut Slot) -> Finished {
         }
     };
 
-    let (status, stopped) = supervise(&control_rx, pgid, timeout, config.kill_grace);
+    let (status, stopped) = supervise(&control_rx, pgid, timeout, &stop);
     // Whatever the command left running goes with it: its group, and what
     // escaped the group and came back to this worker (a subreaper).
     signal_group(pgid, Signal::KILL);
@@ -401,8 +407,9 @@ fn supervise(
     rx: &mpsc::Receiver<Control>,
     pgid: i32,
     timeout: Duration,
-    grace: Duration,
+    stop: &log_streamer::Stopping,
 ) -> (Option<ExitStatus>, Option<(JobState, String)>) {
+    let grace = stop.grace;
     let deadline = Instant::now() + timeout;
     let mut stopped: Option<(JobState, String)> = None;
     let mut kill_at: Option<Instant> = None;
@@ -433,6 +440,9 @@ fn supervise(
         };
         if stopped.is_none() {
             stopped = Some(why);
+            // Said before the signal: whoever reaps the shell, which may
+            // die of it at once, gives the rest of the group its grace.
+            *stop.since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             signal_group(pgid, Signal::TERM);
             kill_at = Some(Instant::now() + grace);
         }

@@ -90,6 +90,16 @@ pub struct ExitWatch {
     pub pidfd: OwnedFd,
     pub child: Child,
     pub control: Sender<Control>,
+    pub stop: Arc<Stopping>,
+}
+
+/// When testbot began stopping a job (TERM to its group), and how long its
+/// processes then have before KILL: set by the job's controller, read by
+/// whoever reaps the job's shell.
+#[derive(Default)]
+pub struct Stopping {
+    pub since: Mutex<Option<std::time::Instant>>,
+    pub grace: Duration,
 }
 
 impl LogStreamer {
@@ -137,7 +147,7 @@ impl LogStreamer {
                     match wait_readable(&source, &watch.pidfd) {
                         Readable::Exited => {
                             if let Some(w) = exit.take() {
-                                let status = reap(w.child);
+                                let status = reap(w.child, &w.stop);
                                 // Usually the output has ended too: the
                                 // job's controller then learns of both at
                                 // once, rather than waking for each.
@@ -170,7 +180,7 @@ impl LogStreamer {
             publish(&progress, &args, &spool, keeper.finish());
             // The output ended before the command did (it closed it).
             if let Some(w) = exit.take() {
-                if let Some(s) = reap(w.child) {
+                if let Some(s) = reap(w.child, &w.stop) {
                     let _ = w.control.send(Control::Exited(s));
                 }
             }
@@ -378,8 +388,11 @@ fn wait_readable(pipe: &PipeReader, pidfd: &OwnedFd) -> Readable {
 
 /// Waits for the command and returns how it exited. The command's group is
 /// killed before the command is reaped: until then its id cannot be
-/// reused, so the signal never reaches another group.
-pub fn reap(mut child: Child) -> Option<std::process::ExitStatus> {
+/// reused, so the signal never reaches another group. When testbot is
+/// stopping the job, the group first has what is left of its grace period
+/// to end by itself (the shell often dies of the TERM at once while what it
+/// started cleans up).
+pub fn reap(mut child: Child, stop: &Stopping) -> Option<std::process::ExitStatus> {
     let pid = child.id();
     if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
         use rustix::process::{waitid, WaitId, WaitIdOptions};
@@ -387,6 +400,15 @@ pub fn reap(mut child: Child) -> Option<std::process::ExitStatus> {
             WaitId::Pid(p),
             WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
         );
+        let since = *stop.since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(since) = since {
+            let deadline = since + stop.grace;
+            while rustix::process::test_kill_process_group(p).is_ok()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
     super::job_runner::signal_group(pid as i32, rustix::process::Signal::KILL);
     let status = child.wait();
