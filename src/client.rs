@@ -424,10 +424,11 @@ impl Client {
         let req = self
             .post_request(path)
             .header("Content-Type", "application/json");
-        // The agent's per-read timeout bounds claims and heartbeats well
-        // enough (the server answers those within a minute); a longer
-        // wait gets a deadline of its own.
-        let resp = if timeout > READ_TIMEOUT {
+        // A wait other than the agent's per-read timeout is a deadline of
+        // its own for the whole exchange: a claim or heartbeat whose answer
+        // is lost on the way (no reset, no close) is given up in time to
+        // send the next before the worker's leases run out.
+        let resp = if timeout != READ_TIMEOUT {
             req.config()
                 .timeout_global(Some(timeout))
                 .timeout_per_read(None)

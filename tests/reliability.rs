@@ -925,3 +925,69 @@ fn a_stopped_job_gets_its_grace_period_even_when_its_shell_dies_at_once() {
         "CLEAN\n"
     );
 }
+
+/// A proxy to `target` whose answers are thrown away while `drop` is set
+/// (the connections stay open: a network that loses packets without a
+/// reset). Returns its URL.
+fn dropping_proxy(target: &str, drop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = target.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(200) {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+            });
+            let drop = drop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                loop {
+                    match server.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if !drop.load(Ordering::SeqCst) && client.write_all(&buf[..n]).is_err()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn answers_lost_on_the_way_for_a_moment_cost_a_running_job_nothing() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let drop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = dropping_proxy(&server.url, drop.clone());
+    let _w = Worker::start(
+        dir.path(),
+        &proxy,
+        "lossy",
+        "heartbeat_interval = \"2s\"\n[jobtypes.quiet]\ncommand = \"sleep 9\"\n",
+    );
+    wait_online(&server, "lossy");
+    let id = server.submit(&["quiet"])[0];
+    server.wait_state(id, "running", 20 * SEC);
+    std::thread::sleep(SEC);
+    // 2.5 s of answers lost: less than the 6 s lease.
+    drop.store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2500));
+    drop.store(false, std::sync::atomic::Ordering::SeqCst);
+    let job = server.wait_final(id, 60 * SEC);
+    assert_eq!(job["state"], "passed", "{job}");
+    assert_eq!(job["attempt"], 1, "the job ran again: {job}");
+}

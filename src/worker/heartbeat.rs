@@ -121,7 +121,15 @@ pub fn send(shared: &Shared, wait: f64) -> bool {
         info: shared.info(),
         jobs,
     };
-    let timeout = Duration::from_secs_f64(wait) + Duration::from_secs(30);
+    // Held `wait` seconds, then answered at once: an answer that does not
+    // come within one more interval (2 to 30 s) was lost on the way, and
+    // the next heartbeat must go while the leases (3 intervals from the
+    // last one the server had) still hold.
+    let margin = shared
+        .config
+        .heartbeat_interval
+        .clamp(Duration::from_secs(2), MAX_HOLD);
+    let timeout = Duration::from_secs_f64(wait) + margin;
     match shared
         .client
         .post_maybe::<_, HeartbeatReply>(&path, &hb, timeout)
