@@ -596,3 +596,32 @@ fn the_api_answers_a_repeated_idempotency_key_with_the_jobs_it_made() {
     let all = server.get("/api/v1/jobs?jobtype=nobody-runs-this");
     assert_eq!(all.as_array().unwrap().len(), 6, "{all}");
 }
+
+#[test]
+fn standard_output_that_cannot_be_written_is_said_in_one_line() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    for args in [
+        &["status", "--jobs"][..],
+        &["status", "--json"],
+        &["completions", "bash"],
+    ] {
+        let out = testbot(&server.url)
+            .args(args)
+            .stdout(
+                std::fs::File::options()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot write to standard output"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -16,6 +16,14 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<u8> {
     let mut cmd = super::Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "testbot", &mut std::io::stdout());
+    // Made whole first, then written: a write that fails is said (the
+    // generator panics on one).
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "testbot", &mut script);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|e| super::Exit(2, format!("cannot write to standard output: {e}")))?;
     Ok(0)
 }

@@ -273,6 +273,22 @@ fn quiet_on_closed_stdout() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Standard output that cannot be written (a full disk, /dev/full): one
+    // line saying so and exit 2, not a panic's backtrace and 101.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if let Some(cause) = message.strip_prefix("failed printing to stdout: ") {
+            eprintln!("testbot: cannot write to standard output: {cause}");
+            std::process::exit(2);
+        }
+        default(info);
+    }));
 }
 
 /// Parses `KEY=VALUE` for flags like `-p`, `-P` and `--meta`.
