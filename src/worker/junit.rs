@@ -140,11 +140,11 @@ fn add_suite(r: &mut TestReport, s: &junit_parser::TestSuite) {
             }
             Failure(f) => {
                 r.failed += 1;
-                ("failure", first_non_empty(&f.message, &f.text))
+                ("failure", capped(failure_text(&f.message, &f.text)))
             }
             Error(e) => {
                 r.errors += 1;
-                ("error", first_non_empty(&e.message, &e.text))
+                ("error", capped(failure_text(&e.message, &e.text)))
             }
         };
         r.failures.push(TestFailure {
@@ -240,10 +240,17 @@ fn failure_text(message: &str, text: &str) -> String {
     }
 }
 
-fn first_non_empty(a: &str, b: &str) -> String {
-    let m = if a.trim().is_empty() { b } else { a };
-    m.trim().chars().take(2000).collect()
+/// A failure's text as a job's result keeps it: its message, then the
+/// failure's full text (a traceback), at most [`FAILURE_TEXT`] characters.
+fn capped(text: String) -> String {
+    match text.char_indices().nth(FAILURE_TEXT) {
+        Some((at, _)) => format!("{}\n… (cut at {FAILURE_TEXT} characters)", &text[..at]),
+        None => text,
+    }
 }
+
+/// The most of one failure's text a job's result keeps.
+const FAILURE_TEXT: usize = 8000;
 
 #[cfg(test)]
 mod tests {
@@ -294,7 +301,7 @@ mod tests {
         );
         assert_eq!(r.durations["core.math.divides"], 1500);
         assert_eq!(r.failures[0].name, "core.math.divides");
-        assert_eq!(r.failures[0].message, "expected 2, got 3");
+        assert_eq!(r.failures[0].message, "expected 2, got 3\ntrace");
         assert_eq!(r.failures[1].kind, "error");
         assert_eq!(r.unreadable.len(), 1);
     }
