@@ -868,3 +868,36 @@ fn a_big_builds_pages_skip_nothing_when_jobs_change_between_them() {
         Some("text/html; charset=utf-8")
     );
 }
+
+#[test]
+fn a_queued_jobs_place_and_a_quarantines_end_read_as_they_are() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let ids = server.submit(&["nobody-has-it", "nobody-has-it"]);
+    for (place, id) in ids.iter().enumerate() {
+        let page = http_get(&format!("{}/jobs/{id}", server.url)).body;
+        assert!(
+            page.contains(&format!("Place in the queue: {}<", place + 1)),
+            "#{id}: {page}"
+        );
+    }
+    // Three jobs whose command cannot start quarantine the worker: its page
+    // says after how many, and when it ends (to come, not "0s ago").
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "broken",
+        "[jobtypes.broken]\ncommand = \"/nonexistent/command\"\n",
+    );
+    wait_online(&server, "broken");
+    server.submit(&["broken", "broken", "broken", "broken"]);
+    assert!(wait_until(30 * SEC, || {
+        server.get("/api/v1/workers/broken")["status"] == "quarantined"
+    }));
+    let page = http_get(&format!("{}/workers/broken", server.url)).body;
+    assert!(
+        page.contains("after 3 infrastructure failures in a row, until"),
+        "{page}"
+    );
+    assert!(page.contains(">in "), "{page}");
+}

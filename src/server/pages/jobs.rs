@@ -373,7 +373,7 @@ fn explain(e: &Explanation) -> Markup {
         section id="explain" data-part aria-labelledby="explain-h" {
             h2 id="explain-h" { "Why it is waiting" }
             p.reason.ok[e.reason == "starting" || e.reason == "busy"] { (e.message) }
-            @if let Some(p) = e.position { p { "Place in the queue: " (p + 1) } }
+            @if let Some(p) = e.position { p { "Place in the queue: " (p) } }
             @if !e.workers.is_empty() {
                 (scroll(html! { table {
                     thead { tr { th scope="col" { "worker" } th scope="col" { "status" } th scope="col" { "fits" } th scope="col" { "first failing requirement" } } }

@@ -335,13 +335,20 @@ pub fn when(ts: Option<&str>) -> Markup {
     html! { time datetime=(ts) title=(ts) data-rel { (rel) } }
 }
 
+/// How long ago `ms` milliseconds were; a negative span is to come ("in
+/// 41s": a quarantine's end).
 fn ago(ms: i64) -> String {
-    let s = (ms / 1000).max(0);
-    match s {
-        0..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86399 => format!("{}h {}m ago", s / 3600, s % 3600 / 60),
-        _ => format!("{}d ago", s / 86400),
+    let s = (ms / 1000).unsigned_abs();
+    let span = match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d", s / 86400),
+    };
+    if ms < -999 {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
     }
 }
 
@@ -369,10 +376,12 @@ pub fn queued_for(j: &Job) -> Markup {
         return html! {};
     };
     match (ms_of(j.started_at.as_deref()), j.state) {
-        (Some(started), _) => html! { (dur(started - created)) },
-        (None, JobState::Queued) => {
+        // Queued, perhaps again after a lost attempt (whose start is
+        // still `started_at`): waiting since it was submitted.
+        (_, JobState::Queued) => {
             html! { span data-since=(created) { (dur(now_ms() - created)) } }
         }
+        (Some(started), _) => html! { (dur(started - created)) },
         // Ended without starting (canceled in the queue).
         (None, _) => match ms_of(j.finished_at.as_deref()) {
             Some(f) => html! { (dur(f - created)) },
@@ -383,7 +392,9 @@ pub fn queued_for(j: &Job) -> Markup {
 
 /// How long a job ran: to its end, or ticking while it runs.
 pub fn ran_for(j: &Job) -> Markup {
-    let Some(started) = ms_of(j.started_at.as_deref()) else {
+    // A queued job is not running, whatever an attempt it lost began.
+    let Some(started) = ms_of(j.started_at.as_deref()).filter(|_| j.state != JobState::Queued)
+    else {
         return html! {};
     };
     match ms_of(j.finished_at.as_deref()) {
@@ -656,6 +667,14 @@ pub fn raw(s: String) -> PreEscaped<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_to_come_read_as_such() {
+        assert_eq!(ago(41_000), "41s ago");
+        assert_eq!(ago(-41_000), "in 41s");
+        assert_eq!(ago(-3_700_000), "in 1h 1m");
+        assert_eq!(ago(-200), "0s ago");
+    }
 
     #[test]
     fn durations_read_as_people_say_them() {

@@ -16,8 +16,11 @@ use crate::server::store::JobFilter;
 fn why(w: &Worker) -> Markup {
     match w.status {
         WorkerStatus::Offline => html! { "no heartbeat since " (when(Some(&w.last_seen))) },
+        // The strikes are forgiven as the quarantine begins: the count that
+        // led to it is the rule's.
         WorkerStatus::Quarantined => html! {
-            "after " (w.infra_failures) " infrastructure failure" (if w.infra_failures == 1 { "" } else { "s" })
+            "after " (w.infra_failures.max(crate::rules::worker::QUARANTINE_AFTER as u32))
+            " infrastructure failures in a row"
             @if let Some(u) = &w.quarantined_until { ", until " (when(Some(u))) }
         },
         WorkerStatus::Draining if w.drained => html! {

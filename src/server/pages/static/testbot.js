@@ -13,12 +13,12 @@
     return Math.floor(s / 86400) + 'd ' + Math.floor(s % 86400 / 3600) + 'h';
   }
   function ago(ms) {
-    var s = Math.floor((Date.now() - ms) / 1000);
-    if (s < 0) s = 0;
-    if (s < 60) return s + 's ago';
-    if (s < 3600) return Math.floor(s / 60) + 'm ago';
-    if (s < 86400) return Math.floor(s / 3600) + 'h ' + Math.floor(s % 3600 / 60) + 'm ago';
-    return Math.floor(s / 86400) + 'd ago';
+    var d = Date.now() - ms, s = Math.floor(Math.abs(d) / 1000), span;
+    if (s < 60) span = s + 's';
+    else if (s < 3600) span = Math.floor(s / 60) + 'm';
+    else if (s < 86400) span = Math.floor(s / 3600) + 'h ' + Math.floor(s % 3600 / 60) + 'm';
+    else span = Math.floor(s / 86400) + 'd';
+    return d < -999 ? 'in ' + span : span + ' ago';
   }
   function tick(root) {
     var now = Date.now();

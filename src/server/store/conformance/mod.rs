@@ -712,3 +712,15 @@ fn a_submission_sent_again_with_its_key_makes_no_new_jobs() {
         assert!(later.jobs[0].id > first.jobs[1].id, "{}", b.name);
     }
 }
+
+#[test]
+fn a_job_no_worker_can_run_has_its_place_among_its_jobtypes_queued_jobs() {
+    for b in backends() {
+        let jobs = submit(&b, json!(vec![json!({"jobtype": "nobody-has-it"}); 3]));
+        let places: Vec<Option<u64>> = jobs
+            .iter()
+            .map(|j| b.explain(j.id, b.now()).unwrap().position)
+            .collect();
+        assert_eq!(places, [Some(1), Some(2), Some(3)], "{}", b.name);
+    }
+}

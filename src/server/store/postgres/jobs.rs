@@ -5,7 +5,8 @@ use super::*;
 
 /// A job's place in the queue of the workers that could run it (1 =
 /// next): the queued jobs of its jobtype ahead of it (by priority, then
-/// age) that one of those workers could run too.
+/// age) that one of those workers could run too; with no such worker, all
+/// of them.
 pub(crate) fn queue_position(
     c: &mut impl Pg,
     job: &Job,
@@ -23,7 +24,7 @@ pub(crate) fn queue_position(
     )?;
     let ahead = ahead
         .iter()
-        .filter(|reqs| fitting.iter().any(|w| w.fits(reqs)))
+        .filter(|reqs| fitting.is_empty() || fitting.iter().any(|w| w.fits(reqs)))
         .count() as u64;
     Ok(ahead + 1)
 }

@@ -8,7 +8,8 @@ use super::*;
 
 /// A job's place in the queue of the workers that could run it (1 =
 /// next): the queued jobs of its jobtype ahead of it (by priority, then
-/// age) that one of those workers could run too.
+/// age) that one of those workers could run too; with no such worker, all
+/// of them.
 pub(crate) fn queue_position(
     conn: &Connection,
     job: &Job,
@@ -26,7 +27,7 @@ pub(crate) fn queue_position(
     let mut ahead = 0;
     while let Some(row) = rows.next()? {
         let reqs: Props = json_or(row.get(0)?);
-        if fitting.iter().any(|w| w.fits(&reqs)) {
+        if fitting.is_empty() || fitting.iter().any(|w| w.fits(&reqs)) {
             ahead += 1;
         }
     }
