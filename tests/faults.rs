@@ -337,13 +337,18 @@ fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let tag = format!("92{}", unique() % 100_000);
-    let body = format!("[jobtypes.hang]\ncommand = \"sleep 3{tag}; echo never\"\n");
+    // One process escapes the job's group (setsid): once the worker is
+    // dead it is init's child, found only by the job's environment.
+    let body =
+        format!("[jobtypes.hang]\ncommand = \"setsid sleep 4{tag} & sleep 3{tag}; echo never\"\n");
     let mut w = Worker::start(dir.path(), &server.url, "crashy", &body);
     wait_online(&server, "crashy");
     let id = server.submit(&["hang"])[0];
     server.wait_state(id, "running", 20 * SEC);
     let needle = format!("sleep 3{tag}");
-    assert!(wait_until(10 * SEC, || !processes_with(&needle).is_empty()));
+    let escaped = format!("sleep 4{tag}");
+    assert!(wait_until(10 * SEC, || !processes_with(&needle).is_empty()
+        && !processes_with(&escaped).is_empty()));
     // The slot records the job's group just after starting its shell; on
     // a loaded machine the shell may start the sleep first. A worker
     // killed in between leaves nothing to find: wait for the record.
@@ -352,8 +357,9 @@ fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
         .is_ok_and(|r| !r.trim().is_empty())));
     w.kill9();
     std::thread::sleep(SEC / 2);
-    let orphans = processes_with(&needle);
+    let mut orphans = processes_with(&needle);
     assert!(!orphans.is_empty(), "the orphans should still run");
+    orphans.extend(processes_with(&escaped));
     // Same config, same work_dir.
     let config = w.config.clone();
     let w = Worker::start_config(dir.path(), "crashy", &config, &[]);
@@ -381,6 +387,7 @@ fn a_worker_restarted_after_sigkill_kills_what_its_jobs_left_running() {
     assert!(again, "{}", server.job(id));
     assert_eq!(alive(&orphans), 0);
     kill_tagged(&needle);
+    kill_tagged(&escaped);
 }
 
 #[test]

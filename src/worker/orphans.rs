@@ -277,11 +277,15 @@ pub fn kill_left_behind(work_dir: &Path) -> usize {
             .filter_map(|x| x.parse().ok())
             .collect();
         if let [pgid, start, job, attempt] = f[..] {
-            let pids = if pgid == 0 {
-                started_by_job(work_dir, job, me)
-            } else {
-                members(pgid as i32, start, me)
-            };
+            // The group, and what escaped it (setsid, double forks: no
+            // longer this worker's children once it died) by the job's
+            // environment.
+            let mut pids = started_by_job(work_dir, job, me);
+            if pgid != 0 {
+                pids.extend(members(pgid as i32, start, me));
+                pids.sort_unstable();
+                pids.dedup();
+            }
             for &pid in &pids {
                 if let Some(p) = Pid::from_raw(pid) {
                     let _ = kill_process(p, Signal::KILL);
