@@ -873,6 +873,13 @@ fn a_big_builds_pages_skip_nothing_when_jobs_change_between_them() {
 fn a_queued_jobs_place_and_a_quarantines_end_read_as_they_are() {
     let dir = tempdir();
     let server = Server::start(dir.path());
+    // Before any worker: a config for this very server.
+    let home = http_get(&format!("{}/", server.url)).body;
+    let addr = server.url.trim_start_matches("http://");
+    assert!(
+        home.contains(&format!("server = &quot;http://{addr}&quot;")),
+        "{home}"
+    );
     let ids = server.submit(&["nobody-has-it", "nobody-has-it"]);
     for (place, id) in ids.iter().enumerate() {
         let page = http_get(&format!("{}/jobs/{id}", server.url)).body;

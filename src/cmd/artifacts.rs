@@ -35,8 +35,9 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Command {
-    /// Inside a job: upload files as artifacts of this attempt now (named
-    /// by their path relative to the job directory, else by file name).
+    /// Inside a job: upload files as artifacts of this attempt now, each
+    /// named by its path relative to the current directory (the job
+    /// directory, unless the command moved), else by its file name.
     Upload {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,

@@ -84,7 +84,7 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
             }
         }
         @if workers.is_empty() {
-            (no_workers())
+            (no_workers(&st, &headers))
         } @else {
             p id="worker-counts" data-part {
                 a href="/workers" { (w.online) " worker" (if w.online == 1 { "" } else { "s" }) " online" }
@@ -126,12 +126,28 @@ pub async fn home(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
     .render(body))
 }
 
-/// What a new user sees before any worker registered.
-pub fn no_workers() -> Markup {
+/// What a new user sees before any worker registered: a config for this
+/// server (as the browser reached it), with a token file when the server
+/// asks workers for tokens.
+pub fn no_workers(st: &AppState, headers: &HeaderMap) -> Markup {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("THIS-SERVER:8080");
+    let scheme = if st.https { "https" } else { "http" };
+    let token = if st.auth.enabled() {
+        "token_file = \"worker.token\"   # a line of the server's --worker-tokens file\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        "# worker.toml\nserver = \"{scheme}://{host}\"\n{token}\n[jobtypes.unit]\ncommand = \"make test\"\n\n$ testbot worker --config worker.toml"
+    );
     html! {
         div.empty id="worker-counts" data-part {
             p { strong { "No worker has registered yet." } " Jobs wait until one that has their jobtype does. On a test machine, write a config and start a worker:" }
-            pre { "# worker.toml\nserver = \"http://THIS-SERVER:8080\"\n\n[jobtypes.unit]\ncommand = \"make test\"\n\n$ testbot worker --config worker.toml" }
+            pre { (config) }
             p { "Or run a worker inside the server itself: " code { "testbot serve --worker worker.toml" } "." }
         }
     }

@@ -435,7 +435,17 @@ pub fn labels<'a>(items: impl IntoIterator<Item = (&'a String, &'a String)>, con
 
 /// A job's link with its jobtype and params in brief.
 pub fn job_title(j: &Job) -> String {
-    let params: Vec<String> = j.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // A long param is cut in titles and headings (the job page's facts
+    // hold it whole): a 5 KB value filled screens before the facts.
+    const SHOWN: usize = 60;
+    let params: Vec<String> = j
+        .params
+        .iter()
+        .map(|(k, v)| match v.char_indices().nth(SHOWN) {
+            Some((at, _)) => format!("{k}={}…", &v[..at]),
+            None => format!("{k}={v}"),
+        })
+        .collect();
     if params.is_empty() {
         j.jobtype.clone()
     } else {

@@ -87,7 +87,7 @@ pub async fn list(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<R
     let body = html! {
         div id="workers" data-part {
             @if workers.is_empty() {
-                (super::jobs::no_workers())
+                (super::jobs::no_workers(&st, &headers))
             } @else {
                 (scroll(html! { table {
                     thead { tr {
