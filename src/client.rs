@@ -428,10 +428,14 @@ impl Client {
         // its own for the whole exchange: a claim or heartbeat whose answer
         // is lost on the way (no reset, no close) is given up in time to
         // send the next before the worker's leases run out.
+        // (A deadline for the answer, not a global one: with a global
+        // timeout ureq resolves the host name on a thread of its own, one
+        // thread per claim.)
         let resp = if timeout != READ_TIMEOUT {
             req.config()
-                .timeout_global(Some(timeout))
                 .timeout_per_read(None)
+                .timeout_recv_response(Some(timeout))
+                .timeout_recv_body(Some(timeout))
                 .build()
                 .send(&json[..])
         } else {
