@@ -239,7 +239,8 @@ fn junit_failures_are_named_in_status_and_wait_output() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["core.divides", "core.parses"]);
-    assert_eq!(tests["failures"][0]["message"], "expected 2, got 3");
+    // The message, then the failure's text.
+    assert_eq!(tests["failures"][0]["message"], "expected 2, got 3\nx");
     // Per-test durations go to the test history, not into the result.
     assert!(tests["durations"].is_null(), "{tests}");
     let slow = json(&server.cli(&["tests", "slow", "--jobtype", "tests", "--json"]));
