@@ -838,3 +838,43 @@ fn a_job_uploads_files_itself_named_as_it_gives_them() {
         assert_eq!(std::fs::read_to_string(out.join(path)).unwrap(), bytes);
     }
 }
+
+#[test]
+fn a_jobs_own_upload_waits_out_a_server_restart() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path());
+    let ready = dir.path().join("ready");
+    let go = dir.path().join("go");
+    let command = format!(
+        "echo kept > f.txt && touch {ready} && while [ ! -e {go} ]; do sleep 0.05; done \
+         && {bin} artifacts upload f.txt",
+        ready = ready.display(),
+        go = go.display(),
+        bin = BIN
+    );
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "up",
+        &format!("[jobtypes.up]\ncommand = '''{command}'''\n"),
+    );
+    wait_online(&server, "up");
+    let job = server.submit(&["up"])[0];
+    assert!(wait_until(30 * SEC, || ready.exists()));
+    // The server goes away just as the job uploads, and is back 2 s later.
+    let addr = server.addr.clone();
+    server.kill9();
+    std::fs::write(&go, "").unwrap();
+    std::thread::sleep(2 * SEC);
+    let server = Server::start_with(dir.path(), &addr, &[]);
+    let done = server.wait_final(job, 60 * SEC);
+    let log = server.log_of(job);
+    assert_eq!(done["state"], "passed", "{done}\n{log}");
+    assert!(
+        log.contains("trying again") && log.contains("f.txt stored"),
+        "{log}"
+    );
+    let list = wait_artifacts(&server, job, 1, 30 * SEC);
+    assert_eq!(list[0]["path"], "f.txt");
+    assert_eq!(list[0]["state"], "complete");
+}

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::table::Table;
 use super::{Exit, Globals};
+use crate::client::ClientError;
 use crate::wire::*;
 
 #[derive(clap::Args)]
@@ -272,44 +273,94 @@ fn upload(g: &Globals, paths: &[PathBuf]) -> anyhow::Result<u8> {
         files: files.iter().map(|f| f.1.clone()).collect(),
         keep_ms: None,
     };
-    let answer: ArtifactsDeclared = client.post(&format!("/api/v1/jobs/{job}/artifacts"), &decl)?;
+    // A server that restarts or a connection that drops while files go
+    // up: declared again (the answer says how much of each the server
+    // holds), each upload resumed from there, for up to two minutes.
+    let transient = |e: &ClientError| match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Failing { status, .. } => matches!(status, 502..=504),
+        ClientError::Refused { status, .. } => matches!(status, 400 | 409),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut pause = std::time::Duration::from_millis(250);
+    let mut said = std::collections::HashSet::new();
     let mut failed = false;
-    for a in &answer.files {
-        match a.state {
-            ArtifactState::Complete => println!("{} stored", a.path),
-            ArtifactState::Skipped => {
-                eprintln!(
-                    "testbot: {} skipped: {}",
-                    a.path,
-                    a.note.as_deref().unwrap_or("over a limit")
-                );
-                failed = true;
+    loop {
+        let wait = |e: &ClientError, pause: &mut std::time::Duration| {
+            eprintln!("testbot: {e}; trying again");
+            std::thread::sleep(*pause);
+            *pause = (*pause * 2).min(std::time::Duration::from_secs(5));
+        };
+        let declared: Result<ArtifactsDeclared, ClientError> =
+            client.post(&format!("/api/v1/jobs/{job}/artifacts"), &decl);
+        let answer = match declared {
+            Ok(a) => a,
+            Err(e @ ClientError::Unreachable { .. }) | Err(e @ ClientError::Failing { .. })
+                if transient(&e) && std::time::Instant::now() < deadline =>
+            {
+                wait(&e, &mut pause);
+                continue;
             }
-            ArtifactState::Uploading => {
-                let (abs, _) = files
-                    .iter()
-                    .find(|f| f.1.path == a.path)
-                    .expect("declared files come back");
-                let mut file = std::fs::File::open(abs)?;
-                use std::io::Seek;
-                file.seek(std::io::SeekFrom::Start(a.received))?;
-                let left = a.size.saturating_sub(a.received);
-                let path: String = a
-                    .path
-                    .split('/')
-                    .map(super::test_queue::query_escape)
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let _: Artifact = client.put_reader(
-                    &format!(
-                        "/api/v1/jobs/{job}/artifacts/{path}?attempt={attempt}&offset={}",
-                        a.received
-                    ),
-                    &mut file.take(left),
-                    left,
-                )?;
-                println!("{} stored", a.path);
+            Err(e) => return Err(e.into()),
+        };
+        let mut again = None;
+        for a in &answer.files {
+            match a.state {
+                ArtifactState::Complete => {
+                    if said.insert(a.path.clone()) {
+                        println!("{} stored", a.path);
+                    }
+                }
+                ArtifactState::Skipped => {
+                    if said.insert(a.path.clone()) {
+                        eprintln!(
+                            "testbot: {} skipped: {}",
+                            a.path,
+                            a.note.as_deref().unwrap_or("over a limit")
+                        );
+                        failed = true;
+                    }
+                }
+                ArtifactState::Uploading => {
+                    let (abs, _) = files
+                        .iter()
+                        .find(|f| f.1.path == a.path)
+                        .expect("declared files come back");
+                    let mut file = std::fs::File::open(abs)?;
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(a.received))?;
+                    let left = a.size.saturating_sub(a.received);
+                    let path: String = a
+                        .path
+                        .split('/')
+                        .map(super::test_queue::query_escape)
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let sent: Result<Artifact, ClientError> = client.put_reader(
+                        &format!(
+                            "/api/v1/jobs/{job}/artifacts/{path}?attempt={attempt}&offset={}",
+                            a.received
+                        ),
+                        &mut file.take(left),
+                        left,
+                    );
+                    match sent {
+                        Ok(_) => {
+                            said.insert(a.path.clone());
+                            println!("{} stored", a.path);
+                        }
+                        Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
+                            again = Some(e);
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
+        }
+        match again {
+            Some(e) => wait(&e, &mut pause),
+            None => break,
         }
     }
     Ok(u8::from(failed))
