@@ -94,6 +94,12 @@ fn wait_blocks_until_jobs_or_builds_end_and_exits_by_their_outcome() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(stdout(&out).contains("failed"), "{}", text(&out));
     }
+    // `status --build` takes a build as `wait` shows it.
+    for build in ["1", "b1"] {
+        let out = server.cli(&["status", "--build", build]);
+        assert_eq!(out.status.code(), Some(0), "{build}: {}", text(&out));
+        assert!(stdout(&out).contains("mixed"), "{}", text(&out));
+    }
     let out = server.cli(&["wait", "--json", &ok[0].to_string()]);
     let jobs: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(jobs[0]["state"], "passed");

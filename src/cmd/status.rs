@@ -25,8 +25,8 @@ pub struct Args {
     /// List the latest builds.
     #[arg(long)]
     builds: bool,
-    /// One build and its jobs.
-    #[arg(long, value_name = "ID")]
+    /// One build and its jobs: its id, `7` or `b7`.
+    #[arg(long, value_name = "ID", value_parser = super::wait::build_id)]
     build: Option<i64>,
     /// Print JSON instead of tables.
     #[arg(long)]

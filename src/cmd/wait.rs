@@ -16,7 +16,7 @@ use crate::client::{Client, ClientError};
 use crate::wire::{Build, Job, JobState};
 
 /// A build id as `7` or as `b7`, the way it is shown.
-fn build_id(s: &str) -> Result<i64, String> {
+pub(super) fn build_id(s: &str) -> Result<i64, String> {
     let n = s.strip_prefix('b').unwrap_or(s);
     match n.parse::<i64>() {
         Ok(n) if n >= 1 => Ok(n),
