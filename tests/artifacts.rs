@@ -878,3 +878,95 @@ fn a_jobs_own_upload_waits_out_a_server_restart() {
     assert_eq!(list[0]["path"], "f.txt");
     assert_eq!(list[0]["state"], "complete");
 }
+
+/// A proxy to `target` that passes everything until a request naming
+/// `needle` goes through, then passes `keep` bytes of what comes back and
+/// cuts the connection. Returns its URL.
+fn cutting_proxy(target: &str, needle: &'static str, keep: usize) -> String {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let target = target.trim_start_matches("http://").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().take(20) {
+            let Ok(mut client) = client else { return };
+            let Ok(mut server) = TcpStream::connect(&target) else {
+                return;
+            };
+            let cut = Arc::new(AtomicBool::new(false));
+            let (mut c2, mut s2, flag) = (
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                cut.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(n) = c2.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if String::from_utf8_lossy(&buf[..n]).contains(needle) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    if s2.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 << 10];
+                let mut passed = 0;
+                while let Ok(n) = server.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let n = if cut.load(Ordering::SeqCst) {
+                        let n = n.min(keep.saturating_sub(passed));
+                        passed += n;
+                        n
+                    } else {
+                        n
+                    };
+                    if client.write_all(&buf[..n]).is_err()
+                        || (cut.load(Ordering::SeqCst) && passed >= keep)
+                    {
+                        break;
+                    }
+                }
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_download_cut_by_the_network_is_exit_3_and_leaves_no_half_file() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let _w = Worker::start(
+        dir.path(),
+        &server.url,
+        "w",
+        "[jobtypes.big]\ncommand = \"head -c 3000000 /dev/urandom > big.bin\"\nartifacts = [\"big.bin\"]\n",
+    );
+    wait_online(&server, "w");
+    let job = server.submit(&["big"])[0];
+    assert_eq!(server.wait_final(job, 60 * SEC)["state"], "passed");
+    wait_artifacts(&server, job, 1, 60 * SEC);
+    let proxy = cutting_proxy(&server.url, "/artifacts/big.bin", 100_000);
+    let out_dir = dir.path().join("dl");
+    let out = std::process::Command::new(BIN)
+        .args(["artifacts", &job.to_string(), "--download"])
+        .arg(&out_dir)
+        .env("TESTBOT_SERVER", &proxy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -97,6 +97,7 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
         .map_err(|e| Exit(2, format!("cannot make {}: {e}", dir.display())))?;
     let mut failed = 0;
     let mut got = 0;
+    let mut away = false;
     for f in &list {
         if pattern.as_ref().is_some_and(|p| !p.matches(&f.path)) {
             continue;
@@ -118,13 +119,19 @@ pub fn run(g: &Globals, a: Args) -> anyhow::Result<u8> {
             Err(e) => {
                 eprintln!("testbot: {}: {e:#}", f.path);
                 failed += 1;
+                // The server gone or failing mid-download is exit 3, as
+                // for every command.
+                away |= matches!(
+                    e.downcast_ref::<ClientError>(),
+                    Some(ClientError::Unreachable { .. } | ClientError::Failing { .. })
+                );
             }
         }
     }
     if got == 0 && failed == 0 {
         eprintln!("testbot: no artifact of job {job} matched");
     }
-    Ok(u8::from(failed > 0))
+    Ok(if away { 3 } else { u8::from(failed > 0) })
 }
 
 /// Where an artifact lands in `dir`: refused if its path would lead out.
@@ -173,22 +180,39 @@ fn download(
         ".{}.testbot-part",
         dest.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let mut out = std::fs::File::create(&tmp)?;
-    let mut reader = raw.into_reader();
+    let url = format!("job {job}'s artifact {}", f.path);
     let mut h = sha2::Sha256::new();
-    use sha2::Digest;
-    let mut buf = vec![0u8; 1 << 20];
     let mut n_total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let fetched = (|| -> anyhow::Result<()> {
+        let mut out = std::fs::File::create(&tmp)?;
+        let mut reader = raw.into_reader();
+        use sha2::Digest;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            // The server's side failing is told apart from this disk's.
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.clone(),
+                    detail: e.to_string(),
+                    connect: false,
+                })?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            n_total += n as u64;
         }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        n_total += n as u64;
+        out.sync_all()?;
+        Ok(())
+    })();
+    if let Err(e) = fetched {
+        // No half file left behind.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    out.sync_all()?;
+    use sha2::Digest;
     let sha: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if sha != f.sha256 || n_total != f.size {
         let _ = std::fs::remove_file(&tmp);
