@@ -631,3 +631,24 @@ fn standard_output_that_cannot_be_written_is_said_in_one_line() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_log_level_that_is_not_one_is_refused() {
+    let out = testbot("http://127.0.0.1:9")
+        .args(["--log-level", "bogus", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("\"bogus\" is not a log level"),
+        "{}",
+        text(&out)
+    );
+    for ok in ["debug", "WARN", "testbot=debug,warn"] {
+        let out = testbot("http://127.0.0.1:9")
+            .args(["--log-level", ok, "completions", "bash"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{ok}: {}", text(&out));
+    }
+}

@@ -85,6 +85,7 @@ pub struct Cli {
         long,
         global = true,
         value_name = "LEVEL",
+        value_parser = log_level,
         help_heading = "Global options"
     )]
     log_level: Option<String>,
@@ -179,6 +180,24 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         }
     }
     2
+}
+
+/// A log level, or filter directives (`testbot=debug,warn`) whose levels
+/// are levels: `bogus` is not taken as a module name.
+fn log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let ok = !s.trim().is_empty()
+        && s.split(',').all(|d| {
+            let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+            LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a log level: use error, warn, info, debug or trace (or TARGET=LEVEL)"
+        ))
+    }
 }
 
 fn init_logging(default: &str, format: &str, level: Option<&str>) {
