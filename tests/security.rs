@@ -199,6 +199,20 @@ fn pages_of_other_sites_cannot_drive_a_server_through_a_browser() {
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("another site"), "{text}");
     assert_eq!(post(Some("null")).0, 403);
+    // A browser's form post to a page is refused with a page, not JSON.
+    let (status, text) = raw_status(
+        &server.addr,
+        &format!(
+            "POST /jobs/1/cancel HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://evil.example\r\nAccept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 6\r\nConnection: close\r\n\r\ncsrf=x"
+        ),
+    );
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/html")
+            && text.contains("another site"),
+        "{text}"
+    );
     assert_eq!(post(Some(&format!("http://127.0.0.1:{port}"))).0, 201);
     assert_eq!(post(None).0, 201);
     assert_eq!(

@@ -201,8 +201,12 @@ fn refuse(status: StatusCode, error: String) -> Response {
 /// The middleware: sorts each request by the route's access class and
 /// checks the bearer token for it.
 pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    if let Some(refusal) = cross_site(&st.auth, &req) {
-        return refusal;
+    if let Some((status, error)) = cross_site(&st.auth, &req) {
+        // A browser asking for a page gets the refusal as a page.
+        if super::pages::wants_page(&req) {
+            return super::pages::error_page(status, &error);
+        }
+        return refuse(status, error);
     }
     let bearer = req
         .headers()
@@ -323,7 +327,7 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
 ///
 /// Clients other than browsers send no `Origin`, and a `Host` of the
 /// address they were given.
-fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
+fn cross_site(auth: &Auth, req: &Request) -> Option<(StatusCode, String)> {
     let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     // Browsers (every one says `Mozilla/`) are what a page can drive;
@@ -334,7 +338,7 @@ fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
         .is_some_and(|u| u.starts_with("Mozilla/"));
     if browser && auth.loopback_names_only {
         if let Some(host) = host.filter(|h| !host_is_loopback(h)) {
-            return Some(refuse(
+            return Some((
                 StatusCode::FORBIDDEN,
                 format!(
                     "this server has no token files, so it answers only requests addressed to \
@@ -352,7 +356,7 @@ fn cross_site(auth: &Auth, req: &Request) -> Option<Response> {
             .split_once("://")
             .is_some_and(|(_, authority)| host.is_some_and(|h| h.eq_ignore_ascii_case(authority)));
         if !same {
-            return Some(refuse(
+            return Some((
                 StatusCode::FORBIDDEN,
                 format!(
                     "{} {} from a page of another site ({origin:?}) is refused",
